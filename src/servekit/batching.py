@@ -1,0 +1,316 @@
+"""Adaptive batching: merge requests that queue up while a model is busy.
+
+A lone request never waits: when the model is idle it runs at once. Requests
+arriving while it is busy queue up; when it frees, every compatible queued
+request (same inputs, trailing shapes, dtypes, outputs and parameters), up
+to ``max_batch_size`` rows, is merged with one ``np.concatenate`` per input
+and run as one call; outputs are split back as views. So the batch size
+follows the load. ``max_batch_time`` > 0 adds MLServer's behaviour: wait up to
+that long for a batch to fill. The queue is bounded and requests can carry a
+timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from servekit.errors import Overloaded, RequestTimedOut, ServekitError
+from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+
+Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+
+# request parameters that describe the transport, not the computation
+TRANSPORT_PARAMETERS = frozenset({"binary_data_output", "timeout", "headers"})
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """Counters for the V2 statistics extension (durations in nanoseconds)."""
+
+    inference_count: int = 0
+    execution_count: int = 0
+    success_count: int = 0
+    success_ns: int = 0
+    fail_count: int = 0
+    fail_ns: int = 0
+    queue_ns: int = 0
+    compute_ns: int = 0
+    last_inference_ms: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: InferenceRequest
+    key: Any
+    rows: int
+    future: asyncio.Future[InferenceResponse]
+    enqueued_ns: int
+    deadline: float | None
+
+
+class AdaptiveBatcher:
+    """Serialises calls to one model version, merging queued requests."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        *,
+        batchable: bool,
+        max_batch_size: int = 0,
+        max_batch_time: float = 0.0,
+        max_queue_size: int = 1024,
+        name: str = "",
+    ) -> None:
+        self._predict = predict
+        self.batchable = batchable
+        self.max_batch_size = max_batch_size
+        self.max_batch_time = max_batch_time
+        self.max_queue_size = max_queue_size
+        self.name = name
+        self.stats = ModelStats()
+        self._queue: deque[_Pending] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def idle(self) -> None:
+        """Wait until every queued request has been answered."""
+        while self._worker is not None and not self._worker.done():
+            await asyncio.wait([self._worker])
+
+    async def submit(self, request: InferenceRequest) -> InferenceResponse:
+        if len(self._queue) >= self.max_queue_size:
+            raise Overloaded(
+                f"model {self.name!r} has {len(self._queue)} requests queued (the limit); "
+                "retry later or add workers"
+            )
+        loop = asyncio.get_running_loop()
+        timeout = _timeout_seconds(request)
+        key, rows = self._key(request)
+        pending = _Pending(
+            request=request,
+            key=key,
+            rows=rows,
+            future=loop.create_future(),
+            enqueued_ns=time.perf_counter_ns(),
+            deadline=None if timeout is None else time.monotonic() + timeout,
+        )
+        self._queue.append(pending)
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        elif self._wakeup is not None:
+            self._wakeup.set()
+        if timeout is None:
+            return await pending.future
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        except TimeoutError:
+            if pending in self._queue:
+                self._queue.remove(pending)
+            raise RequestTimedOut(
+                f"request to model {self.name!r} timed out after {timeout:g} s"
+            ) from None
+
+    def _key(self, request: InferenceRequest) -> tuple[Any, int]:
+        """(compatibility key, rows); an unbatchable request gets a unique key."""
+        if not self.batchable or not request.inputs:
+            return object(), 0
+        rows = -1
+        parts = []
+        for tensor in request.inputs:
+            shape = tensor.data.shape
+            if len(shape) < 2 or (rows >= 0 and shape[0] != rows):
+                return object(), 0
+            rows = shape[0]
+            parts.append((tensor.name, tensor.datatype, shape[1:], _params(tensor.parameters)))
+        outputs = None
+        if request.outputs is not None:
+            outputs = tuple((o.name, _params(o.parameters)) for o in request.outputs)
+        return (tuple(parts), outputs, _params(request.parameters)), rows
+
+    async def _drain(self) -> None:
+        while self._queue:
+            if self.max_batch_time > 0 and self.batchable:
+                await self._fill_window()
+            batch = self._take_batch()
+            if batch:
+                await self._execute(batch)
+
+    async def _fill_window(self) -> None:
+        """MLServer's meaning of max_batch_time: wait for the batch to fill."""
+        first = self._queue[0]
+        deadline = first.enqueued_ns / 1e9 + self.max_batch_time
+        self._wakeup = asyncio.Event()
+        try:
+            while self.max_batch_size <= 0 or self._rows_like(first) < self.max_batch_size:
+                remaining = deadline - time.perf_counter_ns() / 1e9
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+        finally:
+            self._wakeup = None
+
+    def _rows_like(self, first: _Pending) -> int:
+        return sum(p.rows for p in self._queue if p.key == first.key)
+
+    def _take_batch(self) -> list[_Pending]:
+        now = time.monotonic()
+        batch: list[_Pending] = []
+        rest: deque[_Pending] = deque()
+        rows = 0
+        while self._queue:
+            pending = self._queue.popleft()
+            if pending.future.done():
+                continue
+            if pending.deadline is not None and pending.deadline < now:
+                pending.future.set_exception(
+                    RequestTimedOut(f"request to model {self.name!r} timed out in the queue")
+                )
+                continue
+            if not batch:
+                batch.append(pending)
+                rows = pending.rows
+            elif pending.key == batch[0].key and (
+                self.max_batch_size <= 0 or rows + pending.rows <= self.max_batch_size
+            ):
+                batch.append(pending)
+                rows += pending.rows
+            else:
+                rest.append(pending)
+        self._queue = rest
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        start = time.perf_counter_ns()
+        for pending in batch:
+            self.stats.queue_ns += start - pending.enqueued_ns
+        self.stats.execution_count += 1
+        self.stats.batch_sizes[len(batch)] = self.stats.batch_sizes.get(len(batch), 0) + 1
+        if len(batch) == 1:
+            await self._run_one(batch[0], start)
+            return
+        merged = _merge([p.request for p in batch])
+        try:
+            response = await self._predict(merged)
+            parts = _split(response, [p.rows for p in batch])
+        except Exception:  # attribute the failure: run each request on its own
+            for pending in batch:
+                await self._run_one(pending, time.perf_counter_ns())
+            return
+        end = time.perf_counter_ns()
+        self.stats.compute_ns += end - start
+        for pending, outputs in zip(batch, parts, strict=True):
+            result = InferenceResponse(
+                model_name=response.model_name,
+                model_version=response.model_version,
+                id=pending.request.id,
+                outputs=outputs,
+                parameters=dict(response.parameters),
+            )
+            self._finish(pending, result, None, end)
+
+    async def _run_one(self, pending: _Pending, start: int) -> None:
+        try:
+            response = await self._predict(pending.request)
+        except Exception as exc:
+            self._finish(pending, None, exc, time.perf_counter_ns())
+            return
+        end = time.perf_counter_ns()
+        self.stats.compute_ns += end - start
+        self._finish(pending, response, None, end)
+
+    def _finish(
+        self,
+        pending: _Pending,
+        response: InferenceResponse | None,
+        error: BaseException | None,
+        end: int,
+    ) -> None:
+        elapsed = end - pending.enqueued_ns
+        self.stats.inference_count += 1
+        self.stats.last_inference_ms = int(time.time() * 1000)
+        if error is None:
+            self.stats.success_count += 1
+            self.stats.success_ns += elapsed
+        else:
+            self.stats.fail_count += 1
+            self.stats.fail_ns += elapsed
+        if pending.future.done():
+            return
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            assert response is not None
+            pending.future.set_result(response)
+
+
+def _merge(requests: list[InferenceRequest]) -> InferenceRequest:
+    first = requests[0]
+    inputs = [
+        Tensor(
+            name=tensor.name,
+            data=np.concatenate([r.inputs[i].data for r in requests], axis=0),
+            datatype=tensor.datatype,
+            parameters=tensor.parameters,
+        )
+        for i, tensor in enumerate(first.inputs)
+    ]
+    return InferenceRequest(
+        inputs=inputs, outputs=first.outputs, id=first.id, parameters=first.parameters
+    )
+
+
+def _split(response: InferenceResponse, rows: list[int]) -> list[list[Tensor]]:
+    total = sum(rows)
+    for tensor in response.outputs:
+        if tensor.data.ndim == 0 or tensor.data.shape[0] != total:
+            raise ServekitError(f"output {tensor.name!r} does not line up with the batch rows")
+    parts: list[list[Tensor]] = [[] for _ in rows]
+    for tensor in response.outputs:
+        offset = 0
+        for i, n in enumerate(rows):
+            parts[i].append(
+                Tensor(
+                    name=tensor.name,
+                    data=tensor.data[offset : offset + n],
+                    datatype=tensor.datatype,
+                    parameters=tensor.parameters,
+                )
+            )
+            offset += n
+    return parts
+
+
+def _params(parameters: dict[str, Any]) -> bytes:
+    if not parameters:
+        return b""
+    relevant = {k: v for k, v in parameters.items() if k not in TRANSPORT_PARAMETERS}
+    return orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS) if relevant else b""
+
+
+def _timeout_seconds(request: InferenceRequest) -> float | None:
+    """Triton's ``timeout`` request parameter, in microseconds."""
+    value = request.parameters.get("timeout") if request.parameters else None
+    if value is None:
+        return None
+    try:
+        micros = float(value)
+    except (TypeError, ValueError):
+        return None
+    return micros / 1e6 if micros > 0 else None

@@ -1,0 +1,165 @@
+"""Server and model settings.
+
+Server settings come, lowest to highest precedence, from defaults,
+``settings.json`` (MLServer's field names), ``SERVEKIT_*`` environment
+variables and command-line flags. Model settings come from
+``model-settings.json`` files in MLServer's format, or are inferred.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from servekit.errors import ConfigError
+
+ENV_PREFIX = "SERVEKIT_"
+
+
+class ServerSettings(BaseModel):
+    """Everything about the server process, independent of any model."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    metrics_port: int = 8082
+    rest_api_port: int | None = None  # TF Serving's REST API; off unless set
+    debug: bool = False
+    parallel_workers: int | None = None  # None: one per core
+    threads_per_worker: int | None = None  # OpenMP/BLAS threads; None: cores // workers
+    model_repository_root: str = "."
+    load_models_at_startup: bool = True
+    max_request_size: int = 512 * 1024 * 1024
+    max_queue_size: int = 1024  # queued requests per model before 503
+    access_log: bool = False
+    enable_grpc: bool = True
+    enable_metrics_endpoint: bool = True
+    metrics_endpoint: str = "/metrics"
+    default_model: str | None = None
+    poll_wait_seconds: float = 0.0  # repository/file-system polling; 0 = off
+    management_token: str | None = None
+    server_name: str = "servekit"
+
+    def merged(self, overrides: dict[str, Any]) -> ServerSettings:
+        data = self.model_dump()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return ServerSettings.model_validate(data)
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """``SERVEKIT_<FIELD>`` variables as settings (``SERVEKIT_HTTP_PORT=9000``)."""
+    environ = dict(os.environ) if environ is None else environ
+    out: dict[str, Any] = {}
+    for name in ServerSettings.model_fields:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def load_server_settings(
+    root: str | Path | None,
+    cli_overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> ServerSettings:
+    data: dict[str, Any] = {}
+    if root is not None:
+        path = Path(root) / "settings.json"
+        if path.is_file():
+            data.update(_read_json(path))
+        data["model_repository_root"] = str(root)
+    data.update(env_overrides(environ))
+    data.update({k: v for k, v in (cli_overrides or {}).items() if v is not None})
+    try:
+        return ServerSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid server settings: {_describe(exc)}") from None
+
+
+class ModelParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    uri: str | None = None
+    version: str | None = None
+    format: str | None = None
+    content_type: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class VersionPolicy(BaseModel):
+    """TF Serving's model_version_policy: latest (num_versions), all, or specific."""
+
+    kind: str = "latest"  # latest | all | specific
+    num_versions: int = 1
+    versions: list[int] = Field(default_factory=list)
+
+
+class ModelSettings(BaseModel):
+    """One model version: MLServer's ``model-settings.json`` plus servekit's fields."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+
+    name: str
+    implementation: str | None = None
+    platform: str = ""
+    versions: list[str] = Field(default_factory=list)
+    parameters: ModelParameters = Field(default_factory=ModelParameters)
+    inputs: list[dict[str, Any]] = Field(default_factory=list)
+    outputs: list[dict[str, Any]] = Field(default_factory=list)
+    max_batch_size: int = 0  # rows; 0 = no limit beyond the queue
+    max_batch_time: float = 0.0  # seconds to wait for more requests (MLServer's meaning)
+    adaptive_batching: bool = True
+    max_queue_size: int | None = None
+    version_policy: VersionPolicy | None = None
+    version_labels: dict[str, str] = Field(default_factory=dict)
+    source_dir: str = ""  # folder of the settings file; relative URIs resolve against it
+
+    @property
+    def version(self) -> str | None:
+        return self.parameters.version
+
+    def resolved_uri(self) -> Path | None:
+        uri = self.parameters.uri
+        if uri is None:
+            return Path(self.source_dir) if self.source_dir else None
+        if uri.startswith("file://"):
+            uri = uri[len("file://") :]
+        path = Path(uri)
+        if not path.is_absolute() and self.source_dir:
+            path = Path(self.source_dir) / path
+        return path
+
+
+def load_model_settings(path: Path) -> ModelSettings:
+    data = _read_json(path)
+    data.setdefault("name", path.parent.name)
+    data["source_dir"] = str(path.parent.resolve())
+    params = data.get("parameters") or {}
+    if isinstance(params, dict) and params.get("version") is not None:
+        params["version"] = str(params["version"])
+    try:
+        return ModelSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+    )

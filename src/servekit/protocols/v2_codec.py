@@ -1,0 +1,348 @@
+"""V2 (Open Inference Protocol) JSON encoding, with Triton's binary tensor
+extension both ways and optional gzip/deflate bodies.
+
+Numeric tensors never become Python lists on the way in when they arrive as
+binary (``np.frombuffer`` on the body) and never on the way out (numpy arrays
+go straight into orjson).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import orjson
+
+from servekit.errors import InvalidInput
+from servekit.tensors import (
+    InferenceRequest,
+    InferenceResponse,
+    RequestedOutput,
+    Tensor,
+    as_bytes_array,
+    dtype_of,
+)
+
+HEADER_LENGTH = "inference-header-content-length"
+_INT_KINDS = "iu"
+_ACCEPTED_KINDS = {
+    "b": "b",
+    "i": "biu",
+    "u": "biu",
+    "f": "biuf",
+}
+
+
+# -- bodies -------------------------------------------------------------------
+def decompress(body: bytes, encoding: str | None) -> bytes:
+    if not encoding or encoding == "identity":
+        return body
+    try:
+        if encoding == "gzip":
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except zlib.error as exc:
+        raise InvalidInput(f"body is not valid {encoding} data: {exc}") from None
+    raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+
+
+def compress(body: bytes, accept_encoding: str | None) -> tuple[bytes, str | None]:
+    """Compress large responses when the client accepts gzip or deflate."""
+    if not accept_encoding or len(body) < 1024:
+        return body, None
+    accepted = {part.split(";")[0].strip() for part in accept_encoding.split(",")}
+    if "gzip" in accepted:
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return compressor.compress(body) + compressor.flush(), "gzip"
+    if "deflate" in accepted:
+        return zlib.compress(body, 1), "deflate"
+    return body, None
+
+
+def loads(body: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+
+# -- requests -----------------------------------------------------------------
+def decode_request(body: bytes, headers: dict[str, str]) -> InferenceRequest:
+    """A V2 infer request from a JSON body, or JSON header + binary tensors."""
+    body = decompress(body, headers.get("content-encoding"))
+    header_length = headers.get(HEADER_LENGTH)
+    binary: memoryview | None = None
+    if header_length is not None:
+        try:
+            split = int(header_length)
+        except ValueError:
+            raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+        if not 0 <= split <= len(body):
+            raise InvalidInput(
+                f"{HEADER_LENGTH} is {split} but the body has only {len(body)} bytes"
+            )
+        view = memoryview(body)
+        document = loads(view[:split])
+        binary = view[split:]
+    else:
+        document = loads(body)
+    return request_from_dict(document, binary)
+
+
+def request_from_dict(document: Any, binary: memoryview | None = None) -> InferenceRequest:
+    if not isinstance(document, dict):
+        raise InvalidInput("request body must be a JSON object with an 'inputs' list")
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("request needs a non-empty 'inputs' list")
+    offset = 0
+    tensors = []
+    for i, entry in enumerate(inputs):
+        tensor, used = decode_input(entry, i, binary, offset)
+        offset += used
+        tensors.append(tensor)
+    if binary is not None and offset != len(binary):
+        raise InvalidInput(
+            f"binary tensor data is {len(binary)} bytes but the inputs' binary_data_size "
+            f"add up to {offset}"
+        )
+    outputs = None
+    raw_outputs = document.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInput("'outputs' must be a list of {\"name\": …} objects")
+        outputs = []
+        for entry in raw_outputs:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise InvalidInput("each entry of 'outputs' needs a string 'name'")
+            outputs.append(RequestedOutput(entry["name"], _parameters(entry, "output")))
+    request_id = document.get("id")
+    return InferenceRequest(
+        inputs=tensors,
+        outputs=outputs,
+        id=str(request_id) if request_id not in (None, "") else None,
+        parameters=_parameters(document, "request"),
+    )
+
+
+def _parameters(entry: dict[str, Any], what: str) -> dict[str, Any]:
+    value = entry.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} 'parameters' must be a JSON object")
+    return value
+
+
+def decode_input(
+    entry: Any,
+    index: int,
+    binary: memoryview | None,
+    offset: int,
+) -> tuple[Tensor, int]:
+    """One input tensor and how many binary bytes it used."""
+    if not isinstance(entry, dict):
+        raise InvalidInput(f"inputs[{index}] must be an object with name, shape, datatype, data")
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise InvalidInput(f"inputs[{index}] needs a string 'name'")
+    shape = _shape(entry.get("shape"), name)
+    datatype = entry.get("datatype")
+    if not isinstance(datatype, str):
+        raise InvalidInput(f"input {name!r} needs a 'datatype' such as FP32, INT64 or BYTES")
+    datatype = datatype.upper()
+    dtype = dtype_of(datatype)
+    parameters = _parameters(entry, f"input {name!r}")
+    count = int(np.prod(shape)) if shape else 1
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if binary is None:
+            raise InvalidInput(
+                f"input {name!r} has binary_data_size but the request has no "
+                f"{HEADER_LENGTH} header"
+            )
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidInput(f"input {name!r}: binary_data_size {size!r} runs past the body")
+        chunk = binary[offset : offset + size]
+        data = _from_binary(chunk, datatype, dtype, count, name)
+        parameters = {k: v for k, v in parameters.items() if k != "binary_data_size"}
+        return Tensor(name, data.reshape(shape), datatype, parameters), size
+    if "data" not in entry:
+        raise InvalidInput(f"input {name!r} has no 'data'")
+    data = _from_json(entry["data"], datatype, name)
+    if data.size != count:
+        raise InvalidInput(
+            f"input {name!r} has shape {shape} ({count} elements) but its data holds "
+            f"{data.size} elements"
+        )
+    if datatype == "BYTES":
+        return Tensor(name, data.reshape(shape), datatype, parameters), 0
+    data = _cast(data, dtype, datatype, name)
+    return Tensor(name, data.reshape(shape), datatype, parameters), 0
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise InvalidInput(f"input {name!r} needs 'shape' as a list of non-negative integers")
+    return list(value)
+
+
+def _from_json(raw: Any, datatype: str, name: str) -> np.ndarray:
+    if datatype == "BYTES":
+        if isinstance(raw, (str, bytes)):
+            raw = [raw]
+        try:
+            array = np.array(raw, dtype=object)
+        except ValueError as exc:
+            raise InvalidInput(f"input {name!r}: data is ragged ({exc})") from None
+        if array.dtype == object and any(isinstance(v, list) for v in array.flat):
+            raise InvalidInput(f"input {name!r}: nested lists must all have the same length")
+        return as_bytes_array(array)
+    if not isinstance(raw, list):
+        raw = [raw]
+    try:
+        array = np.asarray(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"input {name!r}: data is ragged or mixed ({exc})") from None
+    return array
+
+
+def _cast(array: np.ndarray, dtype: np.dtype[Any], datatype: str, name: str) -> np.ndarray:
+    if array.dtype == dtype:
+        return array
+    kind = array.dtype.kind
+    target = dtype.kind
+    if array.size and kind not in _ACCEPTED_KINDS.get(target, ""):
+        got = {"f": "fractional numbers", "U": "strings", "O": "mixed values or nulls", "b": "booleans"}
+        raise InvalidInput(
+            f"input {name!r} is declared {datatype} but its data holds "
+            f"{got.get(kind, array.dtype.name)}; send {datatype} values or change 'datatype'"
+        )
+    if target in _INT_KINDS and kind in _INT_KINDS and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInput(
+                f"input {name!r} has values outside the range of {datatype} ({info.min}…{info.max})"
+            )
+    return array.astype(dtype)
+
+
+def _from_binary(
+    chunk: memoryview, datatype: str, dtype: np.dtype[Any], count: int, name: str
+) -> np.ndarray:
+    if datatype == "BYTES":
+        return deserialize_bytes(chunk, count, name)
+    expected = count * dtype.itemsize
+    if len(chunk) != expected:
+        raise InvalidInput(
+            f"input {name!r}: {count} {datatype} elements need {expected} bytes, "
+            f"binary_data_size gives {len(chunk)}"
+        )
+    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
+
+
+def deserialize_bytes(chunk: memoryview | bytes, count: int | None, name: str) -> np.ndarray:
+    """BYTES elements, each a 4-byte little-endian length followed by the bytes."""
+    items: list[bytes] = []
+    position = 0
+    raw = bytes(chunk)
+    while position < len(raw):
+        if position + 4 > len(raw):
+            raise InvalidInput(f"input {name!r}: truncated BYTES length prefix")
+        (length,) = struct.unpack_from("<I", raw, position)
+        position += 4
+        if position + length > len(raw):
+            raise InvalidInput(f"input {name!r}: BYTES element runs past its binary data")
+        items.append(raw[position : position + length])
+        position += length
+    if count is not None and len(items) != count:
+        raise InvalidInput(f"input {name!r}: shape needs {count} BYTES elements, binary data has {len(items)}")
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    parts = []
+    for value in array.reshape(-1):
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+# -- responses ----------------------------------------------------------------
+def tensor_bytes(tensor: Tensor) -> bytes:
+    """Raw little-endian bytes of a tensor (length-prefixed for BYTES)."""
+    if tensor.datatype == "BYTES":
+        return serialize_bytes(tensor.data)
+    dtype = dtype_of(tensor.datatype).newbyteorder("<")
+    return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
+
+
+def json_data(tensor: Tensor) -> Any:
+    """A flat array orjson can write without building Python objects."""
+    data = tensor.data.reshape(-1)
+    if tensor.datatype == "BYTES":
+        return [_text(v) for v in data]
+    if data.dtype == np.float16:
+        data = data.astype(np.float32)
+    if not data.flags.c_contiguous or data.dtype.byteorder == ">":
+        data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+    return data
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.decode("latin-1")
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def encode_response(
+    response: InferenceResponse, request: InferenceRequest | None = None
+) -> tuple[bytes, int | None]:
+    """(body, JSON header length when binary outputs follow it, else None)."""
+    binary_default = bool(request and request.parameters.get("binary_data_output"))
+    wanted: dict[str, dict[str, Any]] = {}
+    if request is not None and request.outputs:
+        wanted = {o.name: o.parameters for o in request.outputs}
+    outputs = []
+    chunks: list[bytes] = []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "shape": list(tensor.data.shape),
+            "datatype": tensor.datatype,
+        }
+        parameters = dict(tensor.parameters) if tensor.parameters else {}
+        as_binary = wanted.get(tensor.name, {}).get("binary_data", binary_default)
+        if as_binary:
+            raw = tensor_bytes(tensor)
+            parameters["binary_data_size"] = len(raw)
+            chunks.append(raw)
+            entry["parameters"] = parameters
+        else:
+            entry["parameters"] = parameters or None
+            entry["data"] = json_data(tensor)
+        outputs.append(entry)
+    document = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "id": response.id,
+        "parameters": response.parameters or None,
+        "outputs": outputs,
+    }
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)

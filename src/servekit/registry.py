@@ -1,0 +1,288 @@
+"""The registry: the only state. Per model name, its versions with their states,
+labels and default version. Discovery produces a desired state; ``apply`` moves
+the actual state to it, loading the new before unloading the old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from servekit.batching import AdaptiveBatcher
+from servekit.config import ModelSettings, ServerSettings
+from servekit.errors import ModelNotFound, ModelNotReady, ServekitError
+from servekit.runtimes import create_runtime
+from servekit.runtimes.base import Runtime
+from servekit.tensors import InferenceRequest, InferenceResponse
+
+log = logging.getLogger("servekit.registry")
+
+
+class ModelState(enum.Enum):
+    LOADING = "LOADING"
+    AVAILABLE = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    settings: ModelSettings
+    state: ModelState = ModelState.LOADING
+    reason: str = ""
+    runtime: Runtime | None = None
+    batcher: AdaptiveBatcher | None = None
+    load_seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def version(self) -> str:
+        return self.settings.parameters.version or ""
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ModelState.AVAILABLE
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    default_version: str | None = None
+
+    def newest(self) -> ModelVersion | None:
+        ready = [v for v in self.versions.values() if v.ready]
+        if not ready:
+            return None
+        if self.default_version is not None:
+            for v in ready:
+                if v.version == self.default_version:
+                    return v
+        return max(ready, key=lambda v: version_sort_key(v.version))
+
+
+def version_sort_key(version: str) -> tuple[Any, ...]:
+    """Integers in numeric order, others naturally ("v2" < "v10")."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", version)
+        if part
+    )
+
+
+Listener = Callable[[str, ModelVersion], None]
+
+
+class Registry:
+    def __init__(self, settings: ServerSettings, executor: ThreadPoolExecutor | None = None):
+        self.settings = settings
+        self.executor = executor or _default_executor(settings)
+        self.models: dict[str, ModelEntry] = {}
+        self._lock = asyncio.Lock()
+        self.listeners: list[Listener] = []
+
+    # -- queries ----------------------------------------------------------
+    def entry(self, name: str) -> ModelEntry:
+        entry = self.models.get(name)
+        if entry is None or not entry.versions:
+            known = ", ".join(sorted(n for n, e in self.models.items() if e.versions)) or "none"
+            raise ModelNotFound(f"model {name!r} not found (models served: {known})")
+        return entry
+
+    def resolve(
+        self, name: str, version: str | None = None, label: str | None = None
+    ) -> ModelVersion:
+        """The ready version asked for: explicit, by label, or the newest."""
+        entry = self.entry(name)
+        if label is not None:
+            if label not in entry.labels:
+                raise ModelNotFound(f"model {name!r} has no label {label!r}")
+            version = entry.labels[label]
+        if version is None or version == "":
+            model = entry.newest()
+            if model is None:
+                raise ModelNotReady(_not_ready_message(entry))
+            return model
+        model = entry.versions.get(version)
+        if model is None:
+            known = ", ".join(sorted(entry.versions, key=version_sort_key))
+            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions: {known})")
+        if not model.ready:
+            raise ModelNotReady(
+                f"model {name!r} version {version!r} is {model.state.value}"
+                + (f": {model.reason}" if model.reason else "")
+            )
+        return model
+
+    def find(self, name: str, version: str | None = None) -> ModelVersion | None:
+        entry = self.models.get(name)
+        if entry is None:
+            return None
+        if version:
+            return entry.versions.get(version)
+        return entry.newest()
+
+    def all_versions(self) -> list[ModelVersion]:
+        return [v for e in self.models.values() for v in e.versions.values()]
+
+    def ready(self) -> bool:
+        return all(v.ready for v in self.all_versions())
+
+    # -- inference ----------------------------------------------------------
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        request: InferenceRequest,
+        label: str | None = None,
+    ) -> InferenceResponse:
+        model = self.resolve(name, version, label)
+        request.ensure_id()
+        assert model.batcher is not None
+        return await model.batcher.submit(request)
+
+    # -- state changes ------------------------------------------------------
+    async def load(self, settings: ModelSettings) -> ModelVersion:
+        """Load one version; replaces a loaded one only once the new is ready."""
+        async with self._lock:
+            return await self._load(settings)
+
+    async def unload(self, name: str, version: str | None = None) -> list[ModelVersion]:
+        async with self._lock:
+            entry = self.entry(name)
+            targets = [entry.versions[version]] if version else list(entry.versions.values())
+            if version and version not in entry.versions:
+                raise ModelNotFound(f"model {name!r} has no version {version!r}")
+            for model in targets:
+                await self._unload(model)
+            return targets
+
+    async def apply(self, desired: Iterable[ModelSettings]) -> None:
+        """Move to the desired set of versions: load new/changed, then unload the rest."""
+        async with self._lock:
+            wanted = {(s.name, s.parameters.version or ""): s for s in desired}
+            for (name, version), settings in wanted.items():
+                current = self.find(name, version) if version else self._unversioned(name)
+                if current is None or current.settings != settings or not current.ready:
+                    await self._load(settings)
+            for model in self.all_versions():
+                if (model.name, model.version) not in wanted:
+                    await self._unload(model)
+
+    def _unversioned(self, name: str) -> ModelVersion | None:
+        entry = self.models.get(name)
+        return entry.versions.get("") if entry else None
+
+    async def _load(self, settings: ModelSettings) -> ModelVersion:
+        entry = self.models.setdefault(settings.name, ModelEntry(settings.name))
+        model = ModelVersion(settings=settings)
+        previous = entry.versions.get(model.version)
+        if previous is None or not previous.ready:
+            entry.versions[model.version] = model
+        self._notify("loading", model)
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            runtime = create_runtime(settings)
+            await loop.run_in_executor(self.executor, runtime.load)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ServekitError) else f"{type(exc).__name__}: {exc}"
+            model.state = ModelState.UNAVAILABLE
+            model.reason = message
+            if previous is not None and previous.ready:
+                log.error(
+                    "Could not reload model %r version %s (keeping the loaded one): %s",
+                    settings.name, model.version or "-", message,
+                )
+            else:
+                entry.versions[model.version] = model
+                log.error("Could not load model %r: %s", settings.name, message)
+            self._notify("failed", model)
+            return model
+        model.runtime = runtime
+        model.batcher = self._batcher(settings, runtime)
+        model.load_seconds = time.perf_counter() - started
+        model.state = ModelState.AVAILABLE
+        entry.versions[model.version] = model
+        log.info(
+            "Loaded model %r version %s in %.2f s",
+            settings.name, model.version or "-", model.load_seconds,
+        )
+        self._notify("loaded", model)
+        if previous is not None and previous is not model and previous.runtime is not None:
+            await self._release(previous)
+        return model
+
+    def after_fork(self) -> None:
+        """Make a registry loaded in a parent process usable in a forked child."""
+        self.executor = _default_executor(self.settings)
+        self._lock = asyncio.Lock()
+
+    def _batcher(self, settings: ModelSettings, runtime: Runtime) -> AdaptiveBatcher:
+        if runtime.is_async:
+            async def predict(request: InferenceRequest) -> InferenceResponse:
+                result: InferenceResponse = await runtime.predict(request)  # type: ignore[misc]
+                return result
+        else:
+            async def predict(request: InferenceRequest) -> InferenceResponse:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self.executor, runtime.predict, request)
+
+        return AdaptiveBatcher(
+            predict,
+            batchable=runtime.batch_axis == 0 and settings.adaptive_batching,
+            max_batch_size=settings.max_batch_size,
+            max_batch_time=settings.max_batch_time,
+            max_queue_size=settings.max_queue_size or self.settings.max_queue_size,
+            name=settings.name,
+        )
+
+    async def _unload(self, model: ModelVersion) -> None:
+        entry = self.models.get(model.name)
+        if entry is not None and entry.versions.get(model.version) is model:
+            del entry.versions[model.version]
+            if not entry.versions:
+                del self.models[model.name]
+        model.state = ModelState.UNLOADING
+        await self._release(model)
+        log.info("Unloaded model %r version %s", model.name, model.version or "-")
+        self._notify("unloaded", model)
+
+    async def _release(self, model: ModelVersion) -> None:
+        if model.batcher is not None:
+            await model.batcher.idle()
+        runtime = model.runtime
+        model.runtime = None
+        if runtime is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self.executor, runtime.unload)
+            except Exception:
+                log.exception("Error while unloading model %r", model.name)
+
+    def _notify(self, event: str, model: ModelVersion) -> None:
+        for listener in self.listeners:
+            listener(event, model)
+
+
+def _default_executor(settings: ServerSettings) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="servekit")
+
+
+def _not_ready_message(entry: ModelEntry) -> str:
+    states = ", ".join(
+        f"{v.version or '-'}: {v.state.value}" + (f" ({v.reason})" if v.reason else "")
+        for v in entry.versions.values()
+    )
+    return f"model {entry.name!r} has no ready version ({states})"

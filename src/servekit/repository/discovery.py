@@ -1,0 +1,58 @@
+"""Find models below a folder: every ``model-settings.json`` (MLServer's format),
+and folders that hold only a model file (no settings file needed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from servekit.config import ModelParameters, ModelSettings, load_model_settings
+from servekit.errors import ConfigError
+from servekit.runtimes import model_files
+
+log = logging.getLogger("servekit.repository")
+
+SETTINGS_FILE = "model-settings.json"
+SKIP_DIRS = {".git", ".venv", "__pycache__", "node_modules", ".mypy_cache", ".pytest_cache"}
+
+
+def discover(root: str | Path, errors: list[str] | None = None) -> list[ModelSettings]:
+    """All model versions below ``root``. Broken settings files are reported in
+    ``errors`` (and the log) instead of stopping discovery."""
+    root = Path(root).resolve()
+    found: list[ModelSettings] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        path = Path(folder)
+        if SETTINGS_FILE in files:
+            try:
+                found.append(load_model_settings(path / SETTINGS_FILE))
+            except ConfigError as exc:
+                log.error("Skipping %s", exc.message)
+                if errors is not None:
+                    errors.append(exc.message)
+            continue
+        if path == root and "settings.json" in files and not _has_model_files(path):
+            continue
+        inferred = _settings_from_model_file(path)
+        if inferred is not None:
+            found.append(inferred)
+    return found
+
+
+def _has_model_files(path: Path) -> bool:
+    return bool(model_files(path))
+
+
+def _settings_from_model_file(path: Path) -> ModelSettings | None:
+    """A folder with exactly one model file serves as a model named after the folder."""
+    files = model_files(path)
+    if len(files) != 1:
+        return None
+    return ModelSettings(
+        name=path.name,
+        parameters=ModelParameters(uri=files[0].name),
+        source_dir=str(path),
+    )

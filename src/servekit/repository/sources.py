@@ -1,0 +1,58 @@
+"""Where the desired state comes from: a list of providers, each returning the
+model versions it wants served (repository folders, TF Serving base paths and
+config files, model stores …). The registry is moved to their union."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from servekit.config import ModelSettings, ServerSettings
+from servekit.errors import ServekitError
+from servekit.repository.discovery import discover
+
+log = logging.getLogger("servekit.repository")
+
+Provider = Callable[[], list[ModelSettings]]
+
+
+class ModelSources:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.providers: list[Provider] = []
+        # names unloaded through an API stay unloaded until loaded again explicitly
+        self.unloaded: set[str] = set()
+
+    def add(self, provider: Provider) -> None:
+        self.providers.append(provider)
+
+    def add_repository(self, root: str | Path) -> None:
+        self.add(lambda: discover(root))
+
+    def desired(self) -> list[ModelSettings]:
+        """Union of all providers; a provider that fails keeps its error in the log."""
+        out: list[ModelSettings] = []
+        seen: set[tuple[str, str]] = set()
+        for provider in self.providers:
+            try:
+                found = provider()
+            except ServekitError as exc:
+                log.error("Model source failed: %s", exc.message)
+                raise
+            for settings in found:
+                key = (settings.name, settings.parameters.version or "")
+                if key in seen:
+                    log.warning("Model %r version %s is defined twice; using the first", *key)
+                    continue
+                seen.add(key)
+                out.append(settings)
+        return out
+
+    def wanted(self) -> list[ModelSettings]:
+        """The desired state less what was unloaded explicitly."""
+        return [s for s in self.desired() if s.name not in self.unloaded]
+
+    async def find(self, name: str) -> list[ModelSettings]:
+        """Settings of every version of ``name`` (all models for an empty name)."""
+        return [s for s in self.desired() if not name or s.name == name]

@@ -1,0 +1,138 @@
+"""Runtime plugins and how a model's settings pick one.
+
+``implementation`` may be a servekit runtime name (``sklearn``), an MLServer
+implementation path (``mlserver_sklearn.SKLearnModel``), or the dotted path of
+any class (imported with the model's folder on ``sys.path``). Without it, the
+runtime is chosen from the model file's suffix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from servekit.config import ModelSettings
+from servekit.errors import ModelLoadError
+from servekit.runtimes.base import Runtime
+
+# runtime name -> "module:Class"; imported only when a model needs it
+BUILTIN_RUNTIMES: dict[str, str] = {
+    "sklearn": "servekit.runtimes.sklearn:SKLearnRuntime",
+    "xgboost": "servekit.runtimes.xgboost:XGBoostRuntime",
+    "lightgbm": "servekit.runtimes.lightgbm:LightGBMRuntime",
+}
+
+ALIASES: dict[str, str] = {
+    "mlserver_sklearn.SKLearnModel": "sklearn",
+    "mlserver_xgboost.XGBoostModel": "xgboost",
+    "mlserver_lightgbm.LightGBMModel": "lightgbm",
+    "scikit-learn": "sklearn",
+}
+
+# file suffix -> runtime name, for models without an ``implementation``
+SUFFIX_RUNTIMES: dict[str, str] = {
+    ".joblib": "sklearn",
+    ".pkl": "sklearn",
+    ".pickle": "sklearn",
+    ".json": "xgboost",
+    ".ubj": "xgboost",
+    ".txt": "lightgbm",
+    ".lgb": "lightgbm",
+}
+
+# files that are never the model itself
+IGNORED_FILES = {"model-settings.json", "settings.json", "requirements.txt"}
+
+
+def register_runtime(name: str, target: str, *aliases: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Make a runtime known by ``name`` (and aliases), optionally by file suffix."""
+    BUILTIN_RUNTIMES[name] = target
+    for alias in aliases:
+        ALIASES[alias] = name
+    for suffix in suffixes:
+        SUFFIX_RUNTIMES[suffix] = name
+
+
+def model_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` that some runtime can serve."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name not in IGNORED_FILES and runtime_for_file(p) is not None
+    )
+
+
+def runtime_for_file(path: Path) -> str | None:
+    """The runtime for a model file, peeking inside where the suffix is ambiguous."""
+    suffix = path.suffix
+    if suffix in (".bst", ".json", ".txt"):
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(64)
+        except OSError:
+            return None
+        if head.startswith(b"tree\n"):
+            return "lightgbm"
+        if suffix == ".bst":
+            return "xgboost"
+        if suffix == ".json":
+            return "xgboost" if head.lstrip().startswith(b'{"learner"') else None
+        return None
+    return SUFFIX_RUNTIMES.get(suffix)
+
+
+def infer_implementation(settings: ModelSettings) -> str:
+    path = settings.resolved_uri()
+    if path is not None and path.is_dir():
+        files = model_files(path)
+        path = files[0] if files else None
+    name = runtime_for_file(path) if path is not None and path.exists() else None
+    if name is None:
+        raise ModelLoadError(
+            f"model {settings.name!r}: cannot tell the runtime from "
+            f"{settings.parameters.uri or settings.source_dir!r}; set 'implementation'"
+        )
+    return name
+
+
+def runtime_class(settings: ModelSettings) -> type[Runtime]:
+    implementation = settings.implementation or infer_implementation(settings)
+    implementation = ALIASES.get(implementation, implementation)
+    target = BUILTIN_RUNTIMES.get(implementation)
+    if target is not None:
+        module_name, _, attr = target.partition(":")
+    else:
+        module_name, _, attr = implementation.rpartition(".")
+        if not module_name:
+            known = ", ".join(sorted(BUILTIN_RUNTIMES))
+            raise ModelLoadError(
+                f"unknown implementation {implementation!r}; use one of {known} "
+                "or a dotted path to a class"
+            )
+    cls = _import(module_name, attr, settings.source_dir)
+    if isinstance(cls, type) and issubclass(cls, Runtime):
+        return cls
+    from servekit.runtimes.adapters import adapt_user_class
+
+    return adapt_user_class(cls, implementation)
+
+
+def create_runtime(settings: ModelSettings) -> Runtime:
+    return runtime_class(settings)(settings)
+
+
+def _import(module_name: str, attr: str, folder: str) -> Any:
+    if folder and folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"cannot import {module_name!r}: {exc} (is its framework extra installed?)"
+        ) from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ModelLoadError(f"module {module_name!r} has no {attr!r}") from None

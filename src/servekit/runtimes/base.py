@@ -1,0 +1,84 @@
+"""The runtime plugin interface: ``load``, ``predict``, ``unload``, ``metadata``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from servekit.config import ModelSettings
+from servekit.tensors import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    Tensor,
+    TensorSpec,
+)
+
+
+class Runtime:
+    """Base class of every runtime, framework or user code.
+
+    ``predict`` is synchronous and runs in a worker thread, never on the event
+    loop. A runtime whose outputs line up row-for-row with its inputs along
+    axis 0 sets ``batch_axis = 0`` and is then fed by the adaptive batcher.
+    Runtimes with an async ``predict`` set ``is_async = True``.
+    """
+
+    platform: ClassVar[str] = ""
+    batch_axis: ClassVar[int | None] = None
+    is_async: ClassVar[bool] = False
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self.ready = False
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def version(self) -> str | None:
+        return self.settings.parameters.version
+
+    def load(self) -> None:
+        """Load the model; raise to mark the version UNAVAILABLE with the message."""
+
+    def predict(self, request: InferenceRequest) -> InferenceResponse:
+        raise NotImplementedError
+
+    def unload(self) -> None:
+        """Release what ``load`` acquired."""
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [_spec(d) for d in self.settings.inputs]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return [_spec(d) for d in self.settings.outputs]
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(
+            name=self.name,
+            platform=self.settings.platform or self.platform,
+            versions=[self.version] if self.version else [],
+            inputs=self.input_specs(),
+            outputs=self.output_specs(),
+        )
+
+    def response(
+        self, request: InferenceRequest, outputs: list[Tensor], **parameters: Any
+    ) -> InferenceResponse:
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            id=request.id,
+            outputs=outputs,
+            parameters=dict(parameters),
+        )
+
+
+def _spec(data: dict[str, Any]) -> TensorSpec:
+    return TensorSpec(
+        name=str(data.get("name", "")),
+        datatype=str(data.get("datatype", "")),
+        shape=[int(d) for d in data.get("shape", [])],
+        parameters=dict(data.get("parameters") or {}),
+    )

@@ -1,0 +1,150 @@
+"""Shared behaviour of the table-in, rows-out runtimes (scikit-learn, XGBoost, LightGBM).
+
+Requested outputs are method names (``predict``, ``predict_proba``, ``transform`` …);
+a request without ``outputs`` gets the default method, ``predict`` unless
+``parameters.extra.default_output`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from servekit.errors import InvalidInput, ModelLoadError
+from servekit.runtimes.base import Runtime
+from servekit.tensors import (
+    InferenceRequest,
+    InferenceResponse,
+    Tensor,
+    TensorSpec,
+    as_bytes_array,
+    datatype_of,
+)
+
+log = logging.getLogger("servekit.runtimes")
+
+
+class TabularRuntime(Runtime):
+    batch_axis: ClassVar[int | None] = 0
+    model_suffixes: ClassVar[tuple[str, ...]] = ()
+    output_methods: ClassVar[tuple[str, ...]] = ("predict",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.n_features: int | None = None
+        # output name -> its spec, filled by ``load_model``
+        self.outputs: dict[str, TensorSpec] = {}
+
+    # -- to implement -----------------------------------------------------
+    def load_model(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def run(self, method: str, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------
+    def model_path(self) -> Path:
+        path = self.settings.resolved_uri()
+        if path is None:
+            raise ModelLoadError(f"model {self.name!r} has no parameters.uri and no folder")
+        if path.is_dir():
+            candidates = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix in self.model_suffixes
+            )
+            if not candidates:
+                raise ModelLoadError(
+                    f"no model file ({', '.join(self.model_suffixes)}) in {path}"
+                )
+            path = candidates[0]
+        if not path.exists():
+            raise ModelLoadError(f"model file {path} does not exist")
+        return path
+
+    def load(self) -> None:
+        self.load_model(self.model_path())
+        default = self.default_output()
+        if default not in self.available_outputs:
+            raise ModelLoadError(
+                f"default output {default!r} is not available; this model has "
+                f"{', '.join(self.available_outputs)}"
+            )
+        self.ready = True
+
+    def default_output(self) -> str:
+        extra = self.settings.parameters.extra
+        return str(extra.get("default_output") or extra.get("method") or "predict")
+
+    def features(self, request: InferenceRequest) -> np.ndarray:
+        if not request.inputs:
+            raise InvalidInput("the request has no inputs; send one 2-D tensor of features")
+        if len(request.inputs) == 1:
+            data = request.inputs[0].data
+        else:
+            columns = [t.data.reshape(t.data.shape[0], -1) for t in request.inputs]
+            if len({c.shape[0] for c in columns}) != 1:
+                raise InvalidInput("all inputs must have the same number of rows to form a table")
+            data = np.concatenate(columns, axis=1)
+        if data.dtype == object:
+            raise InvalidInput(f"model {self.name!r} takes numeric features, not BYTES")
+        if data.ndim == 1:
+            # a flat vector is one row when its length is the feature count
+            one_row = self.n_features is not None and data.shape[0] == self.n_features
+            data = data.reshape(1, -1) if one_row else data.reshape(-1, 1)
+        elif data.ndim > 2:
+            data = data.reshape(data.shape[0], -1)
+        if self.n_features is not None and data.shape[1] != self.n_features:
+            raise InvalidInput(
+                f"model {self.name!r} expects {self.n_features} features per row, "
+                f"got {data.shape[1]}"
+            )
+        return data
+
+    def predict(self, request: InferenceRequest) -> InferenceResponse:
+        names = request.output_names or [self.default_output()]
+        for name in names:
+            if name not in self.available_outputs:
+                raise InvalidInput(
+                    f"model {self.name!r} has no output {name!r}; available: "
+                    f"{', '.join(self.available_outputs)}"
+                )
+        features = self.features(request)
+        outputs = []
+        for name in names:
+            try:
+                result = np.asarray(self.run(name, features))
+            except ValueError as exc:
+                raise InvalidInput(f"model {self.name!r} rejected the input: {exc}") from None
+            if result.dtype.kind in ("U", "S", "O"):
+                result = as_bytes_array(result)
+            outputs.append(Tensor(name=name, data=result))
+        return self.response(request, outputs)
+
+    def input_specs(self) -> list[TensorSpec]:
+        specs = super().input_specs()
+        if specs:
+            return specs
+        return [TensorSpec("input-0", "FP64", [-1, self.n_features if self.n_features else -1])]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return super().output_specs() or list(self.outputs.values())
+
+    @property
+    def available_outputs(self) -> list[str]:
+        return list(self.outputs)
+
+    def warn_version(self, framework: str, saved: str | None, installed: str) -> None:
+        if saved and saved != installed:
+            log.warning(
+                "model %r was saved with %s %s but %s %s is installed; predictions may "
+                "differ - retrain or pin %s==%s",
+                self.name, framework, saved, framework, installed, framework, saved,
+            )
+
+
+def spec_for(name: str, sample: np.ndarray | None, width: int | None) -> TensorSpec:
+    """Spec of an output whose rows follow the input's: ``[-1]`` or ``[-1, width]``."""
+    datatype = "FP64" if sample is None else datatype_of(sample)
+    return TensorSpec(name, datatype, [-1] if width is None else [-1, width])

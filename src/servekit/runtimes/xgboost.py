@@ -1,0 +1,94 @@
+"""XGBoost models: Booster files (.json, .ubj, .bst) and pickled sklearn wrappers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from servekit.errors import ModelLoadError
+from servekit.runtimes.sklearn import PICKLE_SUFFIXES, SKLearnRuntime
+
+
+class XGBoostRuntime(SKLearnRuntime):
+    platform: ClassVar[str] = "xgboost"
+    model_suffixes: ClassVar[tuple[str, ...]] = (".json", ".ubj", ".bst", *PICKLE_SUFFIXES)
+
+    def load_model(self, path: Path) -> None:
+        if path.suffix in PICKLE_SUFFIXES:
+            super().load_model(path)
+            return
+        import xgboost as xgb
+
+        try:
+            booster = xgb.Booster(model_file=str(path))
+        except xgb.core.XGBoostError as exc:
+            raise ModelLoadError(f"cannot load {path.name} as XGBoost: {exc}") from exc
+        if path.suffix == ".json":
+            self.warn_version("xgboost", _saved_version(path), xgb.__version__)
+        threads = self.settings.parameters.extra.get("nthread")
+        if threads:
+            booster.set_param("nthread", int(threads))
+        self.adopt(BoosterModel(booster))
+
+
+class BoosterModel:
+    """An sklearn-like face on a raw XGBoost Booster, driven by its objective."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
+        config = json.loads(booster.save_config())
+        learner = config["learner"]
+        self.objective: str = learner["objective"]["name"]
+        self.n_features_in_ = booster.num_features()
+        self.is_classifier = self.objective.startswith(("binary:", "multi:"))
+        if self.is_classifier:
+            n_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
+            self.classes_ = np.arange(max(n_class, 2), dtype=np.int64)
+        else:
+            self.predict_proba = None  # type: ignore[assignment]
+
+    def _raw(self, features: np.ndarray, margin: bool = False) -> np.ndarray:
+        kind = "margin" if margin else "value"
+        return np.asarray(self.booster.inplace_predict(features, predict_type=kind))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        raw = self._raw(features)
+        if not self.is_classifier:
+            return raw
+        if self.objective == "multi:softmax":
+            return raw.astype(np.int64)
+        if raw.ndim == 2:
+            return np.argmax(raw, axis=1).astype(np.int64)
+        return (raw > 0.5).astype(np.int64)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        if self.objective == "multi:softmax":
+            margin = self._raw(features, margin=True)
+            exp = np.exp(margin - margin.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
+        raw = self._raw(features)
+        if raw.ndim == 2:
+            return raw
+        return np.column_stack([1.0 - raw, raw])
+
+
+def _saved_version(path: Path) -> str | None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096).decode("utf-8", "replace")
+        # the JSON model ends with "version":[major,minor,patch]; read the tail too
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4096))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    for text in (tail, head):
+        marker = text.rfind('"version":[')
+        if marker >= 0:
+            end = text.find("]", marker)
+            parts = text[marker + len('"version":[') : end].split(",")
+            return ".".join(p.strip() for p in parts)
+    return None

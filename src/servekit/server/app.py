@@ -1,0 +1,100 @@
+"""The ASGI application: one app for every listening socket, routing by the
+local port to that listener's router (V2 + friends, TF Serving REST,
+TorchServe management, metrics …)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from servekit.errors import ServekitError
+from servekit.server.http import Receive, Request, Response, Router, Scope, Send
+
+log = logging.getLogger("servekit.server")
+access_log = logging.getLogger("servekit.access")
+
+
+class App:
+    def __init__(
+        self,
+        routers: dict[int, Router],
+        default: Router,
+        *,
+        max_body: int,
+        access_log: bool = False,
+    ) -> None:
+        self.routers = routers
+        self.default = default
+        self.max_body = max_body
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    def router_for(self, scope: Scope) -> Router:
+        server = scope.get("server")
+        if server is not None:
+            router = self.routers.get(server[1])
+            if router is not None:
+                return router
+        return self.default
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter() if self.access_log else 0.0
+        router = self.router_for(scope)
+        request = Request(scope, receive, self.max_body)
+        route, params, path_exists = router.match(scope["method"], scope["path"])
+        on_error = route.on_error if route is not None else router.on_error
+        try:
+            if route is None:
+                if path_exists:
+                    raise _MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
+                raise _NotFound(f"no endpoint {scope['method']} {scope['path']}")
+            request.path_params = params
+            response = await route.handler(request)
+        except ServekitError as exc:
+            response = on_error(exc)
+        except Exception as exc:
+            log.exception("Unhandled error on %s %s", scope["method"], scope["path"])
+            response = on_error(
+                ServekitError(f"internal error while handling the request: {type(exc).__name__}")
+            )
+        await response.send(send)
+        if self.access_log:
+            access_log.info(
+                '%s "%s %s" %d %d %.2fms',
+                request.client,
+                scope["method"],
+                scope["path"],
+                response.status,
+                len(response.body),
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+class _NotFound(ServekitError):
+    status = 404
+    kind = "NotFound"
+
+
+class _MethodNotAllowed(ServekitError):
+    status = 405
+    kind = "MethodNotAllowed"
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message: dict[str, Any] = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+__all__ = ["App", "Response"]

@@ -1,0 +1,59 @@
+"""Putting the protocols together: which routes listen on which port."""
+
+from __future__ import annotations
+
+from servekit.config import ServerSettings
+from servekit.protocols import v2_rest
+from servekit.registry import Registry
+from servekit.repository.sources import ModelSources
+from servekit.server.app import App
+from servekit.server.context import ServerContext
+from servekit.server.http import Router, route
+from servekit.server.metrics import Metrics
+
+
+def build_context(
+    settings: ServerSettings, registry: Registry, sources: ModelSources
+) -> ServerContext:
+    return ServerContext(
+        settings=settings,
+        registry=registry,
+        metrics=Metrics(),
+        find_model_settings=sources.find,
+    )
+
+
+def listening_ports(settings: ServerSettings) -> list[int]:
+    """HTTP ports this server listens on (gRPC is separate)."""
+    ports = [settings.http_port]
+    if settings.enable_metrics_endpoint and settings.metrics_port not in ports:
+        ports.append(settings.metrics_port)
+    if settings.rest_api_port and settings.rest_api_port not in ports:
+        ports.append(settings.rest_api_port)
+    return ports
+
+
+def build_app(ctx: ServerContext) -> tuple[App, list[int]]:
+    settings = ctx.settings
+    main = Router(v2_rest.routes(ctx), on_error=v2_rest.error_response)
+    routers = {settings.http_port: main}
+    if settings.enable_metrics_endpoint and settings.metrics_port != settings.http_port:
+        metrics_routes = [r for r in main.routes if r.pattern.pattern == f"^{settings.metrics_endpoint}$"]
+        routers[settings.metrics_port] = Router(metrics_routes, on_error=v2_rest.error_response)
+    app = App(routers, main, max_body=settings.max_request_size, access_log=settings.access_log)
+    return app, listening_ports(settings)
+
+
+def describe_ports(settings: ServerSettings, ports: list[int]) -> list[str]:
+    host = settings.host
+    lines = [f"HTTP server (V2 REST) listening on http://{host}:{settings.http_port}"]
+    if settings.enable_grpc:
+        lines.append(f"gRPC server (V2) listening on {host}:{settings.grpc_port}")
+    if settings.enable_metrics_endpoint:
+        lines.append(f"Metrics server listening on http://{host}:{settings.metrics_port}{settings.metrics_endpoint}")
+    if settings.rest_api_port:
+        lines.append(f"TF Serving REST API listening on http://{host}:{settings.rest_api_port}")
+    return lines
+
+
+__all__ = ["build_app", "build_context", "listening_ports", "describe_ports", "route"]

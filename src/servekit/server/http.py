@@ -1,0 +1,157 @@
+"""A minimal ASGI layer: requests, responses and a router.
+
+Kept small on purpose: the hot path is one regex match, one body read and one
+``send`` of a pre-encoded body. Each route carries the error encoder of its
+protocol, so every protocol answers errors in its own format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from servekit.errors import PayloadTooLarge, ServekitError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+
+
+class Request:
+    __slots__ = ("scope", "receive", "path_params", "max_body", "_headers", "_query", "_body")
+
+    def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.max_body = max_body
+        self.path_params: dict[str, str] = {}
+        self._headers: dict[str, str] | None = None
+        self._query: dict[str, str] | None = None
+        self._body: bytes | None = None
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    @property
+    def path(self) -> str:
+        return str(self.scope["path"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]}
+        return self._headers
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            self._query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        return self._query
+
+    @property
+    def client(self) -> str:
+        client = self.scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else "-"
+
+    async def body(self) -> bytes:
+        """The whole body; refuses with 413 before reading past ``max_body``."""
+        if self._body is not None:
+            return self._body
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise PayloadTooLarge(
+                f"request body of {int(length)} bytes exceeds the limit of {self.max_body} "
+                "bytes (raise max_request_size / --max-request-size)"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body:
+                    raise PayloadTooLarge(
+                        f"request body exceeds the limit of {self.max_body} bytes "
+                        "(raise max_request_size / --max-request-size)"
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._body
+
+
+@dataclass(slots=True)
+class Response:
+    body: bytes = b""
+    status: int = 200
+    content_type: bytes | None = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    async def send(self, send: Send) -> None:
+        headers = [(b"content-length", str(len(self.body)).encode())]
+        if self.content_type is not None:
+            headers.append((b"content-type", self.content_type))
+        headers.extend(self.headers)
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+ErrorEncoder = Callable[[ServekitError], Response]
+
+
+def default_error(exc: ServekitError) -> Response:
+    return json_response({"error": exc.message}, exc.status)
+
+
+@dataclass(slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    on_error: ErrorEncoder
+
+
+def route(method: str, path: str, handler: Handler, on_error: ErrorEncoder = default_error) -> Route:
+    """``path`` uses ``{name}`` for one segment and ``{name:path}`` for the rest."""
+    regex = re.sub(r"\{(\w+):path\}", r"(?P<\1>.+)", path)
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
+    return Route(method, re.compile(f"^{regex}$"), handler, on_error)
+
+
+class Router:
+    def __init__(self, routes: list[Route] | None = None, on_error: ErrorEncoder = default_error):
+        self.routes: list[Route] = list(routes or [])
+        self.on_error = on_error
+
+    def add(self, routes: list[Route]) -> None:
+        self.routes.extend(routes)
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """(route, path params, whether the path exists under another method)."""
+        path_exists = False
+        for candidate in self.routes:
+            found = candidate.pattern.match(path)
+            if found is None:
+                continue
+            if candidate.method != method and not (method == "HEAD" and candidate.method == "GET"):
+                path_exists = True
+                continue
+            return candidate, found.groupdict(), True
+        return None, {}, path_exists

@@ -1,0 +1,70 @@
+"""Prometheus metrics: requests, failures and latency per model and version."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Per-model counters. With several worker processes, prometheus_client's
+    multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) adds them up across workers."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("model", "version", "protocol")
+        self.requests = Counter(
+            "servekit_model_requests", "Inference requests", labels, registry=self.registry
+        )
+        self.failures = Counter(
+            "servekit_model_request_failures",
+            "Inference requests that ended in an error",
+            (*labels, "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "servekit_model_request_duration_seconds",
+            "Time from request received to response ready",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.models_loaded = Gauge(
+            "servekit_models_loaded",
+            "Model versions in the READY state",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def observe(self, model: str, version: str, protocol: str, seconds: float) -> None:
+        key = (model, version, protocol)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(*key))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def failure(self, model: str, version: str, protocol: str, status: int) -> None:
+        self.requests.labels(model, version, protocol).inc()
+        self.failures.labels(model, version, protocol, str(status)).inc()
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,308 @@
+"""Process model: one worker per core, each a full server, sharing the ports
+with SO_REUSEPORT; a supervisor loads the models once before forking (so the
+workers share their memory copy-on-write), replaces workers that die and
+relays repository changes between them.
+
+With one worker, the supervisor is skipped and the server runs in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from servekit.config import ServerSettings
+from servekit.registry import Registry
+from servekit.repository.sources import ModelSources
+
+log = logging.getLogger("servekit.server")
+
+# set by protocol modules that need extra setup in a worker (gRPC, pollers …)
+WorkerHook = Callable[["Worker"], Awaitable[None]]
+WORKER_HOOKS: list[WorkerHook] = []
+
+
+def worker_count(settings: ServerSettings) -> int:
+    if settings.parallel_workers is not None and settings.parallel_workers > 0:
+        return settings.parallel_workers
+    return os.cpu_count() or 1
+
+
+def configure_threads(settings: ServerSettings, workers: int) -> int:
+    """Size OpenMP/BLAS pools so workers x threads does not exceed the cores."""
+    threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    return threads
+
+
+def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    """One serving process (or the only one): registry, HTTP and gRPC servers."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        sources: ModelSources,
+        registry: Registry | None = None,
+        control: socket.socket | None = None,
+        reuse_port: bool = False,
+        index: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.sources = sources
+        self.registry = registry
+        self.control = control
+        self.reuse_port = reuse_port
+        self.index = index
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.cleanups: list[Callable[[], Awaitable[None]]] = []
+        self.ctx: Any = None
+
+    async def run(self) -> None:
+        from servekit.server.assembly import build_app, build_context
+        import uvicorn
+
+        settings = self.settings
+        if self.registry is None:
+            self.registry = Registry(settings)
+            if settings.load_models_at_startup:
+                await self.registry.apply(self.sources.wanted())
+        else:
+            self.registry.after_fork()
+        self.ctx = build_context(settings, self.registry, self.sources)
+        if self.control is not None:
+            self.ctx.on_repository_change.append(self._broadcast)
+            asyncio.get_running_loop().add_reader(self.control.fileno(), self._on_control)
+        app, ports = build_app(self.ctx)
+        sockets = [listen(settings.host, port, self.reuse_port) for port in ports]
+        for hook in WORKER_HOOKS:
+            await hook(self)
+        config = uvicorn.Config(
+            app,
+            http="httptools",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=30,
+            server_header=False,
+            date_header=False,
+        )
+        server = uvicorn.Server(config)
+        if self.control is not None:
+            self.control.send(b"ready\n")
+        else:
+            announce(settings, ports)
+        try:
+            await server.serve(sockets=sockets)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            for cleanup in self.cleanups:
+                await cleanup()
+
+    async def _broadcast(self, action: str, name: str) -> None:
+        assert self.control is not None
+        self.control.send(f"{action} {name}\n".encode())
+
+    def _on_control(self) -> None:
+        assert self.control is not None
+        data = self.control.recv(65536)
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.control.fileno())
+            return
+        for line in data.decode().splitlines():
+            action, _, name = line.partition(" ")
+            self.tasks.append(asyncio.get_running_loop().create_task(self.apply_control(action, name)))
+
+    async def apply_control(self, action: str, name: str) -> None:
+        """Repeat a repository change made in a sibling worker."""
+        assert self.registry is not None
+        try:
+            if action == "load":
+                self.sources.unloaded.discard(name)
+                for settings in await self.sources.find(name):
+                    await self.registry.load(settings)
+            elif action == "unload":
+                self.sources.unloaded.add(name)
+                if name in self.registry.models:
+                    await self.registry.unload(name)
+        except Exception:
+            log.exception("Worker %d could not apply %s %s", self.index, action, name)
+
+
+def announce(settings: ServerSettings, ports: list[int], workers: int = 1) -> None:
+    from servekit.server.assembly import describe_ports
+
+    for line in describe_ports(settings, ports):
+        log.info("%s", line)
+    log.info("servekit ready with %d worker%s (pid %d)", workers, "s" if workers > 1 else "", os.getpid())
+
+
+def run_loop(coro: Awaitable[None]) -> None:
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(coro)  # type: ignore[arg-type]
+
+
+def serve(settings: ServerSettings, sources: ModelSources) -> None:
+    workers = worker_count(settings)
+    configure_threads(settings, workers)
+    if workers <= 1:
+        run_loop(Worker(settings, sources).run())
+        return
+    Supervisor(settings, sources, workers).run()
+
+
+class Supervisor:
+    def __init__(self, settings: ServerSettings, sources: ModelSources, workers: int) -> None:
+        self.settings = settings
+        self.sources = sources
+        self.workers = workers
+        self.children: dict[int, tuple[int, socket.socket]] = {}  # pid -> (index, control)
+        self.events: list[str] = []  # repository changes, replayed to new workers
+        self.stopping = False
+        self.registry: Registry | None = None
+
+    def run(self) -> None:
+        from servekit.server.assembly import listening_ports
+
+        ports = listening_ports(self.settings)
+        for port in ports:  # fail early and clearly if a port is taken
+            probe = listen(self.settings.host, port, reuse_port=False)
+            probe.close()
+        self.registry = Registry(self.settings, executor=ThreadPoolExecutor(max_workers=2))
+        if self.settings.load_models_at_startup:
+            asyncio.run(self.registry.apply(self.sources.wanted()))
+        self.registry.executor.shutdown(wait=True)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for index in range(self.workers):
+            self._spawn(index)
+        selector = selectors.DefaultSelector()
+        for _, (_, control) in self.children.items():
+            selector.register(control, selectors.EVENT_READ)
+        ready = 0
+        while not self.stopping:
+            for key, _ in selector.select(timeout=0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                data = sock.recv(65536)
+                if not data:
+                    selector.unregister(sock)
+                    continue
+                for line in data.decode().splitlines():
+                    if line == "ready":
+                        ready += 1
+                        if ready == self.workers:
+                            announce(self.settings, ports, self.workers)
+                    else:
+                        self.events.append(line)
+                        self._relay(line, sock)
+            for pid, status in self._reap():
+                index, control = self.children.pop(pid)
+                selector.unregister(control)
+                control.close()
+                if not self.stopping:
+                    log.warning("Worker %d (pid %d) died (%s); starting a new one", index, pid, status)
+                    control = self._spawn(index)
+                    selector.register(control, selectors.EVENT_READ)
+                    ready -= 1
+        self._shutdown()
+
+    def _spawn(self, index: int) -> socket.socket:
+        parent, child = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                worker = Worker(self.settings, self.sources, self.registry, child, True, index)
+                events = list(self.events)
+
+                async def main() -> None:
+                    for line in events:
+                        action, _, name = line.partition(" ")
+                        await worker.apply_control(action, name)
+                    await worker.run()
+
+                run_loop(main())
+            except BaseException:
+                log.exception("Worker %d failed", index)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        child.close()
+        self.children[pid] = (index, parent)
+        return parent
+
+    def _relay(self, line: str, source: socket.socket) -> None:
+        for _, control in self.children.values():
+            if control is not source:
+                try:
+                    control.send((line + "\n").encode())
+                except OSError:
+                    pass
+
+    def _reap(self) -> list[tuple[int, str]]:
+        dead = []
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in self.children:
+                if os.WIFSIGNALED(status):
+                    dead.append((pid, f"signal {os.WTERMSIG(status)}"))
+                else:
+                    dead.append((pid, f"exit code {os.waitstatus_to_exitcode(status)}"))
+        return dead
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while self.children and time.monotonic() < deadline:
+            for pid, _ in self._reap():
+                self.children.pop(pid, None)
+            time.sleep(0.05)
+        for pid in self.children:
+            os.kill(pid, signal.SIGKILL)
+        log.info("servekit stopped")
