@@ -53,12 +53,14 @@ class ServerProcess:
     def start(self, timeout: float = 90.0) -> ServerProcess:
         import tempfile
 
-        log = tempfile.NamedTemporaryFile("w+", prefix="servekit-", suffix=".log", delete=False)
-        self.log_path = Path(log.name)
+        fd, name = tempfile.mkstemp(prefix="servekit-", suffix=".log")
+        log = os.fdopen(fd, "w")
+        self.log_path = Path(name)
         self.proc = subprocess.Popen(
             [*SERVEKIT, *self.args], stdout=log, stderr=subprocess.STDOUT, text=True,
             env=self.env, cwd=self.cwd, start_new_session=True,
         )
+        log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -147,10 +147,15 @@ class Registry:
         request: InferenceRequest,
         label: str | None = None,
     ) -> InferenceResponse:
-        model = self.resolve(name, version, label)
+        return await self.submit(self.resolve(name, version, label), request)
+
+    async def submit(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+        """Run a request on an already resolved version (resolve first to fail fast)."""
         request.ensure_id()
-        assert model.batcher is not None
-        return await model.batcher.submit(request)
+        batcher = model.batcher
+        if batcher is None:
+            raise ModelNotReady(f"model {model.name!r} version {model.version!r} is {model.state.value}")
+        return await batcher.submit(request)
 
     # -- state changes ------------------------------------------------------
     async def load(self, settings: ModelSettings) -> ModelVersion:

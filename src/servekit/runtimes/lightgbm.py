@@ -9,6 +9,7 @@ import numpy as np
 
 from servekit.errors import ModelLoadError
 from servekit.runtimes.sklearn import PICKLE_SUFFIXES, SKLearnRuntime
+from servekit.runtimes.tabular import labels_from_scores
 
 
 class LightGBMRuntime(SKLearnRuntime):
@@ -46,13 +47,12 @@ class LightGBMBoosterModel:
         raw = np.asarray(self.booster.predict(features))
         if not self.is_classifier:
             return raw
-        if raw.ndim == 2:
-            return np.argmax(raw, axis=1).astype(np.int64)
-        return (raw > 0.5).astype(np.int64)
+        return labels_from_scores(raw)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         raw = np.asarray(self.booster.predict(features))
-        return raw if raw.ndim == 2 else np.column_stack([1.0 - raw, raw])
+        proba: np.ndarray = raw if raw.ndim == 2 else np.column_stack([1.0 - raw, raw])
+        return proba
 
 
 def _objective(path: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,13 +32,13 @@ class SKLearnRuntime(TabularRuntime):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                if path.suffix == ".joblib":
-                    model = joblib.load(path)
-                else:
-                    with path.open("rb") as fh:
-                        model = pickle.load(fh)
+                # joblib reads its own files and plain pickles alike
+                model = joblib.load(path)
             except Exception as exc:  # any unpickling failure is a load failure
-                raise ModelLoadError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from exc
+                raise ModelLoadError(
+                    f"cannot load {path.name}: not a readable joblib/pickle file "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
         saved = None
         for warning in caught:
             saved = getattr(warning.message, "original_sklearn_version", saved)

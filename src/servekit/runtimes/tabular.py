@@ -148,3 +148,9 @@ def spec_for(name: str, sample: np.ndarray | None, width: int | None) -> TensorS
     """Spec of an output whose rows follow the input's: ``[-1]`` or ``[-1, width]``."""
     datatype = "FP64" if sample is None else datatype_of(sample)
     return TensorSpec(name, datatype, [-1] if width is None else [-1, width])
+
+
+def labels_from_scores(scores: np.ndarray) -> np.ndarray:
+    """Class labels from probabilities: argmax per row, or p > 0.5 for one column."""
+    labels: np.ndarray = np.argmax(scores, axis=1) if scores.ndim == 2 else scores > 0.5
+    return labels.astype(np.int64)

@@ -10,6 +10,7 @@ import numpy as np
 
 from servekit.errors import ModelLoadError
 from servekit.runtimes.sklearn import PICKLE_SUFFIXES, SKLearnRuntime
+from servekit.runtimes.tabular import labels_from_scores
 
 
 class XGBoostRuntime(SKLearnRuntime):
@@ -30,7 +31,7 @@ class XGBoostRuntime(SKLearnRuntime):
             self.warn_version("xgboost", _saved_version(path), xgb.__version__)
         threads = self.settings.parameters.extra.get("nthread")
         if threads:
-            booster.set_param("nthread", int(threads))
+            booster.set_param("nthread", str(int(threads)))
         self.adopt(BoosterModel(booster))
 
 
@@ -59,16 +60,16 @@ class BoosterModel:
         if not self.is_classifier:
             return raw
         if self.objective == "multi:softmax":
-            return raw.astype(np.int64)
-        if raw.ndim == 2:
-            return np.argmax(raw, axis=1).astype(np.int64)
-        return (raw > 0.5).astype(np.int64)
+            labels: np.ndarray = raw.astype(np.int64)
+            return labels
+        return labels_from_scores(raw)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         if self.objective == "multi:softmax":
             margin = self._raw(features, margin=True)
             exp = np.exp(margin - margin.max(axis=1, keepdims=True))
-            return exp / exp.sum(axis=1, keepdims=True)
+            proba: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+            return proba
         raw = self._raw(features)
         if raw.ndim == 2:
             return raw

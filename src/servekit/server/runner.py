@@ -9,6 +9,7 @@ With one worker, the supervisor is skipped and the server runs in-process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import selectors
@@ -80,8 +81,9 @@ class Worker:
         self.ctx: Any = None
 
     async def run(self) -> None:
-        from servekit.server.assembly import build_app, build_context
         import uvicorn
+
+        from servekit.server.assembly import build_app, build_context
 
         settings = self.settings
         if self.registry is None:
@@ -268,10 +270,8 @@ class Supervisor:
     def _relay(self, line: str, source: socket.socket) -> None:
         for _, control in self.children.values():
             if control is not source:
-                try:
+                with contextlib.suppress(OSError):  # a dying worker; it is replaced
                     control.send((line + "\n").encode())
-                except OSError:
-                    pass
 
     def _reap(self) -> list[tuple[int, str]]:
         dead = []
@@ -294,10 +294,8 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         for pid in list(self.children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 10
         while self.children and time.monotonic() < deadline:
             for pid, _ in self._reap():
