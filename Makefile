@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test lint typecheck examples clean
+.PHONY: install serve test lint typecheck examples clean proto
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -27,6 +27,18 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q tests
+
+# V2 gRPC code from its .proto. The generated module gets its own descriptor
+# pool: tritonclient defines the same `inference` messages in the default pool,
+# and both must be importable in one process.
+GRPC_PROTO := src/servekit/protocols/proto/grpc_predict_v2.proto
+GRPC_GEN := src/servekit/protocols/generated
+proto:
+	$(BIN)/python -m grpc_tools.protoc -Iservekit/protocols/generated=$(dir $(GRPC_PROTO)) \
+		--python_out=src --pyi_out=src --grpc_python_out=src $(GRPC_PROTO)
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = POOL.AddSerializedFile(/' \
+		$(GRPC_GEN)/grpc_predict_v2_pb2.py
+	touch $(GRPC_GEN)/__init__.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

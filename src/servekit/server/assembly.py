@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from servekit.config import ServerSettings
-from servekit.protocols import v2_rest
+from servekit.protocols import v2_grpc, v2_rest
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.server.app import App
 from servekit.server.context import ServerContext
 from servekit.server.http import Router, route
 from servekit.server.metrics import Metrics
+
+# importing v2_grpc registers its worker hook, which serves V2 over gRPC
+GRPC_WORKER_HOOK = v2_grpc.start_in_worker
 
 
 def build_context(
@@ -56,4 +59,4 @@ def describe_ports(settings: ServerSettings, ports: list[int]) -> list[str]:
     return lines
 
 
-__all__ = ["build_app", "build_context", "listening_ports", "describe_ports", "route"]
+__all__ = ["build_app", "build_context", "describe_ports", "listening_ports", "route"]
