@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from servekit import __version__
+from servekit import __version__, bench
 from servekit.config import ServerSettings, load_server_settings
 from servekit.errors import ServekitError
 
@@ -63,6 +63,7 @@ def run_serve(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "serve": (configure_serve, run_serve),
     "start": (configure_serve, run_serve),  # MLServer's spelling: mlserver start .
+    "bench": (bench.configure, bench.run),
 }
 
 
