@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servekit.errors import ConfigError
 
@@ -23,7 +23,7 @@ ENV_PREFIX = "SERVEKIT_"
 class ServerSettings(BaseModel):
     """Everything about the server process, independent of any model."""
 
-    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+    model_config = ConfigDict(extra="ignore", validate_assignment=True, protected_namespaces=())
 
     host: str = "127.0.0.1"
     http_port: int = 8080
@@ -37,6 +37,7 @@ class ServerSettings(BaseModel):
     load_models_at_startup: bool = True
     max_request_size: int = 512 * 1024 * 1024
     max_queue_size: int = 1024  # queued requests per model before 503
+    inline_predict_ms: float = 0.5  # models faster than this run on the event loop; 0 = never
     access_log: bool = False
     enable_grpc: bool = True
     enable_metrics_endpoint: bool = True
@@ -45,6 +46,27 @@ class ServerSettings(BaseModel):
     poll_wait_seconds: float = 0.0  # repository/file-system polling; 0 = off
     management_token: str | None = None
     server_name: str = "servekit"
+    # TorchServe's settings (also from ``--ts-config`` config.properties); setting
+    # model_store, load_models or ts_config turns on TorchServe mode: management API
+    # on management_port (127.0.0.1 unless management_host says otherwise) and V2
+    # gRPC moved to 7070 unless grpc_port is set
+    model_store: str | None = None
+    load_models: str | None = None  # "all" or comma-separated [name=]archive.mar
+    ts_config: str | None = None
+    management_port: int = 8081
+    management_host: str = "127.0.0.1"
+    allowed_urls: str | None = None  # comma-separated regexes for registration URLs
+    disable_token_auth: bool = False
+    default_workers_per_model: int = 1
+    pid_file: str | None = None  # of a server started in the background (--start)
+    # TensorFlow Serving's flags (``--model_name=… --model_base_path=…`` or
+    # ``--model_config_file=…``); setting either turns on TF Serving mode
+    model_name: str | None = None
+    model_base_path: str | None = None
+    model_config_file: str | None = None
+    model_config_file_poll_wait_seconds: float = 0.0  # 0: read the config file once
+    file_system_poll_wait_seconds: float = 1.0  # new version folders under base paths
+    allow_version_labels_for_unavailable_models: bool = False
 
     def merged(self, overrides: dict[str, Any]) -> ServerSettings:
         data = self.model_dump()
@@ -93,11 +115,26 @@ class ModelParameters(BaseModel):
 
 
 class VersionPolicy(BaseModel):
-    """TF Serving's model_version_policy: latest (num_versions), all, or specific."""
+    """TF Serving's model_version_policy: latest (num_versions), all, or specific.
 
-    kind: str = "latest"  # latest | all | specific
-    num_versions: int = 1
+    Also accepts TF Serving's own spelling (``{"specific": {"versions": [1, 2]}}``,
+    ``{"all": {}}``, ``{"latest": {"num_versions": 2}}``) and a bare ``"all"``.
+    """
+
+    kind: Literal["latest", "all", "specific"] = "latest"
+    num_versions: int = Field(default=1, ge=1)
     versions: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tf_serving_form(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"kind": data}
+        if isinstance(data, dict) and "kind" not in data and len(data) == 1:
+            ((kind, body),) = data.items()
+            if kind in ("latest", "all", "specific"):
+                return {"kind": kind, **(body or {})}
+        return data
 
 
 class ModelSettings(BaseModel):
@@ -117,8 +154,16 @@ class ModelSettings(BaseModel):
     adaptive_batching: bool = True
     max_queue_size: int | None = None
     version_policy: VersionPolicy | None = None
-    version_labels: dict[str, str] = Field(default_factory=dict)
+    version_labels: dict[str, str] = Field(default_factory=dict)  # label -> version
     source_dir: str = ""  # folder of the settings file; relative URIs resolve against it
+
+    @field_validator("version_labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value: Any) -> Any:
+        # TF Serving writes label values as integers
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
 
     @property
     def version(self) -> str | None:

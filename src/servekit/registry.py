@@ -173,17 +173,28 @@ class Registry:
                 await self._unload(model)
             return targets
 
-    async def apply(self, desired: Iterable[ModelSettings]) -> None:
-        """Move to the desired set of versions: load new/changed, then unload the rest."""
+    async def apply(self, desired: Iterable[ModelSettings], *, retry_failed: bool = True) -> None:
+        """Move to the desired set of versions: load new/changed, then unload the rest.
+
+        ``retry_failed=False`` (used by pollers) leaves a version that failed to
+        load alone until its settings change, instead of retrying it every pass.
+        """
         async with self._lock:
             wanted = {(s.name, s.parameters.version or ""): s for s in desired}
             for (name, version), settings in wanted.items():
                 current = self.find(name, version) if version else self._unversioned(name)
-                if current is None or current.settings != settings or not current.ready:
+                retry = retry_failed and current is not None and not current.ready
+                if current is None or current.settings != settings or retry:
                     await self._load(settings)
             for model in self.all_versions():
                 if (model.name, model.version) not in wanted:
                     await self._unload(model)
+
+    def set_labels(self, name: str, labels: dict[str, str]) -> None:
+        """Replace the version labels of ``name`` (label -> version); no-op if not served."""
+        entry = self.models.get(name)
+        if entry is not None:
+            entry.labels = dict(labels)
 
     def _unversioned(self, name: str) -> ModelVersion | None:
         entry = self.models.get(name)
@@ -235,14 +246,13 @@ class Registry:
         self._lock = asyncio.Lock()
 
     def _batcher(self, settings: ModelSettings, runtime: Runtime) -> AdaptiveBatcher:
+        predict: Any
         if runtime.is_async:
             async def predict(request: InferenceRequest) -> InferenceResponse:
                 result: InferenceResponse = await runtime.predict(request)  # type: ignore[misc]
                 return result
         else:
-            async def predict(request: InferenceRequest) -> InferenceResponse:
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self.executor, runtime.predict, request)
+            predict = _PredictCall(runtime, self, self.settings.inline_predict_ms / 1000)
 
         return AdaptiveBatcher(
             predict,
@@ -279,6 +289,43 @@ class Registry:
     def _notify(self, event: str, model: ModelVersion) -> None:
         for listener in self.listeners:
             listener(event, model)
+
+
+class _PredictCall:
+    """Runs a synchronous ``predict`` off the event loop, except for models whose
+    recent calls took less than ``inline_limit`` seconds: for those the thread
+    hand-off would cost more than the call itself holds the loop."""
+
+    INLINE_MAX_ROWS = 64
+
+    def __init__(self, runtime: Runtime, registry: Registry, inline_limit: float) -> None:
+        self.runtime = runtime
+        self.registry = registry
+        self.inline_limit = inline_limit
+        self.recent: float | None = None  # moving average of call durations, seconds
+
+    def timed(self, request: InferenceRequest) -> InferenceResponse:
+        started = time.perf_counter()
+        try:
+            return self.runtime.predict(request)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.recent = elapsed if self.recent is None else 0.8 * self.recent + 0.2 * elapsed
+
+    async def __call__(self, request: InferenceRequest) -> InferenceResponse:
+        if (
+            self.recent is not None
+            and self.recent < self.inline_limit
+            and (not request.inputs or _rows(request) <= self.INLINE_MAX_ROWS)
+        ):
+            return self.timed(request)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.registry.executor, self.timed, request)
+
+
+def _rows(request: InferenceRequest) -> int:
+    shape = request.inputs[0].data.shape
+    return shape[0] if shape else 1
 
 
 def _default_executor(settings: ServerSettings) -> ThreadPoolExecutor:

@@ -6,6 +6,7 @@ Every protocol decodes into :class:`InferenceRequest` and encodes
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,7 +123,8 @@ class InferenceRequest:
 
     def ensure_id(self) -> str:
         if not self.id:
-            self.id = str(uuid.uuid4())
+            # a version-4 UUID from the fast PRNG: ids need uniqueness, not secrecy
+            self.id = str(uuid.UUID(int=random.getrandbits(128), version=4))
         return self.id
 
 

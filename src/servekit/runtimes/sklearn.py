@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from servekit.errors import ModelLoadError
+from servekit.runtimes.sklearn_fast import FastMethod, compile_estimator
 from servekit.runtimes.tabular import TabularRuntime, spec_for
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
@@ -48,6 +49,10 @@ class SKLearnRuntime(TabularRuntime):
     def adopt(self, model: Any) -> None:
         """Serve ``model`` through whichever sklearn-style methods it has."""
         self.model: Any = model
+        self.fast: dict[str, FastMethod] = {}
+        self.fast_max_rows: int | None = None
+        if self.settings.parameters.extra.get("fast_path", True):
+            self.fast, self.fast_max_rows = compile_estimator(model)
         self.n_features = getattr(model, "n_features_in_", None)
         self.outputs = {}
         for method in SKLEARN_METHODS:
@@ -68,6 +73,9 @@ class SKLearnRuntime(TabularRuntime):
         return None if method == "predict" else -1
 
     def run(self, method: str, features: np.ndarray) -> np.ndarray:
+        fast = self.fast.get(method)
+        if fast is not None and (self.fast_max_rows is None or len(features) <= self.fast_max_rows):
+            return fast(features)
         return np.asarray(getattr(self.model, method)(features))
 
 
