@@ -10,11 +10,14 @@ from pathlib import Path
 
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ServekitError
+from servekit.repository.base_path import VersionWatcher
 from servekit.repository.discovery import discover
 
 log = logging.getLogger("servekit.repository")
 
 Provider = Callable[[], list[ModelSettings]]
+# model name -> label -> version, for sources whose labels change without a reload
+LabelProvider = Callable[[], dict[str, dict[str, str]]]
 
 
 class ModelSources:
@@ -23,12 +26,36 @@ class ModelSources:
         self.providers: list[Provider] = []
         # names unloaded through an API stay unloaded until loaded again explicitly
         self.unloaded: set[str] = set()
+        self.label_providers: list[LabelProvider] = []
+        # how often sources want to be re-read (seconds > 0); see repository.reconcile
+        self.poll_seconds: list[float] = []
+        self.watcher = VersionWatcher()
 
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)
 
     def add_repository(self, root: str | Path) -> None:
-        self.add(lambda: discover(root))
+        self.add(lambda: discover(root, watcher=self.watcher))
+        if self.settings.poll_wait_seconds > 0:
+            self.poll_seconds.append(self.settings.poll_wait_seconds)
+
+    def add_labels(self, provider: LabelProvider) -> None:
+        self.label_providers.append(provider)
+
+    def labels(self, desired: list[ModelSettings]) -> dict[str, dict[str, str]]:
+        """Labels per model: ``version_labels`` of the settings, then label providers."""
+        out: dict[str, dict[str, str]] = {}
+        for settings in desired:
+            if settings.version_labels:
+                out.setdefault(settings.name, {}).update(settings.version_labels)
+        for provider in self.label_providers:
+            for name, labels in provider().items():
+                out.setdefault(name, {}).update(labels)
+        return out
+
+    def poll_interval(self) -> float:
+        """Seconds between re-reads of the sources; 0 when nothing asks for polling."""
+        return min((s for s in self.poll_seconds if s > 0), default=0.0)
 
     def desired(self) -> list[ModelSettings]:
         """Union of all providers; a provider that fails keeps its error in the log."""

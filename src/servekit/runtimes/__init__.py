@@ -22,6 +22,10 @@ BUILTIN_RUNTIMES: dict[str, str] = {
     "sklearn": "servekit.runtimes.sklearn:SKLearnRuntime",
     "xgboost": "servekit.runtimes.xgboost:XGBoostRuntime",
     "lightgbm": "servekit.runtimes.lightgbm:LightGBMRuntime",
+    "tensorflow": "servekit.runtimes.tensorflow:TensorFlowRuntime",
+    "onnx": "servekit.runtimes.onnx:ONNXRuntime",
+    "torch": "servekit.runtimes.torch:TorchRuntime",
+    "torchserve": "servekit.torch_handler.runtime:HandlerRuntime",
 }
 
 ALIASES: dict[str, str] = {
@@ -29,6 +33,12 @@ ALIASES: dict[str, str] = {
     "mlserver_xgboost.XGBoostModel": "xgboost",
     "mlserver_lightgbm.LightGBMModel": "lightgbm",
     "scikit-learn": "sklearn",
+    "keras": "tensorflow",
+    "tensorflow_savedmodel": "tensorflow",  # Triton's platform names
+    "onnxruntime_onnx": "onnx",
+    "onnxruntime": "onnx",
+    "pytorch": "torch",
+    "handler": "torchserve",
 }
 
 # file suffix -> runtime name, for models without an ``implementation``
@@ -40,6 +50,19 @@ SUFFIX_RUNTIMES: dict[str, str] = {
     ".ubj": "xgboost",
     ".txt": "lightgbm",
     ".lgb": "lightgbm",
+    ".keras": "tensorflow",
+    ".h5": "tensorflow",
+    ".onnx": "onnx",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".pt2": "torch",
+    ".mar": "torchserve",
+}
+
+# exact file name -> runtime name, for formats that are a folder around a fixed file
+FILE_NAMES: dict[str, str] = {
+    "saved_model.pb": "tensorflow",  # TensorFlow SavedModel
+    "saved_model.pbtxt": "tensorflow",
 }
 
 # files that are never the model itself
@@ -66,6 +89,8 @@ def model_files(folder: Path) -> list[Path]:
 
 def runtime_for_file(path: Path) -> str | None:
     """The runtime for a model file, peeking inside where the suffix is ambiguous."""
+    if path.name in FILE_NAMES:
+        return FILE_NAMES[path.name]
     suffix = path.suffix
     if suffix in (".bst", ".json", ".txt"):
         try:

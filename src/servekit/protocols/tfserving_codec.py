@@ -1,0 +1,257 @@
+"""TF Serving's REST JSON: ``instances`` (row) and ``inputs`` (columnar) request
+formats, ``{"b64": …}`` binary values, ``predictions`` / ``outputs`` replies,
+and the tf.Example-style ``examples`` of classify and regress.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+import orjson
+
+from servekit.errors import InvalidInput
+from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+
+# name given to an unnamed input: runtimes feed a lone tensor to a lone input
+UNNAMED_INPUT = "inputs"
+_DUMP = orjson.OPT_SERIALIZE_NUMPY
+
+
+def loads(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return document
+
+
+def decode_predict(body: bytes) -> tuple[InferenceRequest, bool]:
+    """(request, whether the row format was used)."""
+    document = loads(body)
+    parameters = _signature(document)
+    has_rows, has_columns = "instances" in document, "inputs" in document
+    if has_rows == has_columns:
+        raise InvalidInput(
+            "send exactly one of 'instances' (row format) or 'inputs' (columnar format)"
+        )
+    tensors = _rows(document["instances"]) if has_rows else _columns(document["inputs"])
+    return InferenceRequest(inputs=tensors, parameters=parameters), has_rows
+
+
+def _signature(document: dict[str, Any]) -> dict[str, Any]:
+    name = document.get("signature_name")
+    if name is None or name == "":
+        return {}
+    if not isinstance(name, str):
+        raise InvalidInput("'signature_name' must be a string")
+    return {"signature_name": name}
+
+
+def _rows(instances: Any) -> list[Tensor]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("'instances' must be a non-empty list")
+    first = instances[0]
+    if isinstance(first, dict) and "b64" not in first:
+        names = list(first)
+        for i, row in enumerate(instances):
+            if not isinstance(row, dict) or set(row) != set(names):
+                raise InvalidInput(
+                    f"instances[{i}] must have the same named inputs as instances[0] "
+                    f"({', '.join(names)})"
+                )
+        return [Tensor(n, to_array([row[n] for row in instances], n)) for n in names]
+    return [Tensor(UNNAMED_INPUT, to_array(instances, UNNAMED_INPUT))]
+
+
+def _columns(inputs: Any) -> list[Tensor]:
+    if isinstance(inputs, dict) and "b64" not in inputs:
+        if not inputs:
+            raise InvalidInput("'inputs' must name at least one input")
+        return [Tensor(n, to_array(v, n)) for n, v in inputs.items()]
+    return [Tensor(UNNAMED_INPUT, to_array(inputs, UNNAMED_INPUT))]
+
+
+def to_array(value: Any, name: str) -> np.ndarray:
+    """A JSON value as a numpy array: numbers stay numeric, strings and
+    ``{"b64": …}`` become BYTES."""
+    leaf = value
+    while isinstance(leaf, list) and leaf:
+        leaf = leaf[0]
+    if isinstance(leaf, (dict, str)):
+        return _bytes_array(value, name)
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:
+        raise InvalidInput(f"input {name!r}: lists are ragged ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise InvalidInput(
+            f"input {name!r} mixes numbers with other values or has ragged lists; "
+            "every row must have the same shape"
+        )
+    return array
+
+
+def _bytes_array(value: Any, name: str) -> np.ndarray:
+    def convert(item: Any) -> Any:
+        if isinstance(item, list):
+            return [convert(i) for i in item]
+        if isinstance(item, dict):
+            encoded = item.get("b64")
+            if len(item) != 1 or not isinstance(encoded, str):
+                raise InvalidInput(f"input {name!r}: binary values are written {{\"b64\": \"…\"}}")
+            try:
+                return base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput(f"input {name!r}: {encoded[:20]!r}… is not valid base64") from None
+        if isinstance(item, str):
+            return item.encode("utf-8")
+        raise InvalidInput(f"input {name!r} mixes strings with other values")
+
+    converted = convert(value)
+    try:
+        array = np.array(converted, dtype=object)
+    except ValueError as exc:
+        raise InvalidInput(f"input {name!r}: lists are ragged ({exc})") from None
+    if any(isinstance(v, list) for v in array.flat):
+        raise InvalidInput(f"input {name!r}: nested lists must all have the same length")
+    return array
+
+
+def jsonable(tensor: Tensor) -> Any:
+    """A tensor's values for orjson: numpy stays numpy, bytes become text or b64."""
+    data = tensor.data
+    if data.dtype.kind in "OSU":
+        as_b64 = tensor.name.endswith("_bytes")
+        return _texts(data.tolist(), as_b64)
+    if data.dtype == np.float16:
+        data = data.astype(np.float32)
+    if data.ndim == 0:
+        return data.item()
+    if not data.flags.c_contiguous or data.dtype.byteorder == ">":
+        data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+    return data
+
+
+def _texts(value: Any, as_b64: bool) -> Any:
+    if isinstance(value, list):
+        return [_texts(v, as_b64) for v in value]
+    if isinstance(value, bytes):
+        if not as_b64:
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def encode_predict(response: InferenceResponse, rows: bool) -> bytes:
+    outputs = response.outputs
+    if not rows:
+        if len(outputs) == 1:
+            return orjson.dumps({"outputs": jsonable(outputs[0])}, option=_DUMP)
+        return orjson.dumps({"outputs": {t.name: jsonable(t) for t in outputs}}, option=_DUMP)
+    if len(outputs) == 1:
+        return orjson.dumps({"predictions": jsonable(outputs[0])}, option=_DUMP)
+    counts = {t.data.shape[0] if t.data.ndim else 1 for t in outputs}
+    if len(counts) != 1 or any(t.data.ndim == 0 for t in outputs):
+        raise InvalidInput(
+            "the outputs have different batch sizes, which the row format ('instances') "
+            "cannot express; send 'inputs' (columnar format) instead"
+        )
+    columns = [(t.name, jsonable(t)) for t in outputs]
+    predictions = [{name: values[i] for name, values in columns} for i in range(counts.pop())]
+    return orjson.dumps({"predictions": predictions}, option=_DUMP)
+
+
+def decode_examples(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(examples with the context merged in, request parameters) of classify/regress."""
+    document = loads(body)
+    examples = document.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise InvalidInput("'examples' must be a non-empty list of {feature: value} objects")
+    context = document.get("context") or {}
+    if not isinstance(context, dict):
+        raise InvalidInput("'context' must be an object of {feature: value}")
+    merged = []
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict) or not example:
+            raise InvalidInput(f"examples[{i}] must be an object of {{feature: value}}")
+        merged.append({**context, **example})
+    return merged, _signature(document)
+
+
+def examples_request(
+    examples: list[dict[str, Any]], input_names: list[str], parameters: dict[str, Any]
+) -> InferenceRequest:
+    """Named inputs when the features are the model's inputs; otherwise one
+    table whose columns are the features in the first example's order."""
+    features = list(examples[0])
+    for i, example in enumerate(examples):
+        if set(example) != set(features):
+            raise InvalidInput(f"examples[{i}] has other features than examples[0]")
+    if set(features) <= set(input_names) or len(input_names) > 1:
+        tensors = [Tensor(f, to_array([e[f] for e in examples], f)) for f in features]
+    else:
+        table = [[v for f in features for v in _flat(e[f])] for e in examples]
+        tensors = [Tensor(UNNAMED_INPUT, to_array(table, UNNAMED_INPUT))]
+    return InferenceRequest(inputs=tensors, parameters=parameters)
+
+
+def _flat(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def encode_regress(response: InferenceResponse, count: int) -> bytes:
+    tensor = _pick(response, ("outputs", "predictions", "scores"))
+    values = tensor.data.reshape(count, -1)
+    if values.shape[1] != 1 or values.dtype.kind not in "biuf":
+        raise InvalidInput(
+            f"regress needs one number per example; output {tensor.name!r} has shape "
+            f"{list(tensor.data.shape)}"
+        )
+    return orjson.dumps({"results": values[:, 0].astype(np.float64)}, option=_DUMP)
+
+
+def encode_classify(response: InferenceResponse, count: int) -> bytes:
+    by_name = {t.name: t for t in response.outputs}
+    scores = by_name.get("scores")
+    classes = by_name.get("classes")
+    if scores is None and classes is None:
+        tensor = _pick(response, ("probabilities", "predict_proba"))
+        if tensor.data.dtype.kind == "f" and tensor.data.reshape(count, -1).shape[1] > 1:
+            scores = tensor
+        else:
+            classes = tensor
+    results = []
+    score_rows = scores.data.reshape(count, -1).astype(np.float64) if scores is not None else None
+    class_rows = classes.data.reshape(count, -1) if classes is not None else None
+    for i in range(count):
+        row = []
+        width = (score_rows if score_rows is not None else class_rows).shape[1]  # type: ignore[union-attr]
+        for j in range(width):
+            label = _label(class_rows[i, j]) if class_rows is not None else str(j)
+            row.append([label, float(score_rows[i, j])] if score_rows is not None else [label])
+        results.append(row)
+    return orjson.dumps({"results": results})
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value.item() if hasattr(value, "item") else value)
+
+
+def _pick(response: InferenceResponse, preferred: tuple[str, ...]) -> Tensor:
+    for name in preferred:
+        for tensor in response.outputs:
+            if tensor.name == name:
+                return tensor
+    if not response.outputs:
+        raise InvalidInput("the model returned no outputs")
+    return response.outputs[0]

@@ -1,0 +1,152 @@
+"""Models described the TensorFlow Serving way: ``--model_name`` with
+``--model_base_path``, ``--model_config_file`` (re-read every
+``--model_config_file_poll_wait_seconds``), or the docker image's
+``MODEL_NAME`` / ``MODEL_BASE_PATH`` variables (a model at ``/models/<name>/1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from servekit.config import ModelSettings, ServerSettings
+from servekit.errors import ConfigError
+from servekit.repository.base_path import VersionWatcher, versioned_settings
+from servekit.repository.model_config import ModelConfigEntry, read_model_config
+from servekit.repository.sources import ModelSources
+from servekit.repository.version_policy import describe
+
+log = logging.getLogger("servekit.repository")
+
+DEFAULT_REST_API_PORT = 8501
+DEFAULT_MODEL_NAME = "default"  # tensorflow_model_server's default --model_name
+DOCKER_MODEL_BASE_PATH = "/models"  # the tensorflow/serving image's MODEL_BASE_PATH
+
+
+class TFServingSource:
+    """Desired model versions and labels from TF Serving's flags or config file.
+
+    A config file that fails to parse after an edit keeps the last good models
+    and labels, and logs why; at startup it is an error.
+    """
+
+    def __init__(
+        self,
+        watcher: VersionWatcher,
+        *,
+        config_file: Path | None = None,
+        entries: list[ModelConfigEntry] | None = None,
+        config_poll_seconds: float = 0.0,
+    ) -> None:
+        self.watcher = watcher
+        self.config_file = config_file
+        self.config_poll_seconds = config_poll_seconds
+        self._text: str | None = None
+        self._read_at = time.monotonic()
+        self._missing: set[Path] = set()
+        if config_file is not None:
+            self._text = _read(config_file)
+            self.entries = read_model_config(config_file)
+        else:
+            self.entries = list(entries or [])
+        for entry in self.entries:
+            log.info(
+                "Model %r: base path %s, version policy %s%s",
+                entry.name, entry.base_path, describe(entry.policy),
+                f", labels {entry.labels}" if entry.labels else "",
+            )
+
+    def refresh(self) -> None:
+        """Re-read the config file when its poll interval has passed and it changed."""
+        if self.config_file is None or self.config_poll_seconds <= 0:
+            return
+        now = time.monotonic()
+        if now - self._read_at < self.config_poll_seconds:
+            return
+        self._read_at = now
+        try:
+            text = _read(self.config_file)
+        except ConfigError as exc:
+            log.error("Keeping the current models: %s", exc.message)
+            return
+        if text == self._text:
+            return
+        self._text = text
+        try:
+            entries = read_model_config(self.config_file)
+        except ConfigError as exc:
+            log.error("Model config file has an error; keeping the current models: %s", exc.message)
+            return
+        log.info(
+            "Model config file %s changed: serving %s",
+            self.config_file, ", ".join(e.name for e in entries) or "no models",
+        )
+        self.entries = entries
+
+    def desired(self) -> list[ModelSettings]:
+        self.refresh()
+        out: list[ModelSettings] = []
+        for entry in self.entries:
+            if not entry.base_path.is_dir():
+                if entry.base_path not in self._missing:
+                    self._missing.add(entry.base_path)
+                    log.warning(
+                        "No versions of model %r found: base path %s does not exist (yet)",
+                        entry.name, entry.base_path,
+                    )
+                continue
+            self._missing.discard(entry.base_path)
+            out.extend(versioned_settings(entry.name, entry.base_path, entry.policy, self.watcher))
+        return out
+
+    def labels(self) -> dict[str, dict[str, str]]:
+        return {entry.name: dict(entry.labels) for entry in self.entries}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read model config file {path}: {exc}") from None
+
+
+def configure_tfserving(
+    settings: ServerSettings, sources: ModelSources, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Add the TF Serving source if its flags (or docker variables) are given.
+
+    Returns whether TF Serving mode is on; then the REST API port defaults to 8501.
+    """
+    environ = os.environ if environ is None else environ
+    name, base = settings.model_name, settings.model_base_path
+    config_file = settings.model_config_file
+    if config_file is None and name is None and base is None and environ.get("MODEL_NAME"):
+        candidate = Path(environ.get("MODEL_BASE_PATH") or DOCKER_MODEL_BASE_PATH) / environ["MODEL_NAME"]
+        if candidate.is_dir():
+            name, base = environ["MODEL_NAME"], str(candidate)
+    if config_file is None and name is None and base is None:
+        return False
+    if config_file is not None and base is not None:
+        raise ConfigError("give either --model_config_file or --model_base_path, not both")
+    if config_file is None and base is None:
+        raise ConfigError(f"--model_name={name} needs --model_base_path (the folder of its versions)")
+    if config_file is not None:
+        source = TFServingSource(
+            sources.watcher,
+            config_file=Path(config_file).resolve(),
+            config_poll_seconds=settings.model_config_file_poll_wait_seconds,
+        )
+        sources.poll_seconds.append(settings.model_config_file_poll_wait_seconds)
+    else:
+        assert base is not None
+        entry = ModelConfigEntry(name=name or DEFAULT_MODEL_NAME, base_path=Path(base).resolve())
+        source = TFServingSource(sources.watcher, entries=[entry])
+    sources.add(source.desired)
+    sources.add_labels(source.labels)
+    sources.poll_seconds.append(settings.file_system_poll_wait_seconds)
+    if settings.rest_api_port is None:
+        settings.rest_api_port = DEFAULT_REST_API_PORT
+    return True
