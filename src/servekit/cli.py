@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from servekit import __version__, bench
 from servekit.config import ServerSettings, load_server_settings
@@ -36,6 +36,31 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
         else:
             group.add_argument(flag, dest=name, default=None, metavar=name.upper())
+        if "_" in name:  # TF Serving's spelling too: --rest_api_port=9001, --model_base_path=…
+            action = _TFBoolFlag if annotation is bool else "store"
+            group.add_argument("--" + name, dest=name, action=action, default=None, help=argparse.SUPPRESS)
+
+
+class _TFBoolFlag(argparse.Action):
+    """A boolean flag written the TF Serving way: ``--flag`` or ``--flag=true|false``."""
+
+    WORDS: ClassVar[dict[str, bool]] = {"true": True, "1": True, "false": False, "0": False}
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.pop("nargs", None)
+        super().__init__(option_strings, dest, nargs="?", **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+        values: Any, option_string: str | None = None,
+    ) -> None:
+        if values is None:
+            setattr(namespace, self.dest, True)
+            return
+        value = self.WORDS.get(str(values).lower())
+        if value is None:
+            parser.error(f"{option_string} takes true or false, not {values!r}")
+        setattr(namespace, self.dest, value)
 
 
 def server_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,14 +73,19 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from servekit.repository.reconcile import install as install_reconciler
     from servekit.repository.sources import ModelSources
+    from servekit.repository.tfserving_source import configure_tfserving
     from servekit.server.runner import serve
 
     folder = args.folder
     settings = load_server_settings(folder or ".", server_overrides(args))
     setup_logging(settings.debug)
     sources = ModelSources(settings)
-    sources.add_repository(settings.model_repository_root)
+    tfserving_mode = configure_tfserving(settings, sources)
+    if folder is not None or not tfserving_mode:
+        sources.add_repository(settings.model_repository_root)
+    install_reconciler()
     serve(settings, sources)
     return 0
 

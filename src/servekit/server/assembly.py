@@ -43,6 +43,15 @@ def build_app(ctx: ServerContext) -> tuple[App, list[int]]:
     if settings.enable_metrics_endpoint and settings.metrics_port != settings.http_port:
         metrics_routes = [r for r in main.routes if r.pattern.pattern == f"^{settings.metrics_endpoint}$"]
         routers[settings.metrics_port] = Router(metrics_routes, on_error=v2_rest.error_response)
+    if settings.rest_api_port:
+        from servekit.protocols import tfserving
+
+        if settings.rest_api_port in routers:
+            routers[settings.rest_api_port].add(tfserving.routes(ctx))
+        else:
+            routers[settings.rest_api_port] = Router(
+                tfserving.routes(ctx), on_error=tfserving.error_response
+            )
     app = App(routers, main, max_body=settings.max_request_size, access_log=settings.access_log)
     return app, listening_ports(settings)
 
