@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from servekit import __version__, bench
+from servekit import torchserve_mode
+from servekit.archive import writer as archive_writer
 from servekit.config import ServerSettings, load_server_settings
 from servekit.errors import ServekitError
 
@@ -70,6 +72,7 @@ def server_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", nargs="?", default=None, help="model repository (default: .)")
     add_server_flags(parser)
+    torchserve_mode.add_flags(parser)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -79,11 +82,15 @@ def run_serve(args: argparse.Namespace) -> int:
     from servekit.server.runner import serve
 
     folder = args.folder
+    if torchserve_mode.wants_background(args):
+        return torchserve_mode.start_background(args, args.argv)
     settings = load_server_settings(folder or ".", server_overrides(args))
+    settings = torchserve_mode.torchserve_settings(settings, args)
     setup_logging(settings.debug)
     sources = ModelSources(settings)
     tfserving_mode = configure_tfserving(settings, sources)
-    if folder is not None or not tfserving_mode:
+    torchserve = torchserve_mode.configure_torchserve(settings, sources)
+    if folder is not None or not (tfserving_mode or torchserve):
         sources.add_repository(settings.model_repository_root)
     install_reconciler()
     serve(settings, sources)
@@ -93,6 +100,8 @@ def run_serve(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "serve": (configure_serve, run_serve),
     "start": (configure_serve, run_serve),  # MLServer's spelling: mlserver start .
+    "archive": (archive_writer.configure, archive_writer.run),  # torch-model-archiver
+    "stop": (torchserve_mode.configure_stop, torchserve_mode.run_stop),  # torchserve --stop
     "bench": (bench.configure, bench.run),
 }
 
@@ -105,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name)
         configure(command)
         command.set_defaults(run=run)
+    argv = torchserve_mode.torchserve_argv(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return int(args.run(args))
     except ServekitError as exc:

@@ -33,6 +33,10 @@ def listening_ports(settings: ServerSettings) -> list[int]:
         ports.append(settings.metrics_port)
     if settings.rest_api_port and settings.rest_api_port not in ports:
         ports.append(settings.rest_api_port)
+    from servekit.protocols.torchserve import torchserve_mode
+
+    if torchserve_mode(settings) and settings.management_port not in ports:
+        ports.append(settings.management_port)
     return ports
 
 
@@ -52,6 +56,14 @@ def build_app(ctx: ServerContext) -> tuple[App, list[int]]:
             routers[settings.rest_api_port] = Router(
                 tfserving.routes(ctx), on_error=tfserving.error_response
             )
+    # TorchServe: /ping and /predictions on the main port, management on its own
+    from servekit.protocols import torchserve
+
+    main.add(torchserve.inference_routes(ctx))
+    if torchserve.torchserve_mode(settings) and settings.management_port not in routers:
+        routers[settings.management_port] = Router(
+            torchserve.management_routes(ctx), on_error=torchserve.error_response
+        )
     app = App(routers, main, max_body=settings.max_request_size, access_log=settings.access_log)
     return app, listening_ports(settings)
 
@@ -65,6 +77,8 @@ def describe_ports(settings: ServerSettings, ports: list[int]) -> list[str]:
         lines.append(f"Metrics server listening on http://{host}:{settings.metrics_port}{settings.metrics_endpoint}")
     if settings.rest_api_port:
         lines.append(f"TF Serving REST API listening on http://{host}:{settings.rest_api_port}")
+    if settings.model_store or settings.load_models or settings.ts_config:
+        lines.append(f"TorchServe management API listening on http://{host}:{settings.management_port}")
     return lines
 
 

@@ -1,0 +1,272 @@
+"""Handlers as a servekit runtime.
+
+The request is a BYTES tensor ``data`` of shape ``[n, 1]`` - one element per
+request body - plus an optional ``meta`` BYTES tensor (one JSON object per
+request: its headers, the form field it came from and other form fields). The
+adaptive batcher merges concurrent requests up to the model's ``batch_size``
+(``max_batch_size``), so ``handle`` gets TorchServe's ``data`` list. The
+response holds ``output`` (the encoded result per request) and ``meta``
+(content type and status per request).
+
+The model is a TorchServe archive (``.mar``, ``.tar.gz`` or an unpacked
+folder), or a folder whose ``model-settings.json`` names the handler and
+files in ``parameters.extra`` (``handler``, ``serialized_file``,
+``model_file``, ``config_file``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import orjson
+
+from servekit.archive.manifest import Manifest
+from servekit.archive.reader import is_archive, open_archive
+from servekit.errors import InvalidInput, ModelLoadError, ServekitError
+from servekit.runtimes.base import Runtime
+from servekit.tensors import InferenceRequest, InferenceResponse, Tensor, TensorSpec
+from servekit.torch_handler import BUILTIN_HANDLERS
+from servekit.torch_handler.compat import alias_ts_package
+from servekit.torch_handler.context import Context, RequestInfo
+
+log = logging.getLogger("servekit.torch_handler")
+
+Entry = Callable[[Any, Any], Any]
+
+
+class HandlerRuntime(Runtime):
+    platform: ClassVar[str] = "torchserve"
+    batch_axis: ClassVar[int | None] = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entry: Entry | None = None
+        self.context: Context | None = None
+        self.manifest: Manifest | None = None
+        self.model_dir: Path | None = None
+
+    def load(self) -> None:
+        extra = self.settings.parameters.extra
+        self.model_dir, self.manifest = self._locate()
+        spec = str(extra.get("handler") or self.manifest.handler)
+        config = _read_yaml(self.model_dir, self.manifest.config_file)
+        batch_size = max(1, self.settings.max_batch_size)
+        self.context = Context(
+            model_name=self.name,
+            model_dir=str(self.model_dir),
+            manifest=self.manifest.raw or self.manifest.to_dict(),
+            batch_size=batch_size,
+            model_yaml_config=config,
+        )
+        entry, initialize = resolve_handler(spec, self.model_dir)
+        try:
+            initialize(self.context)
+        except ServekitError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(
+                f"handler {spec!r} failed to initialize: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.entry = entry
+        self.ready = True
+
+    def _locate(self) -> tuple[Path, Manifest]:
+        path = self.settings.resolved_uri()
+        if path is None:
+            raise ModelLoadError(f"model {self.name!r} has no parameters.uri and no folder")
+        if path.is_dir() and not is_archive(path):
+            archives = sorted(p for p in path.iterdir() if p.is_file() and is_archive(p))
+            if len(archives) == 1:
+                path = archives[0]
+            elif self.settings.parameters.extra.get("handler"):
+                return path, _manifest_from_settings(self.name, self.settings.parameters.extra)
+        return open_archive(path)
+
+    def unload(self) -> None:
+        self.entry = None
+        self.context = None
+
+    def predict(self, request: InferenceRequest) -> InferenceResponse:
+        assert self.entry is not None and self.context is not None
+        bodies = _column(request, "data") if _has(request, "data") else _column(request, request.inputs[0].name)
+        metas = _column(request, "meta") if _has(request, "meta") else [b""] * len(bodies)
+        rows, infos = [], []
+        for body, meta_bytes in zip(bodies, metas, strict=True):
+            row, info = _row(body, meta_bytes)
+            rows.append(row)
+            infos.append(info)
+        self.context.begin(infos)
+        try:
+            results = self.entry(rows, self.context)
+        except ServekitError:
+            raise
+        except Exception as exc:
+            log.info("Handler of %r failed: %s: %s", self.name, type(exc).__name__, exc)
+            raise InvalidInput(
+                f"the handler of model {self.name!r} could not process the request: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(results, list) or len(results) != len(rows):
+            got = len(results) if isinstance(results, list) else type(results).__name__
+            raise ServekitError(
+                f"the handler of model {self.name!r} returned {got} results for {len(rows)} "
+                "requests; handle() must return a list with one result per request"
+            )
+        outputs = np.empty((len(rows), 1), dtype=object)
+        meta_out = np.empty((len(rows), 1), dtype=object)
+        for i, (result, info) in enumerate(zip(results, infos, strict=True)):
+            body, content_type = encode_result(result)
+            headers = dict(info.response_headers)
+            meta = {"content_type": headers.pop("content-type", content_type), "status": info.status}
+            if headers:
+                meta["headers"] = headers
+            outputs[i, 0] = body
+            meta_out[i, 0] = orjson.dumps(meta)
+        return self.response(
+            request, [Tensor("output", outputs, "BYTES"), Tensor("meta", meta_out, "BYTES")]
+        )
+
+    def input_specs(self) -> list[TensorSpec]:
+        return super().input_specs() or [TensorSpec("data", "BYTES", [-1, 1])]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return super().output_specs() or [
+            TensorSpec("output", "BYTES", [-1, 1]),
+            TensorSpec("meta", "BYTES", [-1, 1]),
+        ]
+
+
+def encode_result(result: Any) -> tuple[bytes, str]:
+    """A handler's result for one request as a body and its content type."""
+    if isinstance(result, bytes | bytearray):
+        return bytes(result), "application/octet-stream"
+    if isinstance(result, str):
+        return result.encode("utf-8"), "text/plain; charset=utf-8"
+    if hasattr(result, "tolist"):
+        result = result.tolist()
+    return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), "application/json"
+
+
+def resolve_handler(spec: str, model_dir: Path) -> tuple[Entry, Callable[[Any], Any]]:
+    """(entry point ``fn(data, context)``, initializer) for a manifest's handler:
+    a built-in name, ``file.py`` / ``module`` with one handler class or a
+    module-level ``handle``, or ``module:function``."""
+    alias_ts_package()
+    module_part, _, function = spec.partition(":")
+    name = module_part[:-3] if module_part.endswith(".py") else module_part
+    builtin = None
+    if name in BUILTIN_HANDLERS or name.startswith(("ts.torch_handler.", "servekit.torch_handler.")):
+        builtin = BUILTIN_HANDLERS.get(name.rsplit(".", 1)[-1])
+    if builtin is not None and not function and not (model_dir / f"{name}.py").is_file():
+        module_name, _, cls_name = builtin.partition(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        return _instance_entry(cls())
+    module = _import_handler_module(name, model_dir)
+    if function:
+        fn = getattr(module, function, None)
+        if not callable(fn):
+            raise ModelLoadError(f"handler module {name!r} has no function {function!r}")
+        return fn, lambda context: fn(None, context)
+    classes = [
+        obj for _, obj in inspect.getmembers(module, inspect.isclass)
+        if obj.__module__ == module.__name__ and callable(getattr(obj, "handle", None))
+    ]
+    if len(classes) == 1:
+        return _instance_entry(classes[0]())
+    fn = getattr(module, "handle", None)
+    if not classes and callable(fn):
+        return fn, lambda context: fn(None, context)
+    found = ", ".join(c.__name__ for c in classes) or "none"
+    raise ModelLoadError(
+        f"handler {spec!r} must define exactly one handler class or a handle(data, context) "
+        f"function (classes found: {found}); or name one as 'module:function'"
+    )
+
+
+def _instance_entry(instance: Any) -> tuple[Entry, Callable[[Any], Any]]:
+    initialize = getattr(instance, "initialize", None)
+    return instance.handle, (initialize if callable(initialize) else (lambda context: None))
+
+
+def _import_handler_module(name: str, model_dir: Path) -> Any:
+    from servekit.runtimes.torch import import_file
+
+    path = model_dir / f"{name}.py"
+    if path.is_file():
+        return import_file(path)
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        known = ", ".join(BUILTIN_HANDLERS)
+        raise ModelLoadError(
+            f"handler {name!r} is neither a file in the archive nor an importable module "
+            f"nor a built-in handler ({known}): {exc}"
+        ) from exc
+
+
+def _manifest_from_settings(name: str, extra: dict[str, Any]) -> Manifest:
+    return Manifest(
+        model_name=name,
+        handler=str(extra["handler"]),
+        serialized_file=extra.get("serialized_file"),
+        model_file=extra.get("model_file"),
+        config_file=extra.get("config_file"),
+    )
+
+
+def _read_yaml(folder: Path, name: str | None) -> dict[str, Any]:
+    if not name:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load((folder / name).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"cannot read the model config {name}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"the model config {name} must be a YAML mapping")
+    return data
+
+
+def _has(request: InferenceRequest, name: str) -> bool:
+    return any(t.name == name for t in request.inputs)
+
+
+def _column(request: InferenceRequest, name: str) -> list[bytes]:
+    tensor = request.input(name)
+    if tensor.data.dtype != object:
+        raise InvalidInput(
+            f"input {name!r} must be BYTES: one request body per element (this model runs a handler)"
+        )
+    return [v if isinstance(v, bytes) else str(v).encode() for v in tensor.data.reshape(-1)]
+
+
+def _row(body: bytes, meta_bytes: bytes) -> tuple[dict[str, Any], RequestInfo]:
+    """TorchServe's per-request dict: the payload under its field name, JSON
+    decoded for JSON content, text decoded for text content."""
+    if not meta_bytes:
+        return {"data": body}, RequestInfo()
+    meta = orjson.loads(meta_bytes)
+    headers = {str(k).lower(): str(v) for k, v in (meta.get("headers") or {}).items()}
+    info = RequestInfo(headers=headers, request_id=str(meta.get("request_id") or ""))
+    row: dict[str, Any] = dict(meta.get("fields") or {})
+    row[str(meta.get("field") or "body")] = decode_payload(body, meta.get("content_type") or headers.get("content-type"))
+    return row, info
+
+
+def decode_payload(body: bytes, content_type: str | None) -> Any:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+    if kind.startswith("text/"):
+        return body.decode("utf-8", "replace")
+    return body

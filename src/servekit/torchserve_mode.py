@@ -1,0 +1,279 @@
+"""TorchServe mode of ``servekit serve``: its flags (``--model-store``,
+``--models``, ``--ts-config``, ``--start``/``--stop``, ``--ncs``), its
+``config.properties`` file, its ports, the management token, and running in
+the background with a pid file.
+
+``servekit --start …`` / ``servekit --stop`` are accepted as typed for
+``torchserve``. In TorchServe mode the management API takes port 8081, so V2
+gRPC moves to TorchServe's gRPC inference port 7070 unless ``grpc_port`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from servekit.config import ENV_PREFIX, ServerSettings
+from servekit.errors import ConfigError
+
+log = logging.getLogger("servekit.torchserve")
+
+TORCHSERVE_GRPC_PORT = 7070
+KEY_FILE = "key_file.json"
+READY_MARK = "servekit ready"
+
+
+# -- argv and flags ---------------------------------------------------------------
+def torchserve_argv(argv: list[str]) -> list[str]:
+    """``servekit --start …`` → ``serve --start …``; ``servekit --stop`` → ``stop``."""
+    if not argv or not argv[0].startswith("--") or argv[0] in ("--version", "--help", "-h"):
+        return argv
+    if "--stop" in argv:
+        return ["stop", *[a for a in argv if a != "--stop"]]
+    return ["serve", *argv]
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TorchServe flags")
+    group.add_argument("--models", nargs="+", default=None, metavar="[NAME=]ARCHIVE",
+                       help="archives to load, as for torchserve (or 'all')")
+    group.add_argument("--start", action="store_true", help="start in the background (see `servekit stop`)")
+    group.add_argument("--foreground", action="store_true", help="with --start: stay in the foreground")
+    group.add_argument("--ncs", "--no-config-snapshots", dest="ncs", action="store_true",
+                       help="accepted for TorchServe; servekit never writes config snapshots")
+
+
+# -- settings ---------------------------------------------------------------------
+def parse_properties(text: str) -> dict[str, str]:
+    """Java ``.properties``: ``key=value`` or ``key: value``, ``#``/``!`` comments,
+    ``\\`` line continuations."""
+    out: dict[str, str] = {}
+    pending = ""
+    for raw in text.splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if not line or line[0] in "#!":
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending = line[:-1]
+            continue
+        positions = [i for i in (line.find("="), line.find(":")) if i > 0]
+        if not positions:
+            out[line] = ""
+            continue
+        split = min(positions)
+        out[line[:split].strip()] = line[split + 1 :].strip()
+    return out
+
+
+def _address(value: str, key: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(value if "://" in value else f"http://{value}")
+    if parsed.scheme not in ("http", "https") or parsed.port is None:
+        raise ConfigError(f"{key}={value}: expected http(s)://HOST:PORT")
+    if parsed.scheme == "https":
+        log.warning(
+            "%s=%s: servekit serves plain HTTP on port %d; put a TLS terminator in front for https",
+            key, value, parsed.port,
+        )
+    return parsed.hostname or "127.0.0.1", parsed.port
+
+
+def properties_to_settings(props: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "inference_address" in props:
+        out["host"], out["http_port"] = _address(props["inference_address"], "inference_address")
+    if "management_address" in props:
+        out["management_host"], out["management_port"] = _address(props["management_address"], "management_address")
+    if "metrics_address" in props:
+        out["metrics_port"] = _address(props["metrics_address"], "metrics_address")[1]
+    if "grpc_inference_port" in props:
+        out["grpc_port"] = int(props["grpc_inference_port"])
+    for key in ("model_store", "load_models", "allowed_urls", "default_workers_per_model"):
+        if props.get(key):
+            out[key] = props[key]
+    if "disable_token_authorization" in props:
+        out["disable_token_auth"] = props["disable_token_authorization"].lower() == "true"
+    if "max_request_size" in props:
+        out["max_request_size"] = int(props["max_request_size"])
+    ignored = sorted(set(props) - KNOWN_PROPERTIES)
+    if ignored:
+        log.info("config.properties keys servekit does not use: %s", ", ".join(ignored))
+    return out
+
+
+KNOWN_PROPERTIES = {
+    "inference_address", "management_address", "metrics_address", "grpc_inference_port",
+    "model_store", "load_models", "allowed_urls", "default_workers_per_model",
+    "disable_token_authorization", "max_request_size",
+}
+
+
+def torchserve_settings(settings: ServerSettings, args: argparse.Namespace) -> ServerSettings:
+    """Fold ``--models`` and the ``--ts-config`` file into the settings (flags,
+    ``SERVEKIT_*`` variables and settings.json win over the file), then TorchServe
+    mode's port defaults."""
+    explicit = _explicit_fields(args)
+    models = getattr(args, "models", None)
+    if models:
+        settings = settings.merged({"load_models": ",".join(models)})
+        explicit.add("load_models")
+    if settings.ts_config:
+        path = Path(settings.ts_config)
+        try:
+            props = parse_properties(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read --ts-config {path}: {exc}") from None
+        from_file = {k: v for k, v in properties_to_settings(props).items() if k not in explicit}
+        settings = settings.merged(from_file)
+        explicit.update(from_file)
+    if not (settings.model_store or settings.load_models or settings.ts_config):
+        return settings
+    defaults: dict[str, Any] = {}
+    if "grpc_port" not in explicit:
+        defaults["grpc_port"] = TORCHSERVE_GRPC_PORT
+    if "parallel_workers" not in explicit:
+        # management changes live in the process that receives them
+        defaults["parallel_workers"] = 1
+    return settings.merged(defaults) if defaults else settings
+
+
+def _explicit_fields(args: argparse.Namespace) -> set[str]:
+    out = {name for name in ServerSettings.model_fields if getattr(args, name, None) is not None}
+    out.update(name for name in ServerSettings.model_fields if ENV_PREFIX + name.upper() in os.environ)
+    folder = getattr(args, "folder", None)
+    settings_file = Path(folder or ".") / "settings.json"
+    if settings_file.is_file():
+        try:
+            data = json.loads(settings_file.read_text())
+            out.update(data if isinstance(data, dict) else {})
+        except ValueError:
+            pass
+    return out
+
+
+def configure_torchserve(settings: ServerSettings, sources: Any) -> bool:
+    """Add the model store as a model source and set up the management token.
+    Returns whether TorchServe mode is on."""
+    from servekit.archive.store import active_store
+
+    if not (settings.model_store or settings.load_models or settings.ts_config):
+        return False
+    store = active_store(settings)
+    sources.add(store.desired)
+    if settings.management_token:
+        log.info("Management API requires the configured management_token as a bearer token")
+    elif settings.disable_token_auth:
+        log.warning("Management API token authorization is disabled (--disable-token-auth)")
+    else:
+        token = secrets.token_urlsafe(24)
+        path = write_key_file(token)
+        settings.management_token = token
+        log.info("Management API key written to %s (send 'Authorization: Bearer <key>')", path)
+    return True
+
+
+def write_key_file(token: str) -> Path:
+    """TorchServe's ``key_file.json`` in the working folder, readable by the owner only."""
+    path = Path(os.environ.get("SERVEKIT_KEY_FILE") or Path.cwd() / KEY_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"management": {"key": token}}, fh, indent=2)
+    return path
+
+
+# -- background start / stop ------------------------------------------------------
+def pid_file(value: str | None = None) -> Path:
+    chosen = value or os.environ.get(ENV_PREFIX + "PID_FILE")
+    return Path(chosen) if chosen else Path(tempfile.gettempdir()) / f".servekit-{os.getuid()}.pid"
+
+
+def running_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def wants_background(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "start", False)) and not getattr(args, "foreground", False)
+
+
+def start_background(args: argparse.Namespace, argv: list[str], timeout: float = 180.0) -> int:
+    """Run ``servekit serve`` (these args, minus ``--start``) detached, logging to
+    ``logs/servekit.log``, and wait until it is ready or has failed."""
+    path = pid_file(getattr(args, "pid_file", None))
+    pid = running_pid(path)
+    if pid is not None:
+        print(f"servekit is already running (pid {pid}); stop it with `servekit --stop`", file=sys.stderr)
+        return 1
+    log_dir = Path(os.environ.get("LOG_LOCATION") or "logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "servekit.log"
+    child_argv = [a for a in argv if a != "--start"]
+    if child_argv and child_argv[0] == "serve":
+        child_argv = child_argv[1:]
+    with log_path.open("ab") as out:
+        offset = out.tell()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "servekit", "serve", *child_argv],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    path.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = _tail(log_path, offset)
+        if READY_MARK in text:
+            print(text.strip())
+            print(f"servekit started in the background (pid {proc.pid}); logs in {log_path}")
+            return 0
+        if proc.poll() is not None:
+            path.unlink(missing_ok=True)
+            print(text.strip(), file=sys.stderr)
+            print(f"servekit failed to start (exit code {proc.returncode}); see {log_path}", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"servekit (pid {proc.pid}) is still starting; see {log_path}")
+    return 0
+
+
+def _tail(path: Path, offset: int) -> str:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode("utf-8", "replace")
+
+
+def configure_stop(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pid-file", default=None, help="pid file of the server (default: the one --start wrote)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before SIGKILL")
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    """``servekit stop`` / ``servekit --stop``: stop the server started with --start."""
+    path = pid_file(args.pid_file)
+    pid = running_pid(path)
+    if pid is None:
+        path.unlink(missing_ok=True)
+        print("servekit is not currently running.")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline and running_pid(path) is not None:
+        time.sleep(0.1)
+    if running_pid(path) is not None:
+        os.kill(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    print("servekit has stopped.")
+    return 0
