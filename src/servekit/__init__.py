@@ -1,5 +1,41 @@
 """servekit: one Python model server for every model, behind the APIs clients already call."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from servekit.library import (
+        AssetsManager,
+        AsyncModel,
+        Model,
+        ModelLibrary,
+        SimpleProfiler,
+        load_model,
+    )
+
+# the model library's public names, imported on first use so `import servekit` stays light
+_LIBRARY_NAMES = frozenset(
+    {"AssetsManager", "AsyncModel", "Model", "ModelLibrary", "SimpleProfiler", "load_model"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LIBRARY_NAMES:
+        from servekit import library
+
+        return getattr(library, name)
+    raise AttributeError(f"module 'servekit' has no attribute {name!r}")
+
+
+__all__ = [
+    "AssetsManager",
+    "AsyncModel",
+    "Model",
+    "ModelLibrary",
+    "SimpleProfiler",
+    "__version__",
+    "load_model",
+]

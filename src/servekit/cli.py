@@ -8,11 +8,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from servekit import __version__, bench
-from servekit import torchserve_mode
+from servekit import __version__, bench, torchserve_mode
 from servekit.archive import writer as archive_writer
 from servekit.config import ServerSettings, load_server_settings
 from servekit.errors import ServekitError
+from servekit.library.commands import LIBRARY_COMMANDS
 
 # subcommand name -> (configure parser, run); other modules add theirs
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -104,6 +104,8 @@ COMMANDS: dict[str, Command] = {
     "stop": (torchserve_mode.configure_stop, torchserve_mode.run_stop),  # torchserve --stop
     "bench": (bench.configure, bench.run),
 }
+# the model library's commands: describe, time, assets, microservice
+COMMANDS.update(LIBRARY_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

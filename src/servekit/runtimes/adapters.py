@@ -7,6 +7,7 @@ wins.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,12 +17,20 @@ from servekit.runtimes.base import Runtime
 # each factory returns a Runtime subclass for the class, or None if it does not apply
 ADAPTERS: list[Callable[[Any], type[Runtime] | None]] = []
 
+# modules whose import registers an adapter; imported when a user class is first adapted
+ADAPTER_MODULES: list[str] = [
+    "servekit.runtimes.python_model",  # servekit.Model / AsyncModel
+    "servekit.runtimes.seldon_class",  # predict(X, features_names)
+]
+
 
 def register_adapter(factory: Callable[[Any], type[Runtime] | None]) -> None:
     ADAPTERS.append(factory)
 
 
 def adapt_user_class(cls: Any, implementation: str) -> type[Runtime]:
+    for module in ADAPTER_MODULES:
+        importlib.import_module(module)
     for factory in ADAPTERS:
         runtime = factory(cls)
         if runtime is not None:

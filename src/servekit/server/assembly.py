@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from servekit.config import ServerSettings
-from servekit.protocols import v2_grpc, v2_rest
+from servekit.protocols import predict as predict_api
+from servekit.protocols import seldon, v2_grpc, v2_rest
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.server.app import App
@@ -43,6 +44,9 @@ def listening_ports(settings: ServerSettings) -> list[int]:
 def build_app(ctx: ServerContext) -> tuple[App, list[int]]:
     settings = ctx.settings
     main = Router(v2_rest.routes(ctx), on_error=v2_rest.error_response)
+    # Seldon's microservice API and the plain /predict API; POST /predict picks one
+    # by the body's shape (see servekit/protocols/predict.py)
+    main.add(seldon.routes(ctx) + predict_api.routes(ctx))
     routers = {settings.http_port: main}
     if settings.enable_metrics_endpoint and settings.metrics_port != settings.http_port:
         metrics_routes = [r for r in main.routes if r.pattern.pattern == f"^{settings.metrics_endpoint}$"]

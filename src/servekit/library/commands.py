@@ -1,0 +1,255 @@
+"""The model library's commands: ``servekit describe``, ``servekit time``,
+``servekit assets push|list|fetch`` and ``servekit microservice`` (Seldon's
+``seldon-core-microservice``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from servekit.errors import ConfigError
+
+
+def _library_from(target: str, required: list[str] | None = None) -> Any:
+    """A ModelLibrary over a package folder, a ``.py`` file or a dotted name."""
+    from servekit.library.library import ModelLibrary
+
+    path = Path(target)
+    if path.exists():
+        path = path.resolve()
+        folder, module = (path.parent, path.stem) if path.suffix == ".py" or (path / "__init__.py").exists() else (path, None)
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        if module is None:
+            raise ConfigError(f"{target} is neither a Python package nor a module")
+        target = module
+    return ModelLibrary(target, required_models=required)
+
+
+# -- describe -------------------------------------------------------------------
+def configure_describe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="a model repository folder, a package folder, a .py file or a dotted package")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from servekit.library.describe import render
+
+    path = Path(args.target)
+    rows: dict[str, Any] = {}
+    if path.is_dir() and not (path / "__init__.py").exists():
+        rows = _describe_repository(path)
+    else:
+        library = _library_from(args.target)
+        described = library.describe()
+        assert isinstance(described, dict)
+        rows = described
+    print(json.dumps(rows, indent=2, default=str) if args.json else render(rows))
+    return 0
+
+
+def _describe_repository(root: Path) -> dict[str, Any]:
+    from servekit.repository.discovery import discover
+    from servekit.runtimes import create_runtime
+
+    rows: dict[str, Any] = {}
+    for settings in discover(root):
+        runtime: Any = create_runtime(settings)
+        library = None
+        if hasattr(runtime, "model_class"):
+            runtime.load()
+            library = runtime.library
+        if library is not None:
+            described = library.describe()
+            assert isinstance(described, dict)
+            rows.update(described)
+            continue
+        started = time.perf_counter()
+        runtime.load()
+        meta = runtime.metadata()
+        inputs = ", ".join(f"{s.name}:{s.datatype}{s.shape}" for s in meta.inputs)
+        outputs = ", ".join(f"{s.name}:{s.datatype}{s.shape}" for s in meta.outputs)
+        rows[settings.name] = {
+            "name": settings.name, "class": type(runtime).__name__, "signature": f"{inputs} -> {outputs}",
+            "dependencies": {}, "asset": settings.parameters.uri, "asset_path": settings.source_dir,
+            "load_seconds": time.perf_counter() - started, "load_memory_bytes": 0, "cache": None, "async": False,
+        }
+    return rows
+
+
+# -- time -------------------------------------------------------------------------
+def configure_time(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="configuration key (with --models) or dotted class path")
+    parser.add_argument("example", help="one item as JSON (a bare word is taken as a string)")
+    parser.add_argument("-n", "--number", type=int, default=100, help="calls to time")
+    parser.add_argument("--models", default=os.environ.get("SERVEKIT_DEFAULT_PACKAGE"),
+                        help="package, folder or .py file holding the models")
+
+
+def run_time(args: argparse.Namespace) -> int:
+    try:
+        item = json.loads(args.example)
+    except ValueError:
+        item = args.example
+    key = args.model
+    source = args.models
+    if source is None:
+        module, _, _ = key.rpartition(".")
+        if not module:
+            raise ConfigError("give --models PACKAGE or a dotted class path as MODEL")
+        source = key
+        key = None
+    library = _library_from(source, None if key is None else [key])
+    if key is None:
+        key = library.build_order[-1]
+    model = library.get(key)
+    timings = _measure(model, item, max(1, args.number))
+    timings.sort()
+
+    def pct(q: float) -> float:
+        return timings[min(len(timings) - 1, int(q * len(timings)))]
+
+    print(f"{key}: {len(timings)} calls")
+    print(f"  mean {statistics.fmean(timings):.3f} ms  p50 {pct(0.5):.3f} ms  p90 {pct(0.9):.3f} ms  "
+          f"p99 {pct(0.99):.3f} ms  min {timings[0]:.3f} ms  max {timings[-1]:.3f} ms")
+    return 0
+
+
+def _measure(model: Any, item: Any, n: int) -> list[float]:
+    if inspect.iscoroutinefunction(model.predict):
+        async def loop() -> list[float]:
+            out = []
+            await model.predict(item)  # warm-up
+            for _ in range(n):
+                started = time.perf_counter()
+                await model.predict(item)
+                out.append((time.perf_counter() - started) * 1000)
+            return out
+
+        return asyncio.run(loop())
+    model.predict(item)
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        model.predict(item)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+# -- assets -----------------------------------------------------------------------
+def configure_assets(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    push = sub.add_parser("push", help="upload a file or folder as a new asset version")
+    push.add_argument("path")
+    push.add_argument("spec", help="category/name:1.2 (without a version: the next minor)")
+    push.add_argument("--bump-major", action="store_true")
+    listing = sub.add_parser("list", help="assets and versions in the store")
+    listing.add_argument("name", nargs="?")
+    fetch = sub.add_parser("fetch", help="download an asset into the local cache, print its path")
+    fetch.add_argument("spec")
+    for command in (push, listing, fetch):
+        command.add_argument("--storage", help="store URL (default: SERVEKIT_STORAGE_URL)")
+        command.add_argument("--assets-dir", help="local cache (default: SERVEKIT_ASSETS_DIR)")
+
+
+def run_assets(args: argparse.Namespace) -> int:
+    from servekit.library.assets import AssetsManager, AssetSpec, next_version
+    from servekit.library.settings import LibrarySettings
+
+    settings = LibrarySettings.from_env()
+    update = {k: v for k, v in {"storage_url": args.storage, "assets_dir": args.assets_dir}.items() if v}
+    manager = AssetsManager(settings.model_copy(update=update))
+    if args.action == "fetch":
+        print(manager.fetch(args.spec))
+        return 0
+    store = manager.store
+    if store is None:
+        raise ConfigError("no asset store: pass --storage URL or set SERVEKIT_STORAGE_URL")
+    if args.action == "list":
+        listing = store.list()
+        for name, versions in listing.items():
+            if args.name is None or name == args.name:
+                print(f"{name}: {', '.join(versions)}")
+        return 0
+    spec = AssetSpec.parse(args.spec)
+    version = spec.version
+    if version is None:
+        version = next_version(store.versions(spec.name), args.bump_major)
+    elif not spec.exact:
+        raise ConfigError("push needs a full major.minor version (or none for the next one)")
+    print(store.push(Path(args.path), spec.name, version))
+    return 0
+
+
+# -- microservice -------------------------------------------------------------------
+def configure_microservice(parser: argparse.ArgumentParser) -> None:
+    from servekit.cli import add_server_flags
+
+    parser.add_argument("interface_name", help="MyModel: class MyModel in MyModel.py here (or module.Class)")
+    parser.add_argument("--service-type", default="MODEL", help="only MODEL is supported")
+    parser.add_argument("--parameters", default=None, help="JSON list of {name, value, type} for __init__")
+    add_server_flags(parser)
+
+
+def run_microservice(args: argparse.Namespace) -> int:
+    from servekit.cli import server_overrides, setup_logging
+    from servekit.config import ModelParameters, ModelSettings, load_server_settings
+    from servekit.repository.sources import ModelSources
+    from servekit.server.runner import serve
+
+    if args.service_type.upper() != "MODEL":
+        raise ConfigError(f"service type {args.service_type!r} is not supported; use MODEL")
+    overrides = server_overrides(args)
+    overrides.setdefault("http_port", None)
+    if overrides["http_port"] is None and "SERVEKIT_HTTP_PORT" not in os.environ:
+        overrides["http_port"] = 9000  # Seldon's REST port
+    if overrides.get("parallel_workers") is None and "SERVEKIT_PARALLEL_WORKERS" not in os.environ:
+        overrides["parallel_workers"] = 1
+    settings = load_server_settings(None, overrides)
+    setup_logging(settings.debug)
+    name = args.interface_name
+    module, _, cls = name.rpartition(".")
+    implementation = name if module else f"{name}.{name}"
+    init = _seldon_parameters(args.parameters)
+    model = ModelSettings(
+        name=cls or name,
+        implementation=implementation,
+        source_dir=os.getcwd(),
+        parameters=ModelParameters(extra={"init_parameters": init}),
+    )
+    sources = ModelSources(settings)
+    sources.add(lambda: [model])
+    serve(settings, sources)
+    return 0
+
+
+def _seldon_parameters(raw: str | None) -> dict[str, Any]:
+    """Seldon's ``--parameters '[{"name": "a", "value": "1", "type": "INT"}]'``."""
+    if not raw:
+        return {}
+    try:
+        entries = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--parameters is not valid JSON: {exc}") from None
+    casts = {"INT": int, "FLOAT": float, "DOUBLE": float, "STRING": str, "BOOL": lambda v: str(v).lower() == "true"}
+    out: dict[str, Any] = {}
+    for entry in entries:
+        cast: Any = casts.get(str(entry.get("type", "STRING")).upper(), str)
+        out[entry["name"]] = cast(entry["value"])
+    return out
+
+
+LIBRARY_COMMANDS = {
+    "describe": (configure_describe, run_describe),
+    "time": (configure_time, run_time),
+    "assets": (configure_assets, run_assets),
+    "microservice": (configure_microservice, run_microservice),
+}

@@ -1,0 +1,259 @@
+"""The plain ``/predict`` API, as a 15-line Flask app serves a model, and the
+typed API of library models, with an OpenAPI document.
+
+- ``POST /predict/{name}`` with ``{"inputs": [[...], ...]}`` answers
+  ``{"prediction": [...]}`` for any model. A typed library model instead takes
+  its item as the body and answers its output (``{"inputs": …}`` still works
+  when the item type has no ``inputs`` field).
+- ``POST /predict/batch/{name}``: a JSON list of items -> the list of outputs.
+- ``POST /predict``: the only served model (or ``default_model``). The body
+  decides the API: ``data``/``strData``/``jsonData``/``binData`` is Seldon's
+  microservice form (answered in Seldon's form), anything else as above.
+- ``GET /openapi.json``: request/response schemas derived from the models' types.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+import orjson
+
+from servekit import __version__
+from servekit.errors import InvalidInput, ServekitError
+from servekit.protocols.v2_codec import loads
+from servekit.registry import Registry
+from servekit.runtimes.base import Runtime
+from servekit.server.context import ServerContext
+from servekit.server.http import Request, Response, Route, default_error, json_response, route
+from servekit.tensors import InferenceRequest, ModelMetadata, Tensor
+
+SELDON_KEYS = frozenset({"data", "strData", "jsonData", "binData"})
+_METADATA: weakref.WeakKeyDictionary[Runtime, ModelMetadata] = weakref.WeakKeyDictionary()
+
+
+def error_response(exc: ServekitError) -> Response:
+    """Flask-style errors: ``{"error": message}`` with the error's status."""
+    return default_error(exc)
+
+
+def default_model_name(ctx: ServerContext) -> str:
+    """The model a call without a model name goes to."""
+    if ctx.settings.default_model:
+        return ctx.settings.default_model
+    names = sorted(n for n, e in ctx.registry.models.items() if e.versions)
+    if len(names) == 1:
+        return names[0]
+    served = ", ".join(names) or "none"
+    raise InvalidInput(
+        f"this server serves {len(names)} models ({served}); call /predict/<name> "
+        "or set default_model"
+    )
+
+
+def model_metadata(registry: Registry, name: str) -> ModelMetadata:
+    model = registry.resolve(name)
+    runtime = model.runtime
+    assert runtime is not None
+    meta = _METADATA.get(runtime)
+    if meta is None:
+        meta = _METADATA[runtime] = runtime.metadata()
+    return meta
+
+
+def is_typed(meta: ModelMetadata) -> bool:
+    return bool(meta.parameters.get("typed"))
+
+
+# -- tensors <-> JSON values ---------------------------------------------------
+def _element(value: Any, content_type: str | None) -> Any:
+    if isinstance(value, bytes):
+        if content_type == "json":
+            return orjson.loads(value)
+        return value.decode("utf-8", "replace")
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def tensor_values(tensor: Tensor) -> list[Any]:
+    """The tensor as nested lists of JSON values, one entry per row."""
+    if tensor.datatype != "BYTES":
+        values = tensor.data.tolist()
+        return values if isinstance(values, list) else [values]
+    content_type = tensor.content_type
+    out = np.empty(tensor.data.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, value in enumerate(tensor.data.reshape(-1)):
+        flat[i] = _element(value, content_type)
+    values = out.tolist()
+    return values if isinstance(values, list) else [values]
+
+
+def items_tensor(items: list[Any]) -> Tensor:
+    data = np.empty((len(items), 1), dtype=object)
+    data[:, 0] = [orjson.dumps(item) for item in items]
+    return Tensor("input", data, "BYTES", {"content_type": "json"})
+
+
+def inputs_tensor(inputs: Any, meta: ModelMetadata) -> Tensor:
+    """Flask's ``inputs`` (rows of features) as one tensor."""
+    try:
+        array = np.asarray(inputs)
+    except ValueError as exc:
+        raise InvalidInput(f"'inputs' must be a rectangular list of rows: {exc}") from None
+    name = meta.inputs[0].name if len(meta.inputs) == 1 else "input-0"
+    if array.dtype.kind in "biuf":
+        return Tensor(name, array)
+    if array.dtype.kind == "U":
+        return Tensor(name, np.vectorize(str.encode, otypes=[object])(array), "BYTES")
+    raise InvalidInput("'inputs' must hold numbers or strings, in equal-length rows")
+
+
+# -- handlers ------------------------------------------------------------------
+async def infer(ctx: ServerContext, name: str, tensor: Tensor) -> Tensor:
+    response = await ctx.registry.infer(name, None, InferenceRequest(inputs=[tensor]))
+    if not response.outputs:
+        raise ServekitError(f"model {name!r} returned no outputs")
+    return response.outputs[0]
+
+
+async def flask_form(ctx: ServerContext, name: str, document: Any, meta: ModelMetadata) -> Response:
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    if inputs is None:
+        raise InvalidInput('send {"inputs": [[feature, ...], ...]}')
+    if is_typed(meta):
+        if not isinstance(inputs, list):
+            raise InvalidInput("'inputs' must be a list of items")
+        output = await infer(ctx, name, items_tensor(inputs))
+        return json_response({"prediction": tensor_values(output)})
+    output = await infer(ctx, name, inputs_tensor(inputs, meta))
+    return json_response({"prediction": tensor_values(output)})
+
+
+def _flask_shaped(document: Any, meta: ModelMetadata) -> bool:
+    """A typed model's body is Flask's form when its item type has no ``inputs`` field."""
+    if not (isinstance(document, dict) and set(document) == {"inputs"}):
+        return False
+    schema = meta.parameters.get("input_schema") or {}
+    return "inputs" not in (schema.get("properties") or {})
+
+
+async def predict_named(ctx: ServerContext, name: str, body: bytes) -> Response:
+    meta = model_metadata(ctx.registry, name)
+    document = loads(body)
+    if not is_typed(meta) or _flask_shaped(document, meta):
+        return await flask_form(ctx, name, document, meta)
+    output = await infer(ctx, name, items_tensor([document]))
+    if output.content_type == "json":
+        return Response(bytes(output.data.reshape(-1)[0]))
+    return json_response(tensor_values(output)[0])
+
+
+async def predict_batch(ctx: ServerContext, name: str, body: bytes) -> Response:
+    meta = model_metadata(ctx.registry, name)
+    if not is_typed(meta):
+        raise InvalidInput(
+            f"model {name!r} is not a typed library model; use POST /predict/{name} "
+            'with {"inputs": [...]}'
+        )
+    document = loads(body)
+    if not isinstance(document, list):
+        raise InvalidInput("the body of /predict/batch/<name> must be a JSON list of items")
+    if not document:
+        return Response(b"[]")
+    output = await infer(ctx, name, items_tensor(document))
+    if output.content_type == "json":
+        return Response(b"[" + b",".join(bytes(v) for v in output.data.reshape(-1)) + b"]")
+    return json_response(tensor_values(output))
+
+
+def routes(ctx: ServerContext) -> list[Route]:
+    async def named(request: Request) -> Response:
+        return await predict_named(ctx, request.path_params["name"], await request.body())
+
+    async def batch(request: Request) -> Response:
+        return await predict_batch(ctx, request.path_params["name"], await request.body())
+
+    async def nameless(request: Request) -> Response:
+        body = await request.body()
+        document = loads(body)
+        if isinstance(document, dict) and SELDON_KEYS & set(document):
+            from servekit.protocols import seldon
+
+            try:
+                return await seldon.predict(ctx, default_model_name(ctx), document)
+            except ServekitError as exc:
+                return seldon.error_response(exc)
+        return await predict_named(ctx, default_model_name(ctx), body)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(openapi_document(ctx))
+
+    e = error_response
+    return [
+        route("POST", "/predict", nameless, e),
+        route("POST", "/predict/batch/{name}", batch, e),
+        route("POST", "/predict/{name}", named, e),
+        route("GET", "/openapi.json", openapi, e),
+    ]
+
+
+# -- OpenAPI -------------------------------------------------------------------
+_FLASK_REQUEST = {
+    "type": "object",
+    "properties": {"inputs": {"type": "array", "items": {"type": "array"}}},
+    "required": ["inputs"],
+}
+_FLASK_RESPONSE = {"type": "object", "properties": {"prediction": {"type": "array"}}}
+_ERROR = {
+    "description": "invalid input",
+    "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
+}
+
+
+def _operation(summary: str, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+            "responses": {
+                "200": {"description": "prediction", "content": {"application/json": {"schema": response}}},
+                "400": _ERROR,
+            },
+        }
+    }
+
+
+def openapi_document(ctx: ServerContext) -> dict[str, Any]:
+    """OpenAPI 3.1 for ``/predict``: typed models' schemas come from their types."""
+    paths: dict[str, Any] = {}
+    components: dict[str, Any] = {}
+    for name in sorted(ctx.registry.models):
+        try:
+            meta = model_metadata(ctx.registry, name)
+        except ServekitError:
+            continue
+        if not is_typed(meta):
+            paths[f"/predict/{name}"] = _operation(f"{name}: rows of features", _FLASK_REQUEST, _FLASK_RESPONSE)
+            continue
+        schemas = []
+        for key in ("input_schema", "output_schema"):
+            schema = dict(meta.parameters.get(key) or {})
+            components.update(schema.pop("$defs", {}))
+            schemas.append(schema)
+        request_schema, response_schema = schemas
+        signature = meta.parameters.get("signature", "")
+        paths[f"/predict/{name}"] = _operation(f"{name}: {signature}", request_schema, response_schema)
+        paths[f"/predict/batch/{name}"] = _operation(
+            f"{name}: a list of items",
+            {"type": "array", "items": request_schema},
+            {"type": "array", "items": response_schema},
+        )
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": f"{ctx.settings.server_name} /predict API", "version": __version__},
+        "paths": paths,
+    }
+    if components:
+        document["components"] = {"schemas": components}
+    return document

@@ -1,0 +1,145 @@
+"""Seldon Core's microservice REST API (the Python wrapper's), for any served model.
+
+``POST /api/v1.0/predictions`` (and ``/api/v0.1/predictions``, and ``/predict``
+when the body is in Seldon's form) with one of::
+
+    {"data": {"names": [...], "ndarray": [[...]]}}
+    {"data": {"names": [...], "tensor": {"shape": [...], "values": [...]}}}
+    {"strData": "..."}   {"jsonData": {...}}   {"binData": "<base64>"}
+
+answered in the same form plus ``meta`` (``tags``/``metrics`` of the model,
+``puid`` echoed). Errors use Seldon's ``{"status": {...}}`` document.
+``GET /health/ping`` answers ``pong``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+import orjson
+
+from servekit.errors import InvalidInput, ServekitError
+from servekit.protocols.predict import default_model_name, tensor_values
+from servekit.protocols.v2_codec import loads
+from servekit.server.context import ServerContext
+from servekit.server.http import Request, Response, Route, json_response, route
+from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+
+
+def error_response(exc: ServekitError) -> Response:
+    reason = "MICROSERVICE_BAD_DATA" if exc.status < 500 else "MICROSERVICE_INTERNAL_ERROR"
+    body = {"status": {"code": -1, "info": exc.message, "reason": reason, "status": 1}}
+    return json_response(body, exc.status)
+
+
+def _one(value: bytes, content_type: str) -> Tensor:
+    data = np.empty(1, dtype=object)
+    data[0] = value
+    return Tensor("input", data, "BYTES", {"content_type": content_type})
+
+
+def _array(values: Any, what: str) -> Tensor:
+    try:
+        array = np.asarray(values)
+    except ValueError:  # ragged rows: hand the list over as it is
+        return _one(orjson.dumps(values), "json")
+    if array.dtype.kind in "biuf":
+        return Tensor("input", array)
+    if array.dtype.kind == "U":
+        return Tensor("input", np.vectorize(str.encode, otypes=[object])(array), "BYTES")
+    if array.dtype.kind == "O":
+        return _one(orjson.dumps(values), "json")
+    raise InvalidInput(f"data.{what} must be a (nested) list of numbers or strings")
+
+
+def decode(document: Any) -> tuple[InferenceRequest, str]:
+    """The request and the form (``ndarray``, ``tensor``, ``strData`` …) it came in."""
+    if not isinstance(document, dict):
+        raise InvalidInput("a Seldon message must be a JSON object")
+    parameters: dict[str, Any] = {}
+    if "strData" in document:
+        if not isinstance(document["strData"], str):
+            raise InvalidInput("strData must be a string")
+        return InferenceRequest([_one(document["strData"].encode(), "str")]), "strData"
+    if "jsonData" in document:
+        return InferenceRequest([_one(orjson.dumps(document["jsonData"]), "json")]), "jsonData"
+    if "binData" in document:
+        try:
+            raw = base64.b64decode(document["binData"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise InvalidInput("binData must be base64-encoded bytes") from None
+        return InferenceRequest([_one(raw, "base64")]), "binData"
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise InvalidInput("send data.ndarray, data.tensor, strData, jsonData or binData")
+    names = data.get("names")
+    if isinstance(names, list) and names:
+        parameters["names"] = [str(n) for n in names]
+    if "ndarray" in data:
+        tensor, form = _array(data["ndarray"], "ndarray"), "ndarray"
+    elif "tensor" in data:
+        spec = data["tensor"]
+        if not isinstance(spec, dict) or not isinstance(spec.get("values"), list):
+            raise InvalidInput('data.tensor needs {"shape": [...], "values": [...]}')
+        values = np.asarray(spec["values"], dtype=np.float64)
+        shape = spec.get("shape") or [values.size]
+        try:
+            tensor, form = Tensor("input", values.reshape(shape)), "tensor"
+        except (ValueError, TypeError):
+            raise InvalidInput(f"data.tensor: {values.size} values do not fit shape {shape}") from None
+    else:
+        raise InvalidInput("data needs 'ndarray' or 'tensor'")
+    return InferenceRequest([tensor], parameters=parameters), form
+
+
+def encode(response: InferenceResponse, form: str, puid: str | None) -> dict[str, Any]:
+    if not response.outputs:
+        raise ServekitError("the model returned nothing")
+    output = response.outputs[0]
+    meta: dict[str, Any] = dict(response.parameters.get("meta") or {})
+    if puid:
+        meta["puid"] = puid
+    content_type = output.content_type
+    if content_type in ("str", "json", "base64"):
+        raw = output.data.reshape(-1)[0]
+        raw = raw if isinstance(raw, bytes) else str(raw).encode()
+        if content_type == "str":
+            return {"strData": raw.decode("utf-8", "replace"), "meta": meta}
+        if content_type == "json":
+            return {"jsonData": orjson.loads(raw), "meta": meta}
+        return {"binData": base64.b64encode(raw).decode(), "meta": meta}
+    names = response.parameters.get("names")
+    if not names:
+        shape = output.data.shape
+        names = [f"t:{i}" for i in range(shape[1])] if len(shape) > 1 else []
+    if form == "tensor" and output.datatype != "BYTES":
+        body = {"shape": list(output.data.shape), "values": output.data.reshape(-1)}
+        return {"data": {"names": names, "tensor": body}, "meta": meta}
+    return {"data": {"names": names, "ndarray": tensor_values(output)}, "meta": meta}
+
+
+async def predict(ctx: ServerContext, name: str, document: Any) -> Response:
+    request, form = decode(document)
+    response = await ctx.registry.infer(name, None, request)
+    meta = document.get("meta") if isinstance(document, dict) else None
+    puid = meta.get("puid") if isinstance(meta, dict) else None
+    return json_response(encode(response, form, puid if isinstance(puid, str) else None))
+
+
+def routes(ctx: ServerContext) -> list[Route]:
+    async def predictions(request: Request) -> Response:
+        document = loads(await request.body())
+        return await predict(ctx, default_model_name(ctx), document)
+
+    async def ping(request: Request) -> Response:
+        return Response(b"pong", content_type=b"text/plain; charset=utf-8")
+
+    e = error_response
+    return [
+        route("POST", "/api/v1.0/predictions", predictions, e),
+        route("POST", "/api/v0.1/predictions", predictions, e),
+        route("GET", "/health/ping", ping, e),
+    ]
