@@ -53,7 +53,7 @@ def discover(
         has_files = _has_model_files(path)
         if path == root and "settings.json" in files and not has_files and not is_base_path(path):
             continue
-        if not has_files and is_base_path(path):
+        if not has_files and is_base_path(path) and not _versions_have_settings(path):
             dirs[:] = []
             found.extend(versioned_settings(path.name, path, None, watcher))
             continue
@@ -61,6 +61,12 @@ def discover(
         if inferred is not None:
             found.append(inferred)
     return found
+
+
+def _versions_have_settings(folder: Path) -> bool:
+    """MLServer's layout: each version folder carries its own model-settings.json,
+    so every one of them is served (no TF Serving version policy applies)."""
+    return any((child / SETTINGS_FILE).is_file() for child in folder.iterdir() if child.name.isdigit())
 
 
 def _versioned(settings: ModelSettings, folder: Path) -> bool:
