@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
 from servers import ServerProcess
+from tritonclient.utils import InferenceServerException
 
 
 @pytest.fixture(scope="module")
