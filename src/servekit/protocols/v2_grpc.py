@@ -387,6 +387,7 @@ class GRPCServer:
             self.ctx.registry.listeners.remove(self._on_registry_event)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(GRACE_SECONDS)
+        log.debug("gRPC server on %s stopped", self.address)
 
 
 async def start_in_worker(worker: Worker) -> None:
