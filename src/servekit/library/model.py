@@ -257,16 +257,18 @@ def _chunks(indexes: list[int], size: int | None) -> Iterator[list[int]]:
 class Model(ModelBase[InputT, OutputT]):
     """A synchronous typed model."""
 
-    def _predict(self, item: InputT, **kwargs: Any) -> OutputT:
+    # overrides may add keyword arguments: predict(item, **kwargs) passes them on
+    def _predict(self, item: InputT) -> OutputT:
         raise NotImplementedError
 
-    def _predict_batch(self, items: list[InputT], **kwargs: Any) -> list[OutputT]:
+    def _predict_batch(self, items: list[InputT]) -> list[OutputT]:
         raise NotImplementedError
 
     def _compute(self, items: list[Any], kwargs: dict[str, Any]) -> list[Any]:
+        this: Any = self
         if self.implements_batch():
-            return list(self._predict_batch(items, **kwargs))
-        return [self._predict(item, **kwargs) for item in items]
+            return list(this._predict_batch(items, **kwargs))
+        return [this._predict(item, **kwargs) for item in items]
 
     def predict(self, item: InputT, **kwargs: Any) -> OutputT:
         """One prediction (validated in and out, cached when configured)."""
@@ -304,16 +306,17 @@ class Model(ModelBase[InputT, OutputT]):
 class AsyncModel(ModelBase[InputT, OutputT]):
     """A typed model whose ``_predict`` / ``_predict_batch`` are coroutines."""
 
-    async def _predict(self, item: InputT, **kwargs: Any) -> OutputT:
+    async def _predict(self, item: InputT) -> OutputT:
         raise NotImplementedError
 
-    async def _predict_batch(self, items: list[InputT], **kwargs: Any) -> list[OutputT]:
+    async def _predict_batch(self, items: list[InputT]) -> list[OutputT]:
         raise NotImplementedError
 
     async def _compute(self, items: list[Any], kwargs: dict[str, Any]) -> list[Any]:
+        this: Any = self
         if self.implements_batch():
-            return list(await self._predict_batch(items, **kwargs))
-        return [await self._predict(item, **kwargs) for item in items]
+            return list(await this._predict_batch(items, **kwargs))
+        return [await this._predict(item, **kwargs) for item in items]
 
     async def predict(self, item: InputT, **kwargs: Any) -> OutputT:
         return (await self.predict_batch([item], **kwargs))[0]
