@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 from servekit.errors import ConfigError, Conflict
 from servekit.library import AssetsManager, AssetSpec, AssetStore, LibrarySettings
 from servekit.library.assets import resolve_version
-from servers import free_port
 
 
 def test_spec_parsing() -> None:

@@ -110,7 +110,7 @@ def test_cycle_is_a_start_up_error() -> None:
 
 
 def test_direct_instantiation_needs_a_library_for_dependencies() -> None:
-    with pytest.raises(ConfigError, match="build it with servekit.ModelLibrary"):
+    with pytest.raises(ConfigError, match=r"build it with servekit\.ModelLibrary"):
         Left()
     assert load_model("left", models=MODELS).predict("q") == "<q"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from servekit import AsyncModel, Model, ModelLibrary, SimpleProfiler
 from servekit.library.profiler import ProfileRow
 
-from conftest import SENTIMENT
+SENTIMENT = Path(__file__).resolve().parents[2] / "examples" / "sentiment"
 
 
 class Leaf(Model[str, int]):
