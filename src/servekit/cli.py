@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from servekit import __version__, bench, torchserve_mode
 from servekit.archive import writer as archive_writer
+from servekit import torchserve_mode
+from servekit.archive import writer as archive_writer
 from servekit.config import ServerSettings, load_server_settings
 from servekit.errors import ServekitError
 from servekit.library.commands import LIBRARY_COMMANDS

@@ -54,7 +54,7 @@ class TorchRuntime(Runtime):
             torch.set_num_threads(int(threads))
         path = self.model_path()
         self.module = load_module(path, extra)
-        if hasattr(self.module, "eval"):
+        if path.suffix != ".pt2":  # exported programs are already in inference form
             self.module.eval()
         self.input_dtype = np.dtype(str(extra.get("input_dtype") or _param_dtype(self.module)))
         self.ready = True
@@ -221,13 +221,22 @@ def state_dict_of(loaded: Any, path: Path) -> dict[str, Any]:
     for key in STATE_DICT_KEYS:
         inner = loaded.get(key)
         if isinstance(inner, dict):
-            return inner
+            return strip_prefixes(inner)
     if all(hasattr(v, "shape") for v in loaded.values()):
-        return loaded
+        return strip_prefixes(loaded)
     raise ModelLoadError(
         f"{path.name} is a dict without tensors or any of {', '.join(STATE_DICT_KEYS)} "
         f"(keys: {', '.join(map(str, list(loaded)[:8]))})"
     )
+
+
+def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    """Weights saved from ``torch.compile(model)`` or ``DataParallel(model)`` carry
+    ``_orig_mod.`` / ``module.`` before every key; the plain class has none."""
+    for prefix in ("_orig_mod.", "module."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def find_model_class(spec: str | None, model_file: Path | None, folder: Path) -> type[Any]:

@@ -65,7 +65,8 @@ class BaseHandler:
             self.model = self._load_pickled_model(model_dir, model_file, self.model_pt_path)
         else:
             self.model = self._load_torchscript_model(self.model_pt_path)
-        self.model.eval()
+        if not self.model_pt_path.endswith(".pt2"):  # exported programs refuse eval()
+            self.model.eval()
         self.mapping = load_label_mapping(Path(model_dir) / LABELS_FILE)
         self.initialized = True
 

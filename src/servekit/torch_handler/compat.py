@@ -7,9 +7,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import types
 
 ALIASES = {
-    "ts": "servekit.torch_handler",
     "ts.torch_handler": "servekit.torch_handler",
     "ts.torch_handler.base_handler": "servekit.torch_handler.base_handler",
     "ts.torch_handler.vision_handler": "servekit.torch_handler.vision_handler",
@@ -19,7 +19,17 @@ ALIASES = {
 
 
 def alias_ts_package() -> None:
-    if "ts" in sys.modules or importlib.util.find_spec("ts") is not None:
+    if "ts" in sys.modules:
         return
+    spec = importlib.util.find_spec("ts")
+    if spec is not None and spec.origin is not None:  # TorchServe is installed (not a stray folder)
+        return
+    package = types.ModuleType("ts", "servekit's stand-in for TorchServe's ts package")
+    package.__path__ = []
+    sys.modules["ts"] = package
     for alias, target in ALIASES.items():
-        sys.modules.setdefault(alias, importlib.import_module(target))
+        module = importlib.import_module(target)
+        sys.modules[alias] = module
+        parent, _, child = alias.rpartition(".")
+        if parent == "ts":  # `import ts.context` looks the child up as an attribute
+            setattr(package, child, module)
