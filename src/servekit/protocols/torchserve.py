@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servekit.archive.store import ModelOptions, ModelStore, active_store
+from servekit.archive.store import ModelOptions, ModelStore, active_store, settings_for
 from servekit.errors import (
     Conflict,
     InvalidInput,
+    ModelLoadError,
     ModelNotFound,
     ModelNotReady,
     ServekitError,
@@ -229,9 +230,10 @@ def management_routes(ctx: ServerContext) -> list[Route]:
             max_batch_delay_ms=_int(q, "max_batch_delay", 100, minimum=0),
             handler=q.get("handler") or None,
         )
-        from servekit.archive.store import settings_for
-
-        candidate = settings_for(path, q.get("model_name") or None, options)
+        try:
+            candidate = settings_for(path, q.get("model_name") or None, options)
+        except ModelLoadError as exc:
+            raise InvalidInput(f"Failed to open model archive {path.name}: {exc.message}") from None
         name, version = candidate.name, candidate.parameters.version or ""
         existing = registry.models.get(name)
         if existing is not None and version in existing.versions:

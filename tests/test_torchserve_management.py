@@ -1,0 +1,176 @@
+"""TorchServe's management API, each call checked by the inference calls that
+follow it; and its safety: token, model-store confinement, allowed_urls."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from servers import ServerProcess, free_port
+
+from servekit.cli import main
+
+VERSION_HANDLER = '''
+def handle(data, context):
+    if data is None:
+        return None
+    return [context.manifest["model"]["modelVersion"] for _ in data]
+'''
+
+
+def make_archive(folder: Path, name: str, version: str, out: Path) -> Path:
+    (folder / "version_handler.py").write_text(VERSION_HANDLER)
+    assert main(["archive", "--model-name", name, "--version", version, "--handler",
+                 str(folder / "version_handler.py"), "--export-path", str(out), "--force"]) == 0
+    return out / f"{name}.mar"
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on 127.0.0.1 holding archives, for URL registration."""
+    folder = tmp_path_factory.mktemp("remote")
+    (folder / "allowed").mkdir()
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, remote: tuple[str, Path]) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("management")
+    store = root / "store"
+    store.mkdir()
+    make_archive(root, "echo", "1.0", store)
+    shutil.move(make_archive(root, "echo", "2.0", root), store / "echo-2.mar")
+    make_archive(root, "other", "1.0", store)
+    (store / "junk.mar").write_bytes(b"this is not a zip")
+    outside = root / "outside"
+    outside.mkdir()
+    make_archive(root, "secret", "1.0", outside)
+    base_url, remote_folder = remote
+    make_archive(root, "remote_echo", "3.0", remote_folder / "allowed")
+    management = free_port()
+    process = ServerProcess(
+        ["serve", "--model-store", str(store), "--management-port", str(management),
+         "--allowed-urls", f"{base_url.replace('.', '[.]')}/allowed/.*"],
+        cwd=root,
+    )
+    with process:
+        key = json.loads((root / "key_file.json").read_text())["management"]["key"]
+        yield {"url": process.url, "mgmt": f"http://127.0.0.1:{management}", "key": key,
+               "remote": base_url, "root": root, "log": process.log}
+
+
+def call(server: dict[str, Any], method: str, path: str, token: bool = True) -> requests.Response:
+    headers = {"Authorization": f"Bearer {server['key']}"} if token else {}
+    return requests.request(method, server["mgmt"] + path, headers=headers, timeout=60)
+
+
+def predict(server: dict[str, Any], path: str) -> requests.Response:
+    return requests.post(f"{server['url']}/predictions/{path}", data=b"x", timeout=30)
+
+
+def assert_error(response: requests.Response, code: int, text: str) -> None:
+    body = response.json()
+    assert response.status_code == code and set(body) == {"code", "type", "message"}, body
+    assert body["code"] == code and text in body["message"], body
+
+
+def test_lifecycle_register_scale_default_unregister(server: dict[str, Any]) -> None:
+    assert call(server, "GET", "/models").json() == {"models": []}
+    assert "key_file.json" in server["log"]()
+    registered = call(server, "POST", "/models?url=echo.mar&initial_workers=1")
+    assert registered.status_code == 200
+    assert registered.json() == {"status": 'Model "echo" Version: 1.0 registered with 1 initial workers'}
+    assert predict(server, "echo").text == "1.0"
+    assert_error(call(server, "POST", "/models?url=echo.mar"), 409, "already registered")
+
+    second = call(server, "POST", "/models?url=echo-2.mar&model_name=echo&initial_workers=1")
+    assert second.status_code == 200, second.text
+    assert predict(server, "echo").text == "1.0"  # the first registered stays the default
+    assert predict(server, "echo/2.0").text == "2.0"
+    assert call(server, "PUT", "/models/echo/2.0/set-default").status_code == 200
+    assert predict(server, "echo").text == "2.0"
+
+    assert call(server, "PUT", "/models/echo/2.0?min_worker=0").status_code == 202
+    assert_error(predict(server, "echo"), 503, "0 workers")
+    assert predict(server, "echo/1.0").text == "1.0"
+    scaled = call(server, "PUT", "/models/echo?min_worker=2&synchronous=true")
+    assert scaled.json() == {"status": "Workers scaled to 2 for model: echo, version: 2.0"}
+    assert predict(server, "echo").text == "2.0"
+    described = call(server, "GET", "/models/echo/all").json()
+    assert [(d["modelVersion"], d["minWorkers"], len(d["workers"])) for d in described] == [
+        ("1.0", 1, 1), ("2.0", 2, 2)]
+
+    assert call(server, "POST", "/models?url=other.mar").json()["status"].endswith(
+        "Use scale workers API to add workers for the model.")
+    assert_error(predict(server, "other"), 503, "0 workers")  # TorchServe's default: no workers
+    page = call(server, "GET", "/models?limit=1").json()
+    assert page == {"models": [{"modelName": "echo", "modelUrl": "echo.mar"}], "nextPageToken": "1"}
+    assert call(server, "GET", "/models?limit=1&next_page_token=1").json() == {
+        "models": [{"modelName": "other", "modelUrl": "other.mar"}]}
+
+    assert_error(call(server, "DELETE", "/models/echo"), 409, "default version")
+    assert call(server, "DELETE", "/models/echo/1.0").json() == {"status": 'Model "echo" unregistered'}
+    assert_error(predict(server, "echo/1.0"), 404, "1.0")
+    assert predict(server, "echo").text == "2.0"
+    assert call(server, "DELETE", "/models/echo").status_code == 200
+    assert_error(predict(server, "echo"), 404, "echo")
+    assert call(server, "DELETE", "/models/other").status_code == 200
+
+
+def test_missing_or_wrong_token_is_refused(server: dict[str, Any]) -> None:
+    assert_error(call(server, "GET", "/models", token=False), 401, "Bearer")
+    wrong = requests.get(server["mgmt"] + "/models", headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert_error(wrong, 401, "Token Authorization failed")
+    assert call(server, "POST", "/models?url=echo.mar", token=False).json()["type"] == "InvalidKeyException"
+    assert call(server, "GET", "/models").json() == {"models": []}  # nothing was registered
+
+
+@pytest.mark.parametrize("url", [
+    "../outside/secret.mar", "..%2Foutside%2Fsecret.mar", "sub/echo.mar",
+    "/etc/passwd", "file:///etc/passwd", "http://example.com/evil.mar",
+])
+def test_locations_outside_the_store_are_refused(server: dict[str, Any], url: str) -> None:
+    from urllib.parse import quote
+
+    response = call(server, "POST", "/models?url=" + quote(url, safe="%"))
+    assert_error(response, 403, "")
+    assert call(server, "GET", "/models").json() == {"models": []}
+
+
+def test_allowed_urls_gate_downloads(server: dict[str, Any]) -> None:
+    base = server["remote"]
+    tricked = call(server, "POST", f"/models?url={base}/allowed/../remote_echo.mar")
+    assert_error(tricked, 403, "..")
+    elsewhere = call(server, "POST", f"/models?url={base}/elsewhere/remote_echo.mar")
+    assert_error(elsewhere, 403, "allowed_urls")
+    ok = call(server, "POST", f"/models?url={base}/allowed/remote_echo.mar&initial_workers=1")
+    assert ok.status_code == 200, ok.text
+    assert predict(server, "remote_echo").text == "3.0"
+    assert call(server, "DELETE", "/models/remote_echo").status_code == 200
+
+
+def test_broken_archive_is_refused_and_server_keeps_serving(server: dict[str, Any]) -> None:
+    response = call(server, "POST", "/models?url=junk.mar")
+    assert_error(response, 400, "junk.mar")
+    assert_error(call(server, "POST", "/models?url=missing.mar"), 404, "missing.mar")
+    assert_error(call(server, "PUT", "/models/nothing?min_worker=1"), 404, "nothing")
+    assert_error(call(server, "POST", "/models?url=echo.mar&batch_size=zero"), 400, "batch_size")
+    assert requests.get(f"{server['url']}/ping", timeout=10).json() == {"status": "Healthy"}
