@@ -10,8 +10,6 @@ from typing import Any, ClassVar
 
 from servekit import __version__, bench, torchserve_mode
 from servekit.archive import writer as archive_writer
-from servekit import torchserve_mode
-from servekit.archive import writer as archive_writer
 from servekit.config import ServerSettings, load_server_settings
 from servekit.errors import ServekitError
 from servekit.library.commands import LIBRARY_COMMANDS
@@ -27,7 +25,9 @@ def setup_logging(debug: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    # third-party loggers stay quiet even in debug mode
+    for name in ("uvicorn.error", "grpc", "grpc._cython.cygrpc", "asyncio"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:

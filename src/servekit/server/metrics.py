@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from prometheus_client import (
@@ -12,6 +14,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -68,3 +71,19 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def share_across_processes() -> str:
+    """Switch to prometheus_client's multiprocess mode before workers fork, so
+    ``/metrics`` on any worker reports the sum over all of them."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="servekit-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # the value class is chosen when prometheus_client is imported; choose again
+    values.ValueClass = values.get_value_class()
+    return path
+
+
+def remove_shared(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

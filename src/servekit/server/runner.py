@@ -125,7 +125,10 @@ class Worker:
 
     async def _broadcast(self, action: str, name: str) -> None:
         assert self.control is not None
-        self.control.send(f"{action} {name}\n".encode())
+        try:
+            self.control.send(f"{action} {name}\n".encode())
+        except OSError as exc:  # the supervisor is gone; this worker is shutting down
+            log.warning("Could not relay %s %s to the other workers: %s", action, name, exc)
 
     def _on_control(self) -> None:
         assert self.control is not None
@@ -178,7 +181,13 @@ def serve(settings: ServerSettings, sources: ModelSources) -> None:
     if workers <= 1:
         run_loop(Worker(settings, sources).run())
         return
-    Supervisor(settings, sources, workers).run()
+    from servekit.server.metrics import remove_shared, share_across_processes
+
+    metrics_dir = share_across_processes()
+    try:
+        Supervisor(settings, sources, workers).run()
+    finally:
+        remove_shared(metrics_dir)
 
 
 class Supervisor:
@@ -228,7 +237,8 @@ class Supervisor:
                         self._relay(line, sock)
             for pid, status in self._reap():
                 index, control = self.children.pop(pid)
-                selector.unregister(control)
+                with contextlib.suppress(KeyError):  # already dropped at end-of-file
+                    selector.unregister(control)
                 control.close()
                 if not self.stopping:
                     log.warning("Worker %d (pid %d) died (%s); starting a new one", index, pid, status)
