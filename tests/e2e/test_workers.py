@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from servers import ServerProcess
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 784], "datatype": "FP64", "data": [0.2] * 784}]}
@@ -79,7 +78,7 @@ def test_metrics_add_up_across_workers(multi: ServerProcess) -> None:
         requests.post(f"{multi.url}/v2/models/fashion-sklearn/infer", json=BODY, headers={"Connection": "close"})
     text = requests.get(f"http://127.0.0.1:{multi.metrics_port}/metrics").text
     line = next(
-        l for l in text.splitlines()
-        if l.startswith('servekit_model_requests_total{model="fashion-sklearn"')
+        row for row in text.splitlines()
+        if row.startswith('servekit_model_requests_total{model="fashion-sklearn"')
     )
     assert float(line.rsplit(" ", 1)[1]) >= 10

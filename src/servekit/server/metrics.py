@@ -81,7 +81,7 @@ def share_across_processes() -> str:
         path = tempfile.mkdtemp(prefix="servekit-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     # the value class is chosen when prometheus_client is imported; choose again
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return path
 
 
