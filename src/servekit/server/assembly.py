@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from servekit.config import ServerSettings
+from servekit.library import runtime_cache
 from servekit.protocols import predict as predict_api
 from servekit.protocols import seldon, v2_grpc, v2_rest
 from servekit.registry import Registry
@@ -12,6 +13,8 @@ from servekit.server.context import ServerContext
 from servekit.server.http import Router, route
 from servekit.server.metrics import Metrics
 
+# importing runtime_cache registers the worker hook that caches opted-in models' predictions
+PREDICTION_CACHE_HOOK = runtime_cache.install
 # importing v2_grpc registers its worker hook, which serves V2 over gRPC
 GRPC_WORKER_HOOK = v2_grpc.start_in_worker
 
