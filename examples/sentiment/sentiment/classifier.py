@@ -26,9 +26,6 @@ class Classifier(Model[str, MovieSentiment]):
             "model_dependencies": {"tokenizer", "vectorizer"},
         }
     }
-    TEST_CASES = [
-        {"item": "Wonderful, brilliant and moving.", "result": {"label": "positive", "score": 0.9}},
-    ]
 
     def _load(self) -> None:
         data = json.loads(Path(self.asset_path).read_text())

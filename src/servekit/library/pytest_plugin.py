@@ -71,4 +71,9 @@ def _items(session: pytest.Session, packages: list[str]) -> Iterator[TestCaseIte
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     packages = list(config.getoption("servekit_models") or []) + list(config.getini("servekit_models") or [])
     if packages:
+        import sys
+
+        root = str(config.rootpath)  # the packages usually live beside the tests
+        if root not in sys.path:
+            sys.path.insert(0, root)
         items.extend(_items(session, packages))
