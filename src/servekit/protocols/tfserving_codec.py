@@ -165,8 +165,14 @@ def encode_predict(response: InferenceResponse, rows: bool) -> bytes:
             "cannot express; send 'inputs' (columnar format) instead"
         )
     columns = [(t.name, jsonable(t)) for t in outputs]
-    predictions = [{name: values[i] for name, values in columns} for i in range(counts.pop())]
+    predictions = [{name: _row(values, i) for name, values in columns} for i in range(counts.pop())]
     return orjson.dumps({"predictions": predictions}, option=_DUMP)
+
+
+def _row(values: Any, index: int) -> Any:
+    row = values[index]
+    # orjson takes numpy arrays but not every numpy scalar type (int64 is longlong here)
+    return row.item() if isinstance(row, np.generic) else row
 
 
 def decode_examples(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
