@@ -17,11 +17,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from servekit.config import ServerSettings
+from servekit.errors import ConfigError
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 
@@ -85,6 +86,9 @@ class Worker:
 
         from servekit.server.assembly import build_app, build_context
 
+        _raise_read_buffer()
+        _GracefulServer = _graceful_server_class()
+
         settings = self.settings
         if self.registry is None:
             self.registry = Registry(settings)
@@ -110,7 +114,7 @@ class Worker:
             server_header=False,
             date_header=False,
         )
-        server = uvicorn.Server(config)
+        server = _GracefulServer(config)
         if self.control is not None:
             self.control.send(b"ready\n")
         else:
@@ -156,6 +160,54 @@ class Worker:
             log.exception("Worker %d could not apply %s %s", self.index, action, name)
 
 
+def check_ports_free(settings: ServerSettings) -> None:
+    """Fail at start with a clear message when a port is taken (SO_REUSEPORT
+    would otherwise let two servers share a port silently)."""
+    from servekit.server.assembly import listening_ports
+
+    ports = [(port, "HTTP") for port in listening_ports(settings)]
+    if settings.enable_grpc:
+        ports.append((settings.grpc_port, "gRPC"))
+    for port, kind in ports:
+        try:
+            listen(settings.host, port, reuse_port=False).close()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{port} ({kind}): {exc.strerror}; "
+                "stop whatever uses it or choose another port (--http-port, --grpc-port, "
+                "--metrics-port …)"
+            ) from None
+
+
+def _graceful_server_class() -> type[Any]:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, minus re-raising the stop signal on exit: the worker
+        returns normally so its cleanups (gRPC shutdown, pollers) run."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
+
+
+def _raise_read_buffer() -> None:
+    """Let uvicorn buffer 4 MiB of a request body before it pauses reading (its
+    default, 64 KiB, turns a 60 MB binary tensor into a thousand pause/resume
+    round trips through the event loop)."""
+    from uvicorn.protocols.http import httptools_impl
+
+    limit = 4 * 1024 * 1024
+    httptools_impl.HIGH_WATER_LIMIT = max(httptools_impl.HIGH_WATER_LIMIT, limit)  # type: ignore[attr-defined]
+
+
 def announce(settings: ServerSettings, ports: list[int], workers: int = 1) -> None:
     from servekit.server.assembly import describe_ports
 
@@ -178,6 +230,7 @@ def run_loop(coro: Awaitable[None]) -> None:
 def serve(settings: ServerSettings, sources: ModelSources) -> None:
     workers = worker_count(settings)
     configure_threads(settings, workers)
+    check_ports_free(settings)
     if workers <= 1:
         run_loop(Worker(settings, sources).run())
         return
@@ -204,9 +257,6 @@ class Supervisor:
         from servekit.server.assembly import listening_ports
 
         ports = listening_ports(self.settings)
-        for port in ports:  # fail early and clearly if a port is taken
-            probe = listen(self.settings.host, port, reuse_port=False)
-            probe.close()
         self.registry = Registry(self.settings, executor=ThreadPoolExecutor(max_workers=2))
         if self.settings.load_models_at_startup:
             asyncio.run(self.registry.apply(self.sources.wanted()))
