@@ -229,3 +229,14 @@ def test_keras_file_and_b64_strings(models: ArticleModels, tmp_path: Path) -> No
                 {"length": 3, "upper_bytes": {"b64": base64.b64encode(b"ABC").decode()}},
             ]
         }
+
+
+def test_parallel_workers_load_tensorflow_after_fork(models: ArticleModels, tmp_path: Path) -> None:
+    """TF's thread pools do not survive fork: each worker loads the model itself."""
+    base = models.base_path(tmp_path)
+    cfg = config_file(tmp_path, CFG2, base, "cfg2.conf")
+    with TFServer([f"--model_config_file={cfg}"], workers=2) as server:
+        url = f"{server.rest}/v1/models/{NAME}/labels/test:predict"
+        for _ in range(8):  # new connections spread over both workers
+            got = predictions(requests.post(url, data=BODY))
+            np.testing.assert_allclose(got, models.expected[2], atol=1e-5)

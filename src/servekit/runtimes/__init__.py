@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from servekit.config import ModelSettings
-from servekit.errors import ModelLoadError
+from servekit.errors import ModelLoadError, ServekitError
 from servekit.runtimes.base import Runtime
 
 # runtime name -> "module:Class"; imported only when a model needs it
@@ -142,6 +142,17 @@ def runtime_class(settings: ModelSettings) -> type[Runtime]:
     from servekit.runtimes.adapters import adapt_user_class
 
     return adapt_user_class(cls, implementation)
+
+
+def survives_fork(settings: ModelSettings) -> bool:
+    """Whether a model loaded before the server forks its workers still works in
+    them. Runtimes whose framework keeps thread pools (TensorFlow, onnxruntime)
+    set ``fork_safe = False`` and are loaded in each worker instead."""
+    try:
+        cls = runtime_class(settings)
+    except ServekitError:
+        return True  # loading reports the problem
+    return bool(getattr(cls, "fork_safe", True))
 
 
 def create_runtime(settings: ModelSettings) -> Runtime:

@@ -41,6 +41,7 @@ ONNX_TYPES = {
 class ONNXRuntime(Runtime):
     platform: ClassVar[str] = "onnx"
     batch_axis: ClassVar[int | None] = 0
+    fork_safe: ClassVar[bool] = False  # its thread pools do not survive fork
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

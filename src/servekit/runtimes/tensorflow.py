@@ -50,6 +50,7 @@ def import_tensorflow() -> Any:
 class TensorFlowRuntime(Runtime):
     platform: ClassVar[str] = "tensorflow"
     batch_axis: ClassVar[int | None] = 0
+    fork_safe: ClassVar[bool] = False  # its thread pools do not survive fork
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

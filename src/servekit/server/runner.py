@@ -96,6 +96,9 @@ class Worker:
                 await self.registry.apply(self.sources.wanted())
         else:
             self.registry.after_fork()
+            if settings.load_models_at_startup:
+                # what the supervisor left to the workers: runtimes that do not survive fork
+                await self.registry.apply(self.sources.wanted())
         self.ctx = build_context(settings, self.registry, self.sources)
         if self.control is not None:
             self.ctx.on_repository_change.append(self._broadcast)
@@ -259,7 +262,10 @@ class Supervisor:
         ports = listening_ports(self.settings)
         self.registry = Registry(self.settings, executor=ThreadPoolExecutor(max_workers=2))
         if self.settings.load_models_at_startup:
-            asyncio.run(self.registry.apply(self.sources.wanted()))
+            from servekit.runtimes import survives_fork
+
+            preload = [s for s in self.sources.wanted() if survives_fork(s)]
+            asyncio.run(self.registry.apply(preload))
         self.registry.executor.shutdown(wait=True)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
