@@ -25,7 +25,7 @@ JSON = b"application/json"
 
 
 class Request:
-    __slots__ = ("scope", "receive", "path_params", "max_body", "_headers", "_query", "_body")
+    __slots__ = ("_body", "_headers", "_query", "max_body", "path_params", "receive", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
         self.scope = scope
