@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test lint typecheck examples clean proto
+.PHONY: install serve test lint typecheck examples clean proto bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -42,3 +42,7 @@ proto:
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# servekit vs MLServer side by side (about 15 min; BENCH_ARGS=--quick for a smoke run)
+bench: $(STAMP)
+	benchmarks/run.sh $(BENCH_ARGS)

@@ -1,0 +1,157 @@
+"""Starting and stopping the servers under test, waiting for readiness, and
+measuring the memory of a whole process tree from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Memory:
+    """Memory of a process and all its descendants, in MB."""
+
+    rss_mb: float
+    pss_mb: float | None  # proportional share: fair to forked workers sharing pages
+    processes: int
+
+
+@dataclass
+class Server:
+    """One server under test, started as its own process group."""
+
+    name: str
+    command: list[str]
+    cwd: Path
+    log_path: Path
+    http_port: int
+    models: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    ready_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 180.0) -> float:
+        """Start the server; return the seconds until every model answers ready."""
+        wait_port_free(self.http_port)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(self.command, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **self.env}, start_new_session=True)
+        paths = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log:\n{self.log_tail()}")
+            if all(http_ok(self.url + p) for p in paths):
+                self.ready_s = time.perf_counter() - started
+                return self.ready_s
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready after {timeout:.0f} s; log:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def memory(self) -> Memory:
+        assert self.proc is not None
+        return tree_memory(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        # forked workers may outlive their parent for a moment
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def wait_port_free(port: int, timeout: float = 30.0) -> None:
+    """Wait until nothing accepts connections on the port (the last server is gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"port {port} is still in use; stop whatever listens there")
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: split after the last ')'
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def tree_memory(pid: int) -> Memory:
+    rss = pss = 0
+    has_pss = True
+    count = 0
+    for p in descendants(pid):
+        try:
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            has_pss = False
+            try:
+                status = Path(f"/proc/{p}/status").read_text()
+            except OSError:
+                continue
+            rss += _kb(status, "VmRSS:")
+            count += 1
+            continue
+        rss += _kb(rollup, "Rss:")
+        pss += _kb(rollup, "Pss:")
+        count += 1
+    return Memory(round(rss / 1024, 1), round(pss / 1024, 1) if has_pss else None, count)
+
+
+def _kb(text: str, key: str) -> int:
+    for line in text.splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0

@@ -1,0 +1,256 @@
+"""The Markdown report (``results/latest.md``) from the suite's raw results."""
+
+# ruff: noqa: RUF001  (the multiplication sign and en dash are meant: Markdown for people)
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+MODELS = ["iris-rf", "fashion-logreg", "fashion-xgboost"]
+CONNECTIONS = ["1", "16", "64"]
+MLSERVER_WORKER_SETTINGS = ["mlserver", "mlserver-pw0", "mlserver-pw2"]
+
+
+def render(results: dict[str, Any]) -> str:
+    r = Results(results)
+    parts = [r.header(), r.targets(), r.throughput(), r.bench(), r.big(), r.memory(), r.problems()]
+    return "\n".join(p for p in parts if p) + "\n"
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def get(cell: dict[str, Any] | None, key: str) -> float | None:
+    return None if cell is None else cell.get(key)
+
+
+def times(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.2f}×" if value < 10 else f"{value:.1f}×")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+class Results:
+    def __init__(self, results: dict[str, Any]) -> None:
+        self.results = results
+        self.configs: dict[str, Any] = results["configs"]
+
+    def wrk(self, config: str, model: str, connections: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self.configs.get(config, {}).get("wrk", {}).get(model, {}).get(connections)
+        return found
+
+    def rps(self, config: str, model: str, connections: str) -> float | None:
+        cell = self.wrk(config, model, connections)
+        return None if cell is None else float(cell["rps"])
+
+    def big_seconds(self, config: str, protocol: str) -> float | None:
+        report = self.configs.get(config, {}).get("big", {}).get(protocol, {})
+        levels = report.get("results") or []
+        if not levels or levels[0]["p50_ms"] is None or levels[0]["errors"]:
+            return None
+        return float(levels[0]["p50_ms"]) / 1000
+
+    def best_mlserver(self, model: str, connections: str) -> tuple[float | None, str]:
+        best: tuple[float | None, str] = (None, "")
+        for name in MLSERVER_WORKER_SETTINGS:
+            value = self.rps(name, model, connections)
+            if value is not None and (best[0] is None or value > best[0]):
+                best = (value, name)
+        return best
+
+    def header(self) -> str:
+        m = self.results["machine"]
+        load = ", ".join(f"{v:.1f}" for v in m["load_average_at_start"])
+        return (
+            "# servekit vs MLServer — latest run\n\n"
+            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime())} · {self.results['mode']} run "
+            f"(wrk {self.results['wrk_seconds']:g} s per point, `servekit bench` {self.results['bench_seconds']:g} s) "
+            f"· took {self.results.get('elapsed_s', 0) / 60:.1f} min · `benchmarks/run.sh`\n\n"
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, Linux {m['kernel']}, "
+            f"Python {m['python']}; load average at start {load}. The machine is shared and noisy: runs of "
+            "one setup can differ by tens of percent, so read ratios from one run, not absolute numbers "
+            "across runs.\n\n"
+            f"servekit {m['servekit_commit']} with its defaults (one worker per core, adaptive batching on) · "
+            f"MLServer/uvloop {m.get('mlserver', '?')} · {m['wrk']}. Clients run on the same 2 cores as the "
+            "servers.\n\n"
+            "Ratios are servekit / MLServer: for req/s higher is better; for latency, seconds and memory "
+            "lower is better.\n" + self.mixed_runs()
+        )
+
+    def mixed_runs(self) -> str:
+        stamps = {c.get("measured_at") for c in self.configs.values()}
+        if len(stamps) <= 1:
+            return ""
+        when = ", ".join(f"{name} {c.get('measured_at', '?')}" for name, c in self.configs.items())
+        return f"\n**Partial re-run**: configurations were measured at different times ({when}).\n"
+
+    def targets(self) -> str:
+        rows: list[list[str]] = []
+
+        def add(what: str, sk: float | None, ml: float | None, goal: str, ok: bool | None, unit: str,
+                value: float | None = None) -> None:
+            value = ratio(sk, ml) if value is None else value
+            mark = "–" if ok is None else ("yes" if ok else "**no**")
+            rows.append([what, f"{num(sk)} {unit}", f"{num(ml)} {unit}", times(value), goal, mark])
+
+        def check(value: float | None, good: Any) -> bool | None:
+            return None if value is None else bool(good(value))
+
+        sk, ml = self.rps("servekit", "iris-rf", "64"), self.rps("mlserver", "iris-rf", "64")
+        add("iris-rf, 64 conns, vs MLServer default", sk, ml, "≥ 10×", check(ratio(sk, ml), lambda v: v >= 10), "req/s")
+        mb = self.rps("mlserver-batch", "iris-rf", "64")
+        add("iris-rf, 64 conns, vs MLServer adaptive batching", sk, mb, "≥ 2.5×",
+            check(ratio(sk, mb), lambda v: v >= 2.5), "req/s")
+        cell, mcell = self.wrk("servekit", "iris-rf", "64"), self.wrk("mlserver", "iris-rf", "64")
+        p99 = cell["p99_ms"] if cell else None
+        add("iris-rf, 64 conns, p99", p99, mcell["p99_ms"] if mcell else None, "< 50 ms",
+            check(p99, lambda v: v < 50), "ms")
+        c1, m1 = self.wrk("servekit", "iris-rf", "1"), self.wrk("mlserver", "iris-rf", "1")
+        p50, mp50 = (c1["p50_ms"] if c1 else None), (m1["p50_ms"] if m1 else None)
+        add("iris-rf, 1 conn, p50", p50, mp50, "≤ 1×", check(ratio(p50, mp50), lambda v: v <= 1), "ms")
+        for model in ("fashion-logreg", "fashion-xgboost"):
+            sk = self.rps("servekit", model, "16")
+            best, name = self.best_mlserver(model, "16")
+            add(f"{model}, 16 conns, vs best MLServer ({name or '–'})", sk, best, "≥ 5×",
+                check(ratio(sk, best), lambda v: v >= 5), "req/s")
+            bare = self.rps("bare-asgi", model, "16")
+            share = ratio(sk, bare)
+            rows.append([f"{model}, 16 conns, share of a bare ASGI app", f"{num(sk)} req/s",
+                         f"bare {num(bare)} req/s", "–" if share is None else f"{share:.0%}", "≥ 25%",
+                         "–" if share is None else ("yes" if share >= 0.25 else "**no**")])
+        ml_json = self.big_seconds("mlserver", "json")
+        for protocol, goal in (("json", 0.5), ("binary", 0.1), ("grpc", 0.1)):
+            sk = self.big_seconds("servekit", protocol)
+            add(f"10,000×784 FP64 as {protocol}, vs MLServer JSON", sk, ml_json, f"≤ {goal}×",
+                check(ratio(sk, ml_json), lambda v, g=goal: v <= g), "s")
+        skm = self.configs.get("servekit", {}).get("memory_after", {})
+        mlm = self.configs.get("mlserver", {}).get("memory_after", {})
+        key = "pss_mb" if skm.get("pss_mb") and mlm.get("pss_mb") else "rss_mb"
+        add(f"memory after load ({key[:3].upper()}), vs MLServer default", skm.get(key), mlm.get(key), "≤ 1×",
+            check(ratio(skm.get(key), mlm.get(key)), lambda v: v <= 1), "MB")
+        sk_ready = self.configs.get("servekit", {}).get("ready_s")
+        ml_ready = self.configs.get("mlserver", {}).get("ready_s")
+        add("time to ready (3 models)", sk_ready, ml_ready, "–", None, "s")
+        return "## Targets of issue 3\n\n" + table(["measure", "servekit", "MLServer", "ratio", "goal", "met"], rows)
+
+    def throughput(self) -> str:
+        floor = self.results.get("floor", {})
+        out = ["## Throughput and latency, one row per request (wrk)\n",
+               "MLServer variants: `parallel_workers` 0 and 2, and adaptive batching (`max_batch_size` 32, "
+               "`max_batch_time` 0.005) for iris-rf; cells are req/s (p99 ms). Floors: a bare ASGI app "
+               "returning a constant V2 body on uvicorn+httptools+uvloop with one worker per core, "
+               "given the same body; and the model's own in-process predict of one row.\n"]
+        for model in MODELS:
+            one = floor.get(model, {}).get("one_row_s")
+            out.append(f"### {model} — floor: predict of one row takes {num(one * 1000 if one else None, 3)} ms "
+                       f"in process\n")
+            rows = []
+            for c in CONNECTIONS:
+                sk, ml = self.wrk("servekit", model, c), self.wrk("mlserver", model, c)
+                variants = []
+                for name in ("mlserver-pw0", "mlserver-pw2", "mlserver-batch"):
+                    cell = self.wrk(name, model, c)
+                    variants.append("–" if cell is None else f"{num(cell['rps'])} ({num(cell['p99_ms'])})")
+                best, _ = self.best_mlserver(model, c)
+                batch = self.rps("mlserver-batch", model, c)
+                best_all = max((v for v in (best, batch) if v is not None), default=None)
+                rows.append([
+                    c, num(get(sk, "rps")), num(get(sk, "p50_ms"), 2), num(get(sk, "p99_ms"), 2),
+                    num(get(ml, "rps")), num(get(ml, "p50_ms"), 2), num(get(ml, "p99_ms"), 2),
+                    times(ratio(get(sk, "rps"), get(ml, "rps"))),
+                    times(ratio(get(sk, "p99_ms"), get(ml, "p99_ms"))),
+                    *variants, times(ratio(get(sk, "rps"), best_all)), num(self.rps("bare-asgi", model, c)),
+                ])
+            out.append(table(["conns", "servekit req/s", "p50 ms", "p99 ms", "MLServer req/s", "p50 ms",
+                              "p99 ms", "ratio req/s", "ratio p99", "MLServer pw0", "MLServer pw2",
+                              "MLServer batching", "vs best MLServer", "floor: bare ASGI req/s"], rows))
+        return "\n".join(out)
+
+    def bench(self) -> str:
+        rows = []
+        for model in MODELS:
+            sk = self.configs.get("servekit", {}).get("bench", {}).get(model, {}).get("results") or []
+            ml = self.configs.get("mlserver", {}).get("bench", {}).get(model, {}).get("results") or []
+            by_c = {str(level["concurrency"]): level for level in ml}
+            for level in sk:
+                other = by_c.get(str(level["concurrency"]), {})
+                rows.append([model, str(level["concurrency"]), num(level["throughput"]), num(level["p50_ms"], 2),
+                             num(level["p99_ms"], 2), num(level["server_queue_us"], 0),
+                             num(level["server_compute_us"], 0), num(level["server_batch"], 1),
+                             num(other.get("throughput")), num(other.get("p50_ms"), 2), num(other.get("p99_ms"), 2),
+                             times(ratio(level["throughput"], other.get("throughput")))])
+        if not rows:
+            return ""
+        return ("## The same sweep with `servekit bench` (V2 JSON)\n\n"
+                "servekit's split comes from its statistics extension: mean queue time per request, mean "
+                "compute time per batch, mean requests per batch (one worker's sample). MLServer has no "
+                "statistics endpoint.\n\n"
+                + table(["model", "conns", "servekit req/s", "p50 ms", "p99 ms", "queue µs", "compute µs",
+                         "batch", "MLServer req/s", "p50 ms", "p99 ms", "ratio req/s"], rows))
+
+    def big(self) -> str:
+        floor = self.results.get("floor", {}).get("fashion-logreg", {}).get("test_set_s")
+        ml_json = self.big_seconds("mlserver", "json")
+        rows = []
+        for protocol in ("json", "binary", "grpc"):
+            sk, ml = self.big_seconds("servekit", protocol), self.big_seconds("mlserver", protocol)
+            size = self.configs.get("servekit", {}).get("big", {}).get(protocol, {}).get("body_bytes")
+            rows.append([protocol, num(size / 1e6 if size else None), num(sk, 3), num(ml, 3) if ml else
+                         "not supported" if protocol == "binary" else "–",
+                         times(ratio(sk, ml)), times(ratio(sk, ml_json)), num(floor, 3)])
+        return ("## The whole test set in one request: 10,000 × 784 FP64 to fashion-logreg\n\n"
+                "Median seconds per request, one at a time (`servekit bench --requests`). JSON is the "
+                "article's body (nested lists); binary is Triton's binary tensor extension; gRPC sends "
+                "`raw_input_contents`.\n\n"
+                + table(["protocol", "body MB", "servekit s", "MLServer s", "ratio (same protocol)",
+                         "ratio to MLServer JSON", "floor: predict s"], rows))
+
+    def memory(self) -> str:
+        rows = []
+        for name, config in self.configs.items():
+            idle, after = config.get("memory_idle") or {}, config.get("memory_after") or {}
+            rows.append([name, str(idle.get("processes", "–")), num(idle.get("rss_mb"), 0),
+                         num(idle.get("pss_mb"), 0), num(after.get("rss_mb"), 0), num(after.get("pss_mb"), 0),
+                         num(config.get("ready_s"), 2)])
+        text = ("## Memory and start-up\n\nWhole process tree (server, workers, helpers). PSS shares pages "
+                "between forked workers fairly; RSS counts shared pages once per process.\n\n"
+                + table(["configuration", "processes", "RSS MB idle", "PSS MB idle", "RSS MB after load",
+                         "PSS MB after load", "time to ready s"], rows))
+        one = self.configs.get("servekit-1-worker", {}).get("memory_idle", {})
+        many = self.configs.get("servekit", {}).get("memory_idle", {})
+        if one.get("pss_mb") and many.get("pss_mb") and many.get("processes", 0) > one.get("processes", 0):
+            extra = (many["pss_mb"] - one["pss_mb"]) / (many["processes"] - one["processes"])
+            text += (f"\nservekit's cost per extra process (default vs `--parallel-workers 1`, idle PSS): "
+                     f"{extra:.0f} MB.\n")
+        return text
+
+    def problems(self) -> str:
+        lines = []
+        for name, config in self.configs.items():
+            if config.get("failure"):
+                lines.append(f"- **{name} failed**: {config['failure'].splitlines()[0]}")
+            for model, levels in config.get("wrk", {}).items():
+                for c, cell in levels.items():
+                    if cell["errors"]:
+                        lines.append(f"- {name} {model} c={c} (wrk): {cell['errors']} errors "
+                                     f"of {cell['requests']} requests {cell['error_kinds']}")
+            for model, report in {**config.get("bench", {}), **config.get("big", {})}.items():
+                if report.get("error"):
+                    lines.append(f"- {name} {model} (servekit bench): {report['error']}")
+                for level in report.get("results", []):
+                    if level.get("errors"):
+                        lines.append(f"- {name} {model} c={level['concurrency']} (servekit bench): "
+                                     f"{level['errors']} errors, first: {level['first_error']}")
+        if not lines:
+            return "## Errors\n\nNone: every request of every run got a 2xx answer.\n"
+        return "## Errors and anomalies\n\n" + "\n".join(lines) + "\n"
