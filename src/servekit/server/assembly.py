@@ -30,21 +30,23 @@ def build_context(
     )
 
 
-def listening_ports(settings: ServerSettings) -> list[int]:
-    """HTTP ports this server listens on (gRPC is separate)."""
+def listening_ports(settings: ServerSettings) -> list[tuple[str, int]]:
+    """(host, port) of every HTTP listener (gRPC is separate). TorchServe's
+    management API binds its own host, 127.0.0.1 unless told otherwise."""
+    from servekit.protocols.torchserve import torchserve_mode
+
     ports = [settings.http_port]
     if settings.enable_metrics_endpoint and settings.metrics_port not in ports:
         ports.append(settings.metrics_port)
     if settings.rest_api_port and settings.rest_api_port not in ports:
         ports.append(settings.rest_api_port)
-    from servekit.protocols.torchserve import torchserve_mode
-
+    listeners = [(settings.host, port) for port in ports]
     if torchserve_mode(settings) and settings.management_port not in ports:
-        ports.append(settings.management_port)
-    return ports
+        listeners.append((settings.management_host, settings.management_port))
+    return listeners
 
 
-def build_app(ctx: ServerContext) -> tuple[App, list[int]]:
+def build_app(ctx: ServerContext) -> tuple[App, list[tuple[str, int]]]:
     settings = ctx.settings
     main = Router(v2_rest.routes(ctx), on_error=v2_rest.error_response)
     # Seldon's microservice API and the plain /predict API; POST /predict picks one
@@ -75,7 +77,7 @@ def build_app(ctx: ServerContext) -> tuple[App, list[int]]:
     return app, listening_ports(settings)
 
 
-def describe_ports(settings: ServerSettings, ports: list[int]) -> list[str]:
+def describe_ports(settings: ServerSettings) -> list[str]:
     host = settings.host
     lines = [f"HTTP server (V2 REST) listening on http://{host}:{settings.http_port}"]
     if settings.enable_grpc:
@@ -85,7 +87,10 @@ def describe_ports(settings: ServerSettings, ports: list[int]) -> list[str]:
     if settings.rest_api_port:
         lines.append(f"TF Serving REST API listening on http://{host}:{settings.rest_api_port}")
     if settings.model_store or settings.load_models or settings.ts_config:
-        lines.append(f"TorchServe management API listening on http://{host}:{settings.management_port}")
+        lines.append(
+            "TorchServe management API listening on "
+            f"http://{settings.management_host}:{settings.management_port}"
+        )
     return lines
 
 

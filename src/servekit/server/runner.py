@@ -104,7 +104,7 @@ class Worker:
             self.ctx.on_repository_change.append(self._broadcast)
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._on_control)
         app, ports = build_app(self.ctx)
-        sockets = [listen(settings.host, port, self.reuse_port) for port in ports]
+        sockets = [listen(host, port, self.reuse_port) for host, port in ports]
         for hook in WORKER_HOOKS:
             await hook(self)
         config = uvicorn.Config(
@@ -121,7 +121,7 @@ class Worker:
         if self.control is not None:
             self.control.send(b"ready\n")
         else:
-            announce(settings, ports)
+            announce(settings)
         try:
             await server.serve(sockets=sockets)
         finally:
@@ -168,15 +168,15 @@ def check_ports_free(settings: ServerSettings) -> None:
     would otherwise let two servers share a port silently)."""
     from servekit.server.assembly import listening_ports
 
-    ports = [(port, "HTTP") for port in listening_ports(settings)]
+    ports = [(host, port, "HTTP") for host, port in listening_ports(settings)]
     if settings.enable_grpc:
-        ports.append((settings.grpc_port, "gRPC"))
-    for port, kind in ports:
+        ports.append((settings.host, settings.grpc_port, "gRPC"))
+    for host, port, kind in ports:
         try:
-            listen(settings.host, port, reuse_port=False).close()
+            listen(host, port, reuse_port=False).close()
         except OSError as exc:
             raise ConfigError(
-                f"cannot listen on {settings.host}:{port} ({kind}): {exc.strerror}; "
+                f"cannot listen on {host}:{port} ({kind}): {exc.strerror}; "
                 "stop whatever uses it or choose another port (--http-port, --grpc-port, "
                 "--metrics-port …)"
             ) from None
@@ -211,10 +211,10 @@ def _raise_read_buffer() -> None:
     httptools_impl.HIGH_WATER_LIMIT = max(httptools_impl.HIGH_WATER_LIMIT, limit)  # type: ignore[attr-defined]
 
 
-def announce(settings: ServerSettings, ports: list[int], workers: int = 1) -> None:
+def announce(settings: ServerSettings, workers: int = 1) -> None:
     from servekit.server.assembly import describe_ports
 
-    for line in describe_ports(settings, ports):
+    for line in describe_ports(settings):
         log.info("%s", line)
     log.info("servekit ready with %d worker%s (pid %d)", workers, "s" if workers > 1 else "", os.getpid())
 
@@ -257,9 +257,6 @@ class Supervisor:
         self.registry: Registry | None = None
 
     def run(self) -> None:
-        from servekit.server.assembly import listening_ports
-
-        ports = listening_ports(self.settings)
         self.registry = Registry(self.settings, executor=ThreadPoolExecutor(max_workers=2))
         if self.settings.load_models_at_startup:
             from servekit.runtimes import survives_fork
@@ -287,7 +284,7 @@ class Supervisor:
                     if line == "ready":
                         ready += 1
                         if ready == self.workers:
-                            announce(self.settings, ports, self.workers)
+                            announce(self.settings, self.workers)
                     else:
                         self.events.append(line)
                         self._relay(line, sock)
