@@ -152,7 +152,7 @@ def survives_fork(settings: ModelSettings) -> bool:
         cls = runtime_class(settings)
     except ServekitError:
         return True  # loading reports the problem
-    return bool(getattr(cls, "fork_safe", True))
+    return cls.fork_safe
 
 
 def create_runtime(settings: ModelSettings) -> Runtime:

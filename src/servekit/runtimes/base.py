@@ -26,6 +26,9 @@ class Runtime:
     platform: ClassVar[str] = ""
     batch_axis: ClassVar[int | None] = None
     is_async: ClassVar[bool] = False
+    # False for frameworks whose state does not survive fork(): such models are
+    # loaded in each worker instead of once before the workers fork
+    fork_safe: ClassVar[bool] = True
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
