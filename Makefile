@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[all,dev]'
+	# tests call TF Serving's gRPC API with its official client; without --no-deps it
+	# would add the full `tensorflow` package next to tensorflow-cpu
+	$(BIN)/pip install -q --no-deps 'tensorflow-serving-api>=2.21,<3'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,12 +36,20 @@ test: lint
 # and both must be importable in one process.
 GRPC_PROTO := src/servekit/protocols/proto/grpc_predict_v2.proto
 GRPC_GEN := src/servekit/protocols/generated
+# TF Serving's gRPC API: its messages share one private pool (generated/tfserving/__init__.py),
+# apart from the tensorflow.* messages TensorFlow registers in the default pool
+TF_PROTO := src/servekit/protocols/proto/tfserving
 proto:
 	$(BIN)/python -m grpc_tools.protoc -Iservekit/protocols/generated=$(dir $(GRPC_PROTO)) \
 		--python_out=src --pyi_out=src --grpc_python_out=src $(GRPC_PROTO)
 	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = POOL.AddSerializedFile(/' \
 		$(GRPC_GEN)/grpc_predict_v2_pb2.py
 	touch $(GRPC_GEN)/__init__.py
+	$(BIN)/python -m grpc_tools.protoc -Iservekit/protocols/generated/tfserving=$(TF_PROTO) \
+		--python_out=src --pyi_out=src --grpc_python_out=src $(TF_PROTO)/*.proto
+	rm -f $(GRPC_GEN)/tfserving/tensorflow_pb2_grpc.py $(GRPC_GEN)/tfserving/tensorflow_error_pb2_grpc.py
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/from servekit.protocols.generated.tfserving import POOL\nDESCRIPTOR = POOL.AddSerializedFile(/' \
+		$(GRPC_GEN)/tfserving/*_pb2.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -58,13 +58,15 @@ CFG2 = """model_config_list {
 
 
 class TFServer(ServerProcess):
-    """``servekit serve --rest_api_port=… ARGS``; ``rest`` is TF Serving's REST address."""
+    """``servekit serve --rest_api_port=… --port=… ARGS``; ``rest`` is TF Serving's
+    REST address, ``tf_grpc`` its gRPC address (free ports, not 8501/8500)."""
 
     def __init__(self, args: list[str], **kwargs: Any) -> None:
-        rest = free_port()
-        super().__init__(["serve", f"--rest_api_port={rest}", *args], **kwargs)
+        rest, grpc_port = free_port(), free_port()
+        super().__init__(["serve", f"--rest_api_port={rest}", f"--port={grpc_port}", *args], **kwargs)
         self.rest = f"http://127.0.0.1:{rest}"
         self.rest_port = rest
+        self.tf_grpc = f"127.0.0.1:{grpc_port}"
 
 
 def predictions(response: requests.Response) -> np.ndarray:

@@ -67,6 +67,7 @@ class ServerSettings(BaseModel):
     model_config_file_poll_wait_seconds: float = 0.0  # 0: read the config file once
     file_system_poll_wait_seconds: float = 1.0  # new version folders under base paths
     allow_version_labels_for_unavailable_models: bool = False
+    port: int | None = None  # TF Serving's gRPC API (--port); 8500 in TF Serving mode, else off
 
     def merged(self, overrides: dict[str, Any]) -> ServerSettings:
         data = self.model_dump()

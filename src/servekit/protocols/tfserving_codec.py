@@ -82,7 +82,7 @@ def to_array(value: Any, name: str) -> np.ndarray:
     leaf = value
     while isinstance(leaf, list) and leaf:
         leaf = leaf[0]
-    if isinstance(leaf, (dict, str)):
+    if isinstance(leaf, (dict, str, bytes)):
         return _bytes_array(value, name)
     try:
         array = np.asarray(value)
@@ -110,6 +110,8 @@ def _bytes_array(value: Any, name: str) -> np.ndarray:
                 raise InvalidInput(f"input {name!r}: {encoded[:20]!r}… is not valid base64") from None
         if isinstance(item, str):
             return item.encode("utf-8")
+        if isinstance(item, bytes):
+            return item
         raise InvalidInput(f"input {name!r} mixes strings with other values")
 
     converted = convert(value)
@@ -213,7 +215,8 @@ def _flat(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def encode_regress(response: InferenceResponse, count: int) -> bytes:
+def regress_values(response: InferenceResponse, count: int) -> np.ndarray:
+    """One float64 per example: the regression output of each."""
     tensor = _pick(response, ("outputs", "predictions", "scores"))
     values = tensor.data.reshape(count, -1)
     if values.shape[1] != 1 or values.dtype.kind not in "biuf":
@@ -221,10 +224,17 @@ def encode_regress(response: InferenceResponse, count: int) -> bytes:
             f"regress needs one number per example; output {tensor.name!r} has shape "
             f"{list(tensor.data.shape)}"
         )
-    return orjson.dumps({"results": values[:, 0].astype(np.float64)}, option=_DUMP)
+    return values[:, 0].astype(np.float64)
 
 
-def encode_classify(response: InferenceResponse, count: int) -> bytes:
+def encode_regress(response: InferenceResponse, count: int) -> bytes:
+    return orjson.dumps({"results": regress_values(response, count)}, option=_DUMP)
+
+
+def classify_results(response: InferenceResponse, count: int) -> list[list[tuple[str, float | None]]]:
+    """Per example, its (label, score) pairs: labels from a ``classes`` output
+    (else the column index), scores from ``scores`` or a probability table
+    (None when the model gives classes only)."""
     by_name = {t.name: t for t in response.outputs}
     scores = by_name.get("scores")
     classes = by_name.get("classes")
@@ -234,16 +244,27 @@ def encode_classify(response: InferenceResponse, count: int) -> bytes:
             scores = tensor
         else:
             classes = tensor
-    results = []
     score_rows = scores.data.reshape(count, -1).astype(np.float64) if scores is not None else None
     class_rows = classes.data.reshape(count, -1) if classes is not None else None
-    for i in range(count):
-        row = []
-        width = (score_rows if score_rows is not None else class_rows).shape[1]  # type: ignore[union-attr]
-        for j in range(width):
-            label = _label(class_rows[i, j]) if class_rows is not None else str(j)
-            row.append([label, float(score_rows[i, j])] if score_rows is not None else [label])
-        results.append(row)
+    rows = score_rows if score_rows is not None else class_rows
+    assert rows is not None
+    return [
+        [
+            (
+                _label(class_rows[i, j]) if class_rows is not None else str(j),
+                float(score_rows[i, j]) if score_rows is not None else None,
+            )
+            for j in range(rows.shape[1])
+        ]
+        for i in range(count)
+    ]
+
+
+def encode_classify(response: InferenceResponse, count: int) -> bytes:
+    results = [
+        [[label, score] if score is not None else [label] for label, score in row]
+        for row in classify_results(response, count)
+    ]
     return orjson.dumps({"results": results})
 
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ServekitError
 from servekit.repository.base_path import VersionWatcher
 from servekit.repository.discovery import discover
+
+if TYPE_CHECKING:
+    from servekit.repository.tfserving_source import TFServingSource
 
 log = logging.getLogger("servekit.repository")
 
@@ -30,6 +34,8 @@ class ModelSources:
         # how often sources want to be re-read (seconds > 0); see repository.reconcile
         self.poll_seconds: list[float] = []
         self.watcher = VersionWatcher()
+        # TF Serving's models (flags or config file); see tfserving_source.tfserving_source
+        self.tfserving: TFServingSource | None = None
 
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)

@@ -22,6 +22,7 @@ from servekit.repository.version_policy import describe
 log = logging.getLogger("servekit.repository")
 
 DEFAULT_REST_API_PORT = 8501
+DEFAULT_GRPC_PORT = 8500  # tensorflow_model_server --port
 DEFAULT_MODEL_NAME = "default"  # tensorflow_model_server's default --model_name
 DOCKER_MODEL_BASE_PATH = "/models"  # the tensorflow/serving image's MODEL_BASE_PATH
 
@@ -86,6 +87,17 @@ class TFServingSource:
         )
         self.entries = entries
 
+    def replace(self, entries: list[ModelConfigEntry]) -> None:
+        """Serve these models instead (a config sent through the gRPC API); a
+        config file is re-read only once it changes again."""
+        log.info("Model config replaced: serving %s", ", ".join(e.name for e in entries) or "no models")
+        self.entries = list(entries)
+
+    @property
+    def folder(self) -> Path:
+        """Where relative base paths resolve: the config file's folder, else the working directory."""
+        return self.config_file.parent if self.config_file is not None else Path.cwd()
+
     def desired(self) -> list[ModelSettings]:
         self.refresh()
         out: list[ModelSettings] = []
@@ -118,7 +130,8 @@ def configure_tfserving(
 ) -> bool:
     """Add the TF Serving source if its flags (or docker variables) are given.
 
-    Returns whether TF Serving mode is on; then the REST API port defaults to 8501.
+    Returns whether TF Serving mode is on; then the REST API port defaults to
+    8501 and the gRPC port (``--port``) to 8500.
     """
     environ = os.environ if environ is None else environ
     name, base = settings.model_name, settings.model_base_path
@@ -144,9 +157,25 @@ def configure_tfserving(
         assert base is not None
         entry = ModelConfigEntry(name=name or DEFAULT_MODEL_NAME, base_path=Path(base).resolve())
         source = TFServingSource(sources.watcher, entries=[entry])
-    sources.add(source.desired)
-    sources.add_labels(source.labels)
+    _attach(sources, source)
     sources.poll_seconds.append(settings.file_system_poll_wait_seconds)
     if settings.rest_api_port is None:
         settings.rest_api_port = DEFAULT_REST_API_PORT
+    if settings.port is None:
+        settings.port = DEFAULT_GRPC_PORT
     return True
+
+
+def _attach(sources: ModelSources, source: TFServingSource) -> None:
+    sources.add(source.desired)
+    sources.add_labels(source.labels)
+    sources.tfserving = source
+
+
+def tfserving_source(sources: ModelSources) -> TFServingSource:
+    """The TF Serving source of ``sources``; one without models is added when
+    the server was started without TF Serving's flags."""
+    if sources.tfserving is None:
+        _attach(sources, TFServingSource(sources.watcher, entries=[]))
+    assert sources.tfserving is not None
+    return sources.tfserving

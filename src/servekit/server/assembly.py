@@ -5,7 +5,7 @@ from __future__ import annotations
 from servekit.config import ServerSettings
 from servekit.library import runtime_cache
 from servekit.protocols import predict as predict_api
-from servekit.protocols import seldon, v2_grpc, v2_rest
+from servekit.protocols import seldon, tfserving_grpc, v2_grpc, v2_rest
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.server.app import App
@@ -17,6 +17,8 @@ from servekit.server.metrics import Metrics
 PREDICTION_CACHE_HOOK = runtime_cache.install
 # importing v2_grpc registers its worker hook, which serves V2 over gRPC
 GRPC_WORKER_HOOK = v2_grpc.start_in_worker
+# and tfserving_grpc's, which serves TF Serving's gRPC API on --port
+TFSERVING_GRPC_WORKER_HOOK = tfserving_grpc.start_in_worker
 
 
 def build_context(
@@ -86,6 +88,8 @@ def describe_ports(settings: ServerSettings) -> list[str]:
         lines.append(f"Metrics server listening on http://{host}:{settings.metrics_port}{settings.metrics_endpoint}")
     if settings.rest_api_port:
         lines.append(f"TF Serving REST API listening on http://{host}:{settings.rest_api_port}")
+    if settings.port:
+        lines.append(f"TF Serving gRPC API listening on {host}:{settings.port}")
     if settings.model_store or settings.load_models or settings.ts_config:
         lines.append(
             "TorchServe management API listening on "

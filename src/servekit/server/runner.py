@@ -31,6 +31,10 @@ log = logging.getLogger("servekit.server")
 # set by protocol modules that need extra setup in a worker (gRPC, pollers …)
 WorkerHook = Callable[["Worker"], Awaitable[None]]
 WORKER_HOOKS: list[WorkerHook] = []
+# repository changes that protocol modules relay between workers themselves
+# (action -> handler of its argument); load/unload are built in
+ControlAction = Callable[["Worker", str], Awaitable[None]]
+CONTROL_ACTIONS: dict[str, ControlAction] = {}
 
 
 def worker_count(settings: ServerSettings) -> int:
@@ -159,6 +163,8 @@ class Worker:
                 self.sources.unloaded.add(name)
                 if name in self.registry.models:
                     await self.registry.unload(name)
+            elif action in CONTROL_ACTIONS:
+                await CONTROL_ACTIONS[action](self, name)
         except Exception:
             log.exception("Worker %d could not apply %s %s", self.index, action, name)
 
@@ -171,6 +177,11 @@ def check_ports_free(settings: ServerSettings) -> None:
     ports = [(host, port, "HTTP") for host, port in listening_ports(settings)]
     if settings.enable_grpc:
         ports.append((settings.host, settings.grpc_port, "gRPC"))
+    if settings.port:  # TF Serving's gRPC API
+        for _, port, kind in ports:
+            if port == settings.port:
+                raise ConfigError(f"--port={port} (TF Serving gRPC) is also the {kind} port; choose another")
+        ports.append((settings.host, settings.port, "TF Serving gRPC"))
     for host, port, kind in ports:
         try:
             listen(host, port, reuse_port=False).close()
@@ -178,7 +189,7 @@ def check_ports_free(settings: ServerSettings) -> None:
             raise ConfigError(
                 f"cannot listen on {host}:{port} ({kind}): {exc.strerror}; "
                 "stop whatever uses it or choose another port (--http-port, --grpc-port, "
-                "--metrics-port …)"
+                "--metrics-port, --port …)"
             ) from None
 
 

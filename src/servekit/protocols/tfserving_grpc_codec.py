@@ -1,0 +1,157 @@
+"""``tensorflow.TensorProto`` <-> numpy, and tf.Example features <-> the
+examples of classify/regress, for TF Serving's gRPC API.
+
+Numbers sent as ``tensor_content`` become arrays over the message's bytes
+without a copy (``np.frombuffer``); typed fields (``float_val`` …) are read
+with TensorFlow's rules (one value fills the tensor, fewer values than
+elements repeat the last). Replies carry numbers as ``tensor_content``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from servekit.errors import InvalidInput
+from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
+from servekit.tensors import as_bytes_array
+
+# DataType -> (numpy dtype, the typed field holding its values)
+DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
+    tfpb.DT_FLOAT: (np.dtype("<f4"), "float_val"),
+    tfpb.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
+    tfpb.DT_HALF: (np.dtype("<f2"), "half_val"),
+    tfpb.DT_INT8: (np.dtype("i1"), "int_val"),
+    tfpb.DT_INT16: (np.dtype("<i2"), "int_val"),
+    tfpb.DT_INT32: (np.dtype("<i4"), "int_val"),
+    tfpb.DT_INT64: (np.dtype("<i8"), "int64_val"),
+    tfpb.DT_UINT8: (np.dtype("u1"), "int_val"),
+    tfpb.DT_UINT16: (np.dtype("<u2"), "int_val"),
+    tfpb.DT_UINT32: (np.dtype("<u4"), "uint32_val"),
+    tfpb.DT_UINT64: (np.dtype("<u8"), "uint64_val"),
+    tfpb.DT_BOOL: (np.dtype("?"), "bool_val"),
+    tfpb.DT_STRING: (np.dtype(object), "string_val"),
+}
+_BY_KIND = {
+    dtype.newbyteorder("=").str: code
+    for code, (dtype, _) in DTYPES.items()
+    if code != tfpb.DT_STRING
+}
+
+
+def dtype_name(code: int) -> str:
+    try:
+        return str(tfpb.DataType.Name(code))
+    except ValueError:
+        return str(code)
+
+
+def decode_tensor(proto: Any, name: str) -> np.ndarray:
+    """A TensorProto as a numpy array (BYTES tensors are object arrays of bytes)."""
+    known = DTYPES.get(proto.dtype)
+    if known is None:
+        supported = ", ".join(dtype_name(c) for c in DTYPES)
+        raise InvalidInput(
+            f"input {name!r} has dtype {dtype_name(proto.dtype)}, which servekit does not "
+            f"serve; use one of {supported}"
+        )
+    dtype, field = known
+    shape = _shape(proto, name)
+    count = math.prod(shape)
+    if proto.tensor_content:
+        if proto.dtype == tfpb.DT_STRING:
+            raise InvalidInput(f"input {name!r}: DT_STRING values go in string_val, not tensor_content")
+        content = proto.tensor_content
+        if len(content) != count * dtype.itemsize:
+            raise InvalidInput(
+                f"input {name!r}: tensor_content holds {len(content)} bytes, but shape {shape} "
+                f"of {dtype_name(proto.dtype)} needs {count * dtype.itemsize}"
+            )
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
+    values = getattr(proto, field)
+    if proto.dtype == tfpb.DT_STRING:
+        array = np.empty(len(values), dtype=object)
+        array[:] = list(values)
+    elif proto.dtype == tfpb.DT_HALF:  # float16 bit patterns in int32s
+        array = np.array(values, dtype=np.uint16).view(np.float16)
+    else:
+        array = np.array(values, dtype=dtype)
+    return _fill(array, shape, count, name)
+
+
+def _shape(proto: Any, name: str) -> list[int]:
+    if proto.tensor_shape.unknown_rank:
+        raise InvalidInput(f"input {name!r} has an unknown rank; send its tensor_shape")
+    shape = [int(d.size) for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {name!r} has shape {shape}; every dim needs a size >= 0")
+    return shape
+
+
+def _fill(values: np.ndarray, shape: list[int], count: int, name: str) -> np.ndarray:
+    """TensorFlow's reading of typed fields: as many values as elements, or
+    fewer (the last repeats; none gives zeros/empty strings)."""
+    if values.size == count:
+        return values.reshape(shape)
+    if values.size > count:
+        raise InvalidInput(
+            f"input {name!r} has {values.size} values, more than its shape {shape} holds ({count})"
+        )
+    if values.size == 0:
+        if values.dtype == object:
+            out = np.empty(count, dtype=object)
+            out[:] = b""
+            return out.reshape(shape)
+        return np.zeros(shape, dtype=values.dtype)
+    return np.pad(values, (0, count - values.size), mode="edge").reshape(shape)
+
+
+def encode_tensor(array: np.ndarray, out: Any) -> None:
+    """Write an array into the TensorProto ``out``: numbers as tensor_content,
+    strings and bytes as string_val."""
+    for size in array.shape:
+        out.tensor_shape.dim.add(size=size)
+    if array.dtype.kind in "OUS":
+        out.dtype = tfpb.DT_STRING
+        out.string_val.extend(as_bytes_array(array).reshape(-1).tolist())
+        return
+    code = _BY_KIND.get(array.dtype.newbyteorder("=").str)
+    if code is None:
+        raise InvalidInput(f"the model returned {array.dtype} values, which TF Serving cannot express")
+    out.dtype = code
+    out.tensor_content = np.ascontiguousarray(array, dtype=DTYPES[code][0]).tobytes()
+
+
+def examples(input_message: Any) -> list[dict[str, Any]]:
+    """A ``tensorflow.serving.Input`` as examples of feature -> value (a number,
+    bytes, or a list of them), with the context's features merged in."""
+    kind = input_message.WhichOneof("kind")
+    if kind is None:
+        raise InvalidInput("input needs example_list or example_list_with_context")
+    listed = getattr(input_message, kind)
+    context = _features(listed.context) if kind == "example_list_with_context" else {}
+    out = []
+    for i, example in enumerate(listed.examples):
+        features = {**context, **_features(example)}
+        if not features:
+            raise InvalidInput(f"example {i} has no features")
+        out.append(features)
+    if not out:
+        raise InvalidInput("input has no examples")
+    return out
+
+
+def _features(example: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, feature in sorted(example.features.feature.items()):
+        kind = feature.WhichOneof("kind")
+        if kind is None:
+            raise InvalidInput(f"feature {name!r} has no values")
+        values = list(getattr(feature, kind).value)
+        out[name] = values[0] if len(values) == 1 else values
+    return out
+
+
+__all__ = ["DTYPES", "decode_tensor", "dtype_name", "encode_tensor", "examples"]

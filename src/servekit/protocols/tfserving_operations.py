@@ -1,0 +1,145 @@
+"""The TF Serving operations that its REST and gRPC skins both expose, answered
+as plain data: model status, signature definitions and the classify/regress
+path through tf.Example-style features. Each skin only translates these
+answers into its own wire format, so both report the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servekit.errors import ModelNotFound
+from servekit.protocols import tfserving_codec as codec
+from servekit.registry import ModelState, ModelVersion, Registry, version_sort_key
+from servekit.tensors import InferenceRequest, InferenceResponse, TensorSpec
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+# servekit datatype -> TF DataType enum name
+TF_DTYPES = {
+    "BOOL": "DT_BOOL",
+    "UINT8": "DT_UINT8",
+    "UINT16": "DT_UINT16",
+    "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8",
+    "INT16": "DT_INT16",
+    "INT32": "DT_INT32",
+    "INT64": "DT_INT64",
+    "FP16": "DT_HALF",
+    "FP32": "DT_FLOAT",
+    "FP64": "DT_DOUBLE",
+    "BYTES": "DT_STRING",
+}
+# servekit states -> TF Serving's ModelVersionStatus.State
+TF_STATES = {
+    ModelState.LOADING: "LOADING",
+    ModelState.AVAILABLE: "AVAILABLE",
+    ModelState.UNLOADING: "UNLOADING",
+    ModelState.UNAVAILABLE: "END",
+}
+
+
+def model_versions(
+    registry: Registry, name: str, version: str | None, label: str | None
+) -> list[ModelVersion]:
+    """The versions a status request names, in any state: one by number or
+    label, or every version of the model (newest first)."""
+    entry = registry.entry(name)
+    if label is not None:
+        if label not in entry.labels:
+            raise ModelNotFound(f"model {name!r} has no label {label!r}")
+        version = entry.labels[label]
+    if version is not None:
+        model = entry.versions.get(version)
+        if model is None:
+            raise ModelNotFound(f"model {name!r} has no version {version}")
+        return [model]
+    return sorted(entry.versions.values(), key=lambda m: version_sort_key(m.version), reverse=True)
+
+
+def version_status(model: ModelVersion) -> dict[str, Any]:
+    """TF Serving's ``ModelVersionStatus`` of one version (enum values by name)."""
+    failed = model.state is ModelState.UNAVAILABLE
+    return {
+        "version": model.version,
+        "state": TF_STATES[model.state],
+        "status": {
+            "error_code": "UNKNOWN" if failed else "OK",
+            "error_message": model.reason if failed else "",
+        },
+    }
+
+
+def model_signatures(
+    registry: Registry, name: str, version: str | None, label: str | None
+) -> tuple[ModelVersion, dict[str, Any]]:
+    """The resolved version and its ``signature_def`` map (see :func:`signature_def`)."""
+    model = registry.resolve(name, version, label)
+    assert model.runtime is not None
+    meta = model.runtime.metadata()
+    signatures = meta.parameters.get("signatures") or {}
+    return model, signature_def(signatures, meta.inputs, meta.outputs)
+
+
+def signature_def(signatures: dict[str, Any], default_inputs: list[TensorSpec],
+                  default_outputs: list[TensorSpec]) -> dict[str, Any]:
+    """TF Serving's ``signature_def`` map from the runtime's metadata; models
+    without signatures get one ``serving_default`` from their inputs and outputs.
+    Dims are strings (``"-1"``: any size) as in TF Serving's JSON."""
+    if not signatures:
+        signatures = {
+            "serving_default": {
+                "inputs": [s.to_dict() for s in default_inputs],
+                "outputs": [s.to_dict() for s in default_outputs],
+                "method_name": PREDICT_METHOD,
+            }
+        }
+    return {
+        name: {
+            "inputs": {t["name"]: _tensor_info(t) for t in sig["inputs"]},
+            "outputs": {t["name"]: _tensor_info(t) for t in sig["outputs"]},
+            "method_name": sig.get("method_name") or PREDICT_METHOD,
+        }
+        for name, sig in signatures.items()
+    }
+
+
+def _tensor_info(spec: dict[str, Any]) -> dict[str, Any]:
+    shape = spec.get("shape") or []
+    return {
+        "dtype": TF_DTYPES.get(spec.get("datatype", ""), "DT_INVALID"),
+        "tensor_shape": {
+            "dim": [{"size": str(d), "name": ""} for d in shape],
+            "unknown_rank": False,
+        },
+        "name": (spec.get("parameters") or {}).get("tensor_name") or spec["name"],
+    }
+
+
+async def run_examples(
+    registry: Registry,
+    name: str,
+    version: str | None,
+    label: str | None,
+    examples: list[dict[str, Any]],
+    parameters: dict[str, Any],
+) -> InferenceResponse:
+    """Classify/regress: examples (feature -> value, context merged in) become
+    the model's inputs (see :func:`tfserving_codec.examples_request`)."""
+    model = registry.resolve(name, version, label)
+    assert model.runtime is not None
+    inputs = [s.name for s in model.runtime.metadata().inputs]
+    request: InferenceRequest = codec.examples_request(examples, inputs, parameters)
+    return await registry.submit(model, request)
+
+
+__all__ = [
+    "TF_DTYPES",
+    "TF_STATES",
+    "model_signatures",
+    "model_versions",
+    "run_examples",
+    "signature_def",
+    "version_status",
+]
