@@ -20,6 +20,8 @@ from sklearn.svm import SVC
 
 
 def main(root: Path) -> None:
+    for name in ("digits-sklearn", "digits-xgboost", "cancer-lightgbm", "iris"):
+        (root / name).mkdir(parents=True, exist_ok=True)
     digits = load_digits()
     svm = SVC(kernel="poly", degree=4, gamma=0.1).fit(digits.data, digits.target)
     joblib.dump(svm, root / "digits-sklearn" / "model.joblib")
