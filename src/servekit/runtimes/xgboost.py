@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -77,19 +78,17 @@ class BoosterModel:
 
 
 def _saved_version(path: Path) -> str | None:
+    """The XGBoost version a JSON model was saved with (its trailing "version" list)."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(4096).decode("utf-8", "replace")
-        # the JSON model ends with "version":[major,minor,patch]; read the tail too
         with path.open("rb") as fh:
             fh.seek(max(0, path.stat().st_size - 4096))
             tail = fh.read().decode("utf-8", "replace")
     except OSError:
         return None
-    for text in (tail, head):
-        marker = text.rfind('"version":[')
-        if marker >= 0:
-            end = text.find("]", marker)
-            parts = text[marker + len('"version":[') : end].split(",")
-            return ".".join(p.strip() for p in parts)
-    return None
+    found = _VERSION.findall(tail)
+    if not found:
+        return None
+    return ".".join(part.strip() for part in found[-1].split(","))
+
+
+_VERSION = re.compile(r'"version"\s*:\s*\[([0-9,\s]+)\]')
