@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from servekit.errors import InvalidInput
+from servekit.protocols import json_numbers
 from servekit.tensors import (
     InferenceRequest,
     InferenceResponse,
@@ -88,7 +89,10 @@ def decode_request(body: bytes, headers: dict[str, str]) -> InferenceRequest:
         document = loads(view[:split])
         binary = view[split:]
     else:
-        document = loads(body)
+        # large numeric data arrays straight into numpy; None: the ordinary path
+        document = json_numbers.loads_request(body)
+        if document is None:
+            document = loads(body)
     return request_from_dict(document, binary)
 
 
@@ -205,13 +209,29 @@ def _from_json(raw: Any, datatype: str, name: str) -> np.ndarray:
         if array.dtype == object and any(isinstance(v, list) for v in array.flat):
             raise InvalidInput(f"input {name!r}: nested lists must all have the same length")
         return as_bytes_array(array)
+    if isinstance(raw, np.ndarray):  # parsed by json_numbers: already np.asarray's result
+        return raw
     if not isinstance(raw, list):
         raw = [raw]
     try:
         array = np.asarray(raw)
     except ValueError as exc:
         raise InvalidInput(f"input {name!r}: data is ragged or mixed ({exc})") from None
+    if datatype == "UINT64" and array.dtype.kind in "fO" and _whole_numbers(array):
+        # integers past int64's range came out as floats or objects: convert exactly
+        try:
+            array = np.array(raw, dtype=np.uint64)
+        except (OverflowError, ValueError, TypeError):
+            raise InvalidInput(f"input {name!r} has values outside the range of UINT64") from None
     return array
+
+
+def _whole_numbers(array: np.ndarray) -> bool:
+    try:
+        as_float = array.astype(np.float64)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.all(np.isfinite(as_float)) and np.all(as_float == np.floor(as_float)))
 
 
 def _cast(array: np.ndarray, dtype: np.dtype[Any], datatype: str, name: str) -> np.ndarray:
