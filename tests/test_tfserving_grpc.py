@@ -88,6 +88,13 @@ def test_predict_by_version_label_and_latest(channel: grpc.Channel, models: Arti
         assert output.dtype == types_pb2.DT_FLOAT and output.tensor_content  # numbers as bytes
 
 
+def test_predict_large_batch_as_tensor_content(channel: grpc.Channel, models: ArticleModels) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    batch = np.tile(X, (20_000, 1))  # 60k rows
+    response = stub.Predict(predict_request(version=2, inputs=tf.make_tensor_proto(batch)), timeout=60)
+    np.testing.assert_allclose(prediction(response), np.tile(models.expected[2], (20_000, 1)), atol=1e-5)
+
+
 def test_predict_typed_fields(channel: grpc.Channel, models: ArticleModels) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     shape = tf.TensorShape([3, 1]).as_proto()

@@ -131,23 +131,24 @@ class PredictionServicer:
         )
         return response
 
+    # Predict gets and returns serialized messages (see RAW_METHODS): tensor
+    # contents are cut out and written without protobuf
     @_rpc
-    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request, given = codec.split_predict(data)
         spec = request.model_spec
         name, version, label = selection(spec)
-        if not request.inputs:
+        if not given:
             raise InvalidInput("request has no inputs; fill PredictRequest.inputs")
-        inputs = [Tensor(key, codec.decode_tensor(proto, key)) for key, proto in request.inputs.items()]
+        inputs = [Tensor(key, codec.decode_tensor(proto, key, content)) for key, proto, content in given]
         outputs = [RequestedOutput(n) for n in request.output_filter] or None
         inference = InferenceRequest(inputs=inputs, outputs=outputs, parameters=_parameters(spec, context))
         response = await self._timed(
             name, version, self.registry.infer(name, version, inference, label=label)
         )
-        out = pb.PredictResponse()
-        fill_spec(out.model_spec, name, response.model_version, spec.signature_name or DEFAULT_SIGNATURE)
-        for tensor in response.outputs:
-            codec.encode_tensor(tensor.data, out.outputs[tensor.name])
-        return out
+        out = pb.ModelSpec()
+        fill_spec(out, name, response.model_version, spec.signature_name or DEFAULT_SIGNATURE)
+        return codec.encode_predict(out, response.outputs)
 
     async def _examples(self, request: Any, context: grpc.aio.ServicerContext) -> tuple[Any, int]:
         spec = request.model_spec
@@ -298,6 +299,10 @@ async def _apply_relayed(worker: Worker, encoded: str) -> None:
 
 
 # -- server -------------------------------------------------------------------------
+# methods whose handlers take and return serialized messages
+RAW_METHODS = frozenset({"Predict"})
+
+
 def add_services(server: grpc.aio.Server, worker: Worker) -> None:
     """Register both services' methods, from their descriptors."""
     servicers = {"PredictionService": PredictionServicer(worker), "ModelService": ModelServicer(worker)}
@@ -306,8 +311,12 @@ def add_services(server: grpc.aio.Server, worker: Worker) -> None:
         handlers = {
             method.name: grpc.unary_unary_rpc_method_handler(
                 getattr(servicer, method.name),
-                request_deserializer=getattr(pb, method.input_type.name).FromString,
-                response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+                request_deserializer=(
+                    None if method.name in RAW_METHODS else getattr(pb, method.input_type.name).FromString
+                ),
+                response_serializer=(
+                    None if method.name in RAW_METHODS else getattr(pb, method.output_type.name).SerializeToString
+                ),
             )
             for method in service.methods
         }

@@ -1,10 +1,13 @@
 """``tensorflow.TensorProto`` <-> numpy, and tf.Example features <-> the
 examples of classify/regress, for TF Serving's gRPC API.
 
-Numbers sent as ``tensor_content`` become arrays over the message's bytes
-without a copy (``np.frombuffer``); typed fields (``float_val`` …) are read
-with TensorFlow's rules (one value fills the tensor, fewer values than
-elements repeat the last). Replies carry numbers as ``tensor_content``.
+``Predict`` requests are split at the wire level before protobuf parses
+them: each input's ``tensor_content`` stays a view of the bytes gRPC
+received and becomes an array with ``np.frombuffer``, without a copy. Typed
+fields (``float_val`` …) are read with TensorFlow's rules (one value fills
+the tensor, fewer values than elements repeat the last). Replies carry
+numbers as ``tensor_content``, written after the serialized rest of the
+response, so the output array is copied once, into the reply.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ import numpy as np
 
 from servekit.errors import InvalidInput
 from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
-from servekit.tensors import as_bytes_array
+from servekit.protocols.generated.tfserving import tensorflow_serving_pb2 as pb
+from servekit.protocols.protowire import LENGTH_DELIMITED, fields, length_delimited, varint
+from servekit.tensors import Tensor, as_bytes_array
+
+# field numbers (see tensorflow_serving.proto, tensorflow.proto)
+PREDICT_INPUTS = 2  # PredictRequest.inputs (map entries)
+PREDICT_OUTPUTS = 1  # PredictResponse.outputs
+ENTRY_KEY, ENTRY_VALUE = 1, 2  # of a map entry
+TENSOR_CONTENT = 4  # TensorProto.tensor_content
 
 # DataType -> (numpy dtype, the typed field holding its values)
 DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
@@ -48,8 +59,52 @@ def dtype_name(code: int) -> str:
         return str(code)
 
 
-def decode_tensor(proto: Any, name: str) -> np.ndarray:
-    """A TensorProto as a numpy array (BYTES tensors are object arrays of bytes)."""
+def split_predict(data: bytes) -> tuple[Any, list[tuple[str, Any, memoryview | None]]]:
+    """A serialized PredictRequest as (the request without its inputs, and per
+    input: its name, its TensorProto without tensor_content, and that content
+    as a view of ``data``)."""
+    view = memoryview(data)
+    rest: list[memoryview] = []
+    inputs = []
+    for number, wire, whole, payload in fields(view, "PredictRequest"):
+        if number == PREDICT_INPUTS and wire == LENGTH_DELIMITED:
+            inputs.append(_split_input(payload))
+        else:
+            rest.append(whole)
+    message = pb.PredictRequest()
+    try:
+        message.ParseFromString(b"".join(rest))
+    except Exception as exc:  # protobuf's DecodeError, without importing its internals
+        raise InvalidInput(f"the request is not a valid PredictRequest message: {exc}") from None
+    return message, inputs
+
+
+def _split_input(entry: memoryview) -> tuple[str, Any, memoryview | None]:
+    key = b""
+    parts: list[memoryview] = []
+    content: memoryview | None = None
+    for number, wire, _, payload in fields(entry, "PredictRequest"):
+        if wire != LENGTH_DELIMITED:
+            continue
+        if number == ENTRY_KEY:
+            key = bytes(payload)
+        elif number == ENTRY_VALUE:
+            for field, field_wire, whole, value in fields(payload, "TensorProto"):
+                if field == TENSOR_CONTENT and field_wire == LENGTH_DELIMITED:
+                    content = value if len(value) else None
+                else:
+                    parts.append(whole)
+    try:
+        name = key.decode("utf-8")
+        proto = tfpb.TensorProto.FromString(b"".join(parts))
+    except Exception as exc:
+        raise InvalidInput(f"an input of the request is not a valid TensorProto: {exc}") from None
+    return name, proto, content
+
+
+def decode_tensor(proto: Any, name: str, content: bytes | memoryview | None = None) -> np.ndarray:
+    """A TensorProto as a numpy array (BYTES tensors are object arrays of bytes);
+    ``content`` is its tensor_content when that was cut out by :func:`split_predict`."""
     known = DTYPES.get(proto.dtype)
     if known is None:
         supported = ", ".join(dtype_name(c) for c in DTYPES)
@@ -60,10 +115,11 @@ def decode_tensor(proto: Any, name: str) -> np.ndarray:
     dtype, field = known
     shape = _shape(proto, name)
     count = math.prod(shape)
-    if proto.tensor_content:
+    if content is None and proto.tensor_content:
+        content = proto.tensor_content
+    if content is not None:
         if proto.dtype == tfpb.DT_STRING:
             raise InvalidInput(f"input {name!r}: DT_STRING values go in string_val, not tensor_content")
-        content = proto.tensor_content
         if len(content) != count * dtype.itemsize:
             raise InvalidInput(
                 f"input {name!r}: tensor_content holds {len(content)} bytes, but shape {shape} "
@@ -108,20 +164,42 @@ def _fill(values: np.ndarray, shape: list[int], count: int, name: str) -> np.nda
     return np.pad(values, (0, count - values.size), mode="edge").reshape(shape)
 
 
-def encode_tensor(array: np.ndarray, out: Any) -> None:
-    """Write an array into the TensorProto ``out``: numbers as tensor_content,
-    strings and bytes as string_val."""
+def encode_predict(spec: Any, outputs: list[Tensor]) -> bytes:
+    """A serialized PredictResponse: ``spec`` (a ModelSpec) and the outputs, their
+    numbers appended as tensor_content without passing through protobuf."""
+    chunks: list[bytes | memoryview] = [pb.PredictResponse(model_spec=spec).SerializeToString()]
+    for tensor in outputs:
+        proto = tfpb.TensorProto()
+        content = encode_tensor(tensor.data, proto)
+        value = [proto.SerializeToString()]
+        if content is not None:
+            value += length_delimited(TENSOR_CONTENT, content)
+        entry = [
+            *length_delimited(ENTRY_KEY, tensor.name.encode("utf-8")),
+            varint(ENTRY_VALUE << 3 | LENGTH_DELIMITED) + varint(sum(len(v) for v in value)),
+            *value,
+        ]
+        chunks.append(varint(PREDICT_OUTPUTS << 3 | LENGTH_DELIMITED) + varint(sum(len(e) for e in entry)))
+        chunks += entry
+    return b"".join(chunks)
+
+
+def encode_tensor(array: np.ndarray, out: Any) -> memoryview | None:
+    """Describe an array in the TensorProto ``out`` (dtype, shape; strings and
+    bytes in string_val) and return its tensor_content: the little-endian
+    bytes of numbers, as a view when the array already has that layout."""
     for size in array.shape:
         out.tensor_shape.dim.add(size=size)
     if array.dtype.kind in "OUS":
         out.dtype = tfpb.DT_STRING
         out.string_val.extend(as_bytes_array(array).reshape(-1).tolist())
-        return
+        return None
     code = _BY_KIND.get(array.dtype.newbyteorder("=").str)
     if code is None:
         raise InvalidInput(f"the model returned {array.dtype} values, which TF Serving cannot express")
     out.dtype = code
-    out.tensor_content = np.ascontiguousarray(array, dtype=DTYPES[code][0]).tobytes()
+    data = np.ascontiguousarray(array, dtype=DTYPES[code][0])
+    return data.reshape(-1).view(np.uint8).data
 
 
 def examples(input_message: Any) -> list[dict[str, Any]]:
@@ -154,4 +232,12 @@ def _features(example: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["DTYPES", "decode_tensor", "dtype_name", "encode_tensor", "examples"]
+__all__ = [
+    "DTYPES",
+    "decode_tensor",
+    "dtype_name",
+    "encode_predict",
+    "encode_tensor",
+    "examples",
+    "split_predict",
+]

@@ -21,6 +21,7 @@ import orjson
 
 from servekit.errors import InvalidInput
 from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
+from servekit.protocols.protowire import length_delimited, read_varint
 from servekit.protocols.v2_codec import deserialize_bytes, serialize_bytes
 from servekit.tensors import (
     InferenceRequest,
@@ -90,34 +91,7 @@ def parameters_to_proto(values: dict[str, Any], target: Any) -> None:
             param.string_param = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-# -- wire format ----------------------------------------------------------------
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise InvalidInput("the request is not a valid ModelInferRequest message")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def length_delimited(field: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
-    """The pieces of one length-delimited field (to join without copying payload twice)."""
-    return [varint(field << 3 | _LENGTH_DELIMITED) + varint(len(payload)), payload]
-
-
+# -- wire format (see servekit.protocols.protowire) ------------------------------
 def split_request(data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
     """Parse a serialized ModelInferRequest, leaving raw_input_contents as views
     of ``data``. Only top-level fields are walked, a handful per request."""
@@ -127,16 +101,16 @@ def split_request(data: bytes) -> tuple[pb.ModelInferRequest, list[memoryview]]:
     position, size = 0, len(data)
     while position < size:
         start = position
-        key, position = _read_varint(data, position)
+        key, position = read_varint(data, position, "ModelInferRequest")
         wire = key & 7
         if wire == 0:
-            _, position = _read_varint(data, position)
+            _, position = read_varint(data, position, "ModelInferRequest")
         elif wire == 1:
             position += 8
         elif wire == 5:
             position += 4
         elif wire == _LENGTH_DELIMITED:
-            length, position = _read_varint(data, position)
+            length, position = read_varint(data, position, "ModelInferRequest")
             if key >> 3 == RAW_INPUT_CONTENTS:
                 raw.append(view[position : position + length])
                 position += length
