@@ -332,3 +332,22 @@ def test_messages_match_tensorflow_serving() -> None:
         compare(message)
     assert {"tensorflow.TensorProto", "tensorflow.serving.PredictRequest",
             "tensorflow.serving.ReloadConfigRequest", "tensorflow.Example"} <= checked
+
+
+def test_tf_serving_mode_listens_on_8500_unless_told(tmp_path: Path) -> None:
+    from servekit.config import ServerSettings
+    from servekit.errors import ConfigError
+    from servekit.repository.sources import ModelSources
+    from servekit.repository.tfserving_source import configure_tfserving
+    from servekit.server.runner import check_ports_free
+
+    settings = ServerSettings(model_name="m", model_base_path=str(tmp_path))
+    assert configure_tfserving(settings, ModelSources(settings), environ={})
+    assert (settings.port, settings.rest_api_port) == (8500, 8501)
+    settings = ServerSettings(model_name="m", model_base_path=str(tmp_path), port=9000)
+    configure_tfserving(settings, ModelSources(settings), environ={})
+    assert settings.port == 9000
+    assert ServerSettings().port is None  # off outside TF Serving mode
+    clash = ServerSettings(port=7001, grpc_port=7001)
+    with pytest.raises(ConfigError, match="also the gRPC port"):
+        check_ports_free(clash)
