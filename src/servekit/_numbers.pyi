@@ -1,0 +1,9 @@
+# The C extension built from _speedups/numbers.c (optional; see setup.py).
+from typing import Any
+
+# (start, end) of the array in the body, its byte offset in the output
+# buffer, its kind ("b" bool, "i" int64, "f" float64) and its shape
+Parsed = tuple[int, int, int, str, tuple[int, ...]]
+
+def scan_request(body: bytes, out: Any, /) -> list[tuple[int, Parsed]] | None: ...
+def parse_array(body: bytes, offset: int, out: Any, /) -> Parsed | None: ...

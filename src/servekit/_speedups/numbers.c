@@ -1,0 +1,618 @@
+/*
+ * servekit._numbers: numeric JSON arrays straight into machine buffers.
+ *
+ * A V2 request carrying 10,000 x 784 numbers as JSON spends most of its decode
+ * time building one Python object per number (orjson) and then reading them
+ * back (np.asarray). This module walks the request body once, finds each
+ * inputs[i].data array and parses it into a flat 8-byte buffer, producing
+ * exactly what np.asarray(orjson.loads(array)) would: a bool, int64 or float64
+ * array of the same shape and the same bits.
+ *
+ * Anything it is not sure about (strings, nulls, empty or ragged lists, integers
+ * beyond int64, infinities, escaped or duplicate keys, malformed text) makes it
+ * answer None, and the caller takes the ordinary orjson path, which produces
+ * the usual values and error messages. Text outside the data arrays is only
+ * skimmed here: the caller hands it to orjson, which validates it.
+ *
+ * Floats are correctly rounded: exact fast paths where both operands of a single
+ * multiplication or division are exactly representable (Clinger), an 80-bit
+ * long double path with a check for the one ambiguous case, and Python's own
+ * correctly rounded string-to-double conversion for everything else.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 32
+#define SLOW_TOKEN_STACK 64
+
+typedef enum { KIND_BOOL = 0, KIND_INT = 1, KIND_FLOAT = 2 } kind_t;
+typedef enum { TOKEN_UNUSUAL = 0, TOKEN_INT, TOKEN_FLOAT, TOKEN_BOOL } token_t;
+
+static const double POW10[23] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+#if LDBL_MANT_DIG == 64
+/* 10^k is exact in a 64-bit significand while 5^k < 2^64, i.e. k <= 27. */
+#define LPOW10_MAX 27
+static long double LPOW10[LPOW10_MAX + 1];
+#endif
+
+static inline int is_digit(char c) { return (unsigned char)(c - '0') < 10; }
+static inline int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+static inline const char *skip_ws(const char *p) {
+    while (is_ws(*p)) p++;
+    return p;
+}
+
+/* Python's correctly rounded, locale-independent conversion of one token. */
+static int slow_double(const char *start, const char *stop, double *out) {
+    char stack[SLOW_TOKEN_STACK];
+    size_t len = (size_t)(stop - start);
+    char *copy = len < sizeof stack ? stack : PyMem_Malloc(len + 1);
+    if (copy == NULL) return 0;
+    memcpy(copy, start, len);
+    copy[len] = '\0';
+    char *end = NULL;
+    double value = PyOS_string_to_double(copy, &end, NULL);
+    int ok = !(value == -1.0 && PyErr_Occurred()) && end == copy + len;
+    if (copy != stack) PyMem_Free(copy);
+    if (!ok) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+#if LDBL_MANT_DIG == 64
+/* w * 10^e10 through one rounding to 64 bits, then one to 53, or 0 when that
+ * could differ from the correctly rounded result. The second rounding is only
+ * wrong when the first landed exactly on a midpoint between two doubles (the
+ * 11 dropped bits are 10000000000); otherwise the exact value lies on the same
+ * side of every midpoint as the 64-bit result. */
+static int long_double_path(uint64_t w, int e10, double *out) {
+    if (e10 < -LPOW10_MAX || e10 > LPOW10_MAX) return 0;
+    long double x = (long double)w;
+    x = e10 >= 0 ? x * LPOW10[e10] : x / LPOW10[-e10];
+    uint64_t significand;
+    memcpy(&significand, &x, sizeof significand);
+    if ((significand & 0x7FF) == 0x400) return 0;
+    *out = (double)x;
+    return 1;
+}
+#endif
+
+static const uint64_t U64POW10[20] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+    100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL,
+    10000000000000ULL, 100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+    100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL,
+};
+
+/*
+ * The run of up to 8 digits at p: how many, and their value. Eight bytes are
+ * tested at once (SWAR) so that numbers of varying length cost no per-digit
+ * branches; the body's end is never read past.
+ */
+static inline int digits8(const char *p, const char *end, uint64_t *value) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t chunk = 0;
+    memcpy(&chunk, p, end - p >= 8 ? 8 : (size_t)(end - p));
+    /* a byte is a digit when its high nibble is 3 and adding 6 keeps it so;
+     * a carry out of a non-digit byte only disturbs bytes after it */
+    const uint64_t high = 0xF0F0F0F0F0F0F0F0ULL, threes = 0x3030303030303030ULL;
+    uint64_t other = ((chunk & high) ^ threes) | (((chunk + 0x0606060606060606ULL) & high) ^ threes);
+    int n = other ? __builtin_ctzll(other) >> 3 : 8;
+    if (n == 0) return 0;
+    /* the n digits moved to the top bytes read as an 8-digit number with
+     * leading zeros; then pairs, quads and octets are combined */
+    uint64_t v = (chunk << (64 - 8 * n)) & 0x0F0F0F0F0F0F0F0FULL;
+    v = (v * 2561) >> 8 & 0x00FF00FF00FF00FFULL;
+    v = (v * 6553601) >> 16 & 0x0000FFFF0000FFFFULL;
+    v = (v * 42949672960001ULL) >> 32;
+    *value = v;
+    return n;
+#else
+    uint64_t v = 0;
+    int n = 0;
+    while (n < 8 && p + n < end && is_digit(p[n])) v = v * 10 + (uint64_t)(p[n++] - '0');
+    *value = v;
+    return n;
+#endif
+}
+
+/* Past a run of digits of any length. */
+static inline const char *skip_digits(const char *p) {
+    while (is_digit(*p)) p++;
+    return p;
+}
+
+/* One JSON number or true/false at *pp, in strict JSON grammar. */
+static inline token_t read_token(const char **pp, const char *end, int64_t *ival, double *dval) {
+    const char *p = *pp;
+    const char *start = p;
+    int negative = 0;
+    if (*p == 't') {
+        if (memcmp(p, "true", 4) != 0) return TOKEN_UNUSUAL;
+        *pp = p + 4;
+        *ival = 1;
+        return TOKEN_BOOL;
+    }
+    if (*p == 'f') {
+        if (memcmp(p, "false", 5) != 0) return TOKEN_UNUSUAL;
+        *pp = p + 5;
+        *ival = 0;
+        return TOKEN_BOOL;
+    }
+    if (*p == '-') {
+        negative = 1;
+        p++;
+    }
+    /* the value is w * 10^e10; w holds at most 19 significant digits */
+    uint64_t w = 0, v;
+    int digits = 0;
+    int too_many = 0;   /* more digits than w holds: the exact slow path only */
+    int e10 = 0;
+    int n;
+    if (*p == '0') {
+        p++;
+        if (is_digit(*p)) return TOKEN_UNUSUAL; /* leading zero */
+    } else {
+        n = digits8(p, end, &w);
+        if (n == 0) return TOKEN_UNUSUAL;
+        digits = n;
+        p += n;
+        while (n == 8 && (n = digits8(p, end, &v)) > 0) {
+            if (digits + n > 19) {
+                too_many = 1;
+                p = skip_digits(p);
+                break;
+            }
+            w = w * U64POW10[n] + v;
+            digits += n;
+            p += n;
+        }
+    }
+    int is_float = 0;
+    if (*p == '.') {
+        is_float = 1;
+        p++;
+        if (!is_digit(*p)) return TOKEN_UNUSUAL;
+        if (p[0] == '0' && !is_digit(p[1])) {
+            p++; /* ".0", as Python writes whole floats: nothing to add */
+        } else {
+            if (w == 0) {
+                while (*p == '0') { /* leading zeros of the fraction: not significant */
+                    p++;
+                    e10--;
+                }
+            }
+            while ((n = digits8(p, end, &v)) > 0) {
+                if (too_many || digits + n > 19) {
+                    too_many = 1;
+                    p = skip_digits(p);
+                    break;
+                }
+                w = w * U64POW10[n] + v;
+                digits += n;
+                e10 -= n;
+                p += n;
+                if (n < 8) break;
+            }
+            /* trailing zeros need no division */
+            while (e10 < 0 && w != 0 && w % 10 == 0) {
+                w /= 10;
+                e10++;
+            }
+        }
+    }
+    if (*p == 'e' || *p == 'E') {
+        is_float = 1;
+        p++;
+        int exp_negative = 0;
+        if (*p == '+' || *p == '-') {
+            exp_negative = *p == '-';
+            p++;
+        }
+        if (!is_digit(*p)) return TOKEN_UNUSUAL;
+        int exponent = 0;
+        while (is_digit(*p)) {
+            if (exponent < 100000) exponent = exponent * 10 + (*p - '0');
+            p++;
+        }
+        e10 += exp_negative ? -exponent : exponent;
+    }
+    *pp = p;
+    if (!is_float) {
+        /* 19 digits may exceed int64 and 20 always do; orjson then yields a
+         * float, which the ordinary path reproduces */
+        if (too_many) return TOKEN_UNUSUAL;
+        if (negative) {
+            if (w > (uint64_t)INT64_MAX + 1) return TOKEN_UNUSUAL;
+            *ival = (int64_t)(0 - w);
+        } else {
+            if (w > (uint64_t)INT64_MAX) return TOKEN_UNUSUAL;
+            *ival = (int64_t)w;
+        }
+        return TOKEN_INT;
+    }
+    double value;
+    if (!too_many && w <= ((uint64_t)1 << 53) && e10 >= -22 && e10 <= 22) {
+        /* Clinger: both operands exact, one rounding, so correctly rounded */
+        value = (double)w;
+        if (e10 > 0) value *= POW10[e10];
+        else if (e10 < 0) value /= POW10[-e10];
+        *dval = negative ? -value : value;
+        return TOKEN_FLOAT;
+    }
+#if LDBL_MANT_DIG == 64
+    if (!too_many && long_double_path(w, e10, &value)) {
+        *dval = negative ? -value : value;
+        return TOKEN_FLOAT;
+    }
+#endif
+    if (!slow_double(start, p, &value)) return TOKEN_UNUSUAL;
+    if (value - value != 0.0) return TOKEN_UNUSUAL; /* infinity: orjson rejects it */
+    *dval = value;
+    return TOKEN_FLOAT;
+}
+
+/* Where one parsed array went in the output buffer, and what it is. */
+typedef struct {
+    char *base;          /* the output buffer: 8-byte slots */
+    Py_ssize_t capacity; /* slots in it */
+    Py_ssize_t first;    /* the slot this array starts at */
+    Py_ssize_t count;
+    kind_t kind;
+    int ndim;
+    Py_ssize_t shape[MAX_DEPTH];
+} parsed_t;
+
+/* int64 slots to float64 in place (same width), when the first float arrives. */
+static void ints_to_floats(char *base, Py_ssize_t count) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t v;
+        memcpy(&v, base + i * 8, 8);
+        double d = (double)v;
+        memcpy(base + i * 8, &d, 8);
+    }
+}
+
+/*
+ * The nested array at *pp into slots from out->first on. Returns 1 and
+ * advances *pp past it, or 0 when the text is not a plain rectangular numeric
+ * array. The hot state lives in locals: stores through the char buffer could
+ * otherwise alias the struct and force reloads on every element.
+ */
+static int parse_array(const char **pp, const char *end, parsed_t *out) {
+    const char *p = *pp;
+    Py_ssize_t counts[MAX_DEPTH];
+    Py_ssize_t shape[MAX_DEPTH];
+    int leaf_depth = -1;
+    int depth = 0;
+    kind_t kind = KIND_BOOL;
+    Py_ssize_t count = 0;
+    char *base = out->base + out->first * 8;
+    Py_ssize_t capacity = out->capacity - out->first;
+    for (int i = 0; i < MAX_DEPTH; i++) shape[i] = -1;
+    if (*p != '[') return 0;
+    p++;
+    counts[0] = 0;
+    for (;;) {
+        /* a value is expected here */
+        p = skip_ws(p);
+        if (*p == '[') {
+            if (depth + 1 >= MAX_DEPTH || (leaf_depth >= 0 && depth + 1 > leaf_depth)) return 0;
+            depth++;
+            counts[depth] = 0;
+            p++;
+            continue;
+        }
+        if (leaf_depth < 0) {
+            leaf_depth = depth;
+        } else if (depth != leaf_depth) {
+            return 0;
+        }
+        int64_t ival = 0;
+        double dval = 0.0;
+        token_t token = read_token(&p, end, &ival, &dval);
+        if (token == TOKEN_UNUSUAL || count == capacity) return 0;
+        char *slot = base + count * 8;
+        if (token == TOKEN_FLOAT) {
+            if (kind != KIND_FLOAT) {
+                ints_to_floats(base, count);
+                kind = KIND_FLOAT;
+            }
+            memcpy(slot, &dval, 8);
+        } else {
+            if (token == TOKEN_INT && kind == KIND_BOOL) kind = KIND_INT;
+            if (kind == KIND_FLOAT) {
+                dval = (double)ival;
+                memcpy(slot, &dval, 8);
+            } else {
+                memcpy(slot, &ival, 8);
+            }
+        }
+        count++;
+        counts[depth]++;
+        /* after a value: ',' for the next one, or ']' closing lists */
+        for (;;) {
+            p = skip_ws(p);
+            if (*p == ',') {
+                p++;
+                break;
+            }
+            if (*p != ']') return 0;
+            p++;
+            if (shape[depth] < 0) {
+                shape[depth] = counts[depth];
+            } else if (shape[depth] != counts[depth]) {
+                return 0; /* ragged */
+            }
+            if (depth == 0) {
+                if (kind == KIND_BOOL) { /* one byte each, packed in place */
+                    for (Py_ssize_t i = 0; i < count; i++) {
+                        int64_t v;
+                        memcpy(&v, base + i * 8, 8);
+                        base[i] = v != 0;
+                    }
+                }
+                out->kind = kind;
+                out->count = count;
+                out->ndim = leaf_depth + 1;
+                memcpy(out->shape, shape, sizeof shape);
+                *pp = p;
+                return 1;
+            }
+            depth--;
+            counts[depth]++;
+        }
+    }
+}
+
+/* Past one JSON string starting at its opening quote; *escaped reports '\'. */
+static const char *skip_string(const char *p, const char *end, int *escaped) {
+    p++;
+    for (;;) {
+        const char *quote = memchr(p, '"', (size_t)(end - p));
+        if (quote == NULL) return NULL;
+        /* an odd run of backslashes before the quote escapes it */
+        const char *q = quote;
+        while (q > p && q[-1] == '\\') q--;
+        if (q != quote) *escaped = 1;
+        if (((quote - q) & 1) == 0) {
+            if (memchr(p, '\\', (size_t)(quote - p)) != NULL) *escaped = 1;
+            return quote + 1;
+        }
+        p = quote + 1;
+    }
+}
+
+/* Past any JSON value, leniently: orjson validates all text skipped here. */
+static const char *skip_value(const char *p, const char *end) {
+    int escaped = 0;
+    if (*p == '"') return skip_string(p, end, &escaped);
+    if (*p == '[' || *p == '{') {
+        Py_ssize_t level = 0;
+        while (p < end) {
+            char c = *p;
+            if (c == '"') {
+                p = skip_string(p, end, &escaped);
+                if (p == NULL) return NULL;
+                continue;
+            }
+            if (c == '[' || c == '{') level++;
+            else if (c == ']' || c == '}') {
+                if (--level == 0) return p + 1;
+            }
+            p++;
+        }
+        return NULL;
+    }
+    const char *start = p;
+    while (p < end && *p != ',' && *p != ']' && *p != '}' && !is_ws(*p)) p++;
+    return p == start ? NULL : p;
+}
+
+/* A key at its opening quote: its raw bytes, or NULL if escaped or broken. */
+static const char *read_key(const char *p, const char *end, const char **key, Py_ssize_t *len) {
+    if (*p != '"') return NULL;
+    int escaped = 0;
+    const char *after = skip_string(p, end, &escaped);
+    if (after == NULL || escaped) return NULL;
+    *key = p + 1;
+    *len = after - p - 2;
+    return after;
+}
+
+static inline int key_is(const char *key, Py_ssize_t len, const char *name) {
+    return (size_t)len == strlen(name) && memcmp(key, name, (size_t)len) == 0;
+}
+
+static PyObject *KIND_NAMES[3];
+
+/* (start, end, byte offset, kind, shape) of a parsed array. */
+static PyObject *result_tuple(parsed_t *parsed, Py_ssize_t start, Py_ssize_t end) {
+    PyObject *shape = PyTuple_New(parsed->ndim);
+    if (shape == NULL) return NULL;
+    for (int i = 0; i < parsed->ndim; i++) {
+        PyObject *dim = PyLong_FromSsize_t(parsed->shape[i]);
+        if (dim == NULL) {
+            Py_DECREF(shape);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(shape, i, dim);
+    }
+    return Py_BuildValue("nnnON", start, end, parsed->first * 8, KIND_NAMES[parsed->kind], shape);
+}
+
+/* A writable, C-contiguous output buffer as 8-byte slots. */
+static int output_buffer(PyObject *object, Py_buffer *view, parsed_t *parsed) {
+    if (PyObject_GetBuffer(object, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    parsed->base = view->buf;
+    parsed->capacity = view->len / 8;
+    parsed->first = 0;
+    return 0;
+}
+
+/* parse_array(body, offset, out) -> (start, end, byte offset, kind, shape) | None */
+static PyObject *py_parse_array(PyObject *self, PyObject *args) {
+    PyObject *bytes, *target;
+    Py_ssize_t offset;
+    /* bytes, not any buffer: the scan relies on the NUL that ends every bytes */
+    if (!PyArg_ParseTuple(args, "SnO", &bytes, &offset, &target)) return NULL;
+    const char *body = PyBytes_AS_STRING(bytes);
+    const char *end = body + PyBytes_GET_SIZE(bytes);
+    if (offset < 0 || offset > PyBytes_GET_SIZE(bytes)) {
+        PyErr_SetString(PyExc_ValueError, "offset outside the body");
+        return NULL;
+    }
+    parsed_t parsed;
+    Py_buffer view;
+    if (output_buffer(target, &view, &parsed) < 0) return NULL;
+    const char *p = skip_ws(body + offset);
+    Py_ssize_t start = p - body;
+    PyObject *result = parse_array(&p, end, &parsed) ? result_tuple(&parsed, start, p - body)
+                                                     : Py_NewRef(Py_None);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* The data array of one inputs[] entry (an object at p), if any. */
+static const char *scan_input(const char *p, const char *end, Py_ssize_t index,
+                              const char *body, parsed_t *parsed, PyObject *found) {
+    int seen_data = 0;
+    p = skip_ws(p + 1);
+    if (*p == '}') return p + 1;
+    for (;;) {
+        const char *key;
+        Py_ssize_t len;
+        p = read_key(p, end, &key, &len);
+        if (p == NULL) return NULL;
+        p = skip_ws(p);
+        if (*p != ':') return NULL;
+        p = skip_ws(p + 1);
+        int is_data = key_is(key, len, "data");
+        if (is_data && seen_data) return NULL; /* duplicate: orjson keeps the last */
+        seen_data |= is_data;
+        if (is_data && *p == '[') {
+            Py_ssize_t start = p - body;
+            if (!parse_array(&p, end, parsed)) return NULL;
+            PyObject *tuple = result_tuple(parsed, start, p - body);
+            PyObject *entry = tuple == NULL ? NULL : Py_BuildValue("(nN)", index, tuple);
+            if (entry == NULL || PyList_Append(found, entry) < 0) {
+                Py_XDECREF(entry);
+                return NULL;
+            }
+            Py_DECREF(entry);
+            parsed->first += parsed->count;
+        } else {
+            p = skip_value(p, end);
+            if (p == NULL) return NULL;
+        }
+        p = skip_ws(p);
+        if (*p == '}') return p + 1;
+        if (*p != ',') return NULL;
+        p = skip_ws(p + 1);
+    }
+}
+
+/*
+ * scan_request(body, out) -> [(input_index, (start, end, byte offset, kind, shape)), ...] | None
+ *
+ * Every inputs[i].data of a V2 request body that is a numeric array, parsed
+ * into consecutive 8-byte slots of out (len(body) // 2 + 1 slots always do).
+ */
+static PyObject *py_scan_request(PyObject *self, PyObject *args) {
+    PyObject *bytes, *target;
+    if (!PyArg_ParseTuple(args, "SO", &bytes, &target)) return NULL;
+    /* bytes always end in a NUL, which stops every scan below */
+    const char *body = PyBytes_AS_STRING(bytes);
+    const char *end = body + PyBytes_GET_SIZE(bytes);
+    parsed_t parsed;
+    Py_buffer view;
+    if (output_buffer(target, &view, &parsed) < 0) return NULL;
+    PyObject *found = PyList_New(0);
+    if (found == NULL) goto unusual;
+    int seen_inputs = 0;
+    const char *p = skip_ws(body);
+    if (*p != '{') goto unusual;
+    p = skip_ws(p + 1);
+    if (*p == '}') goto done;
+    for (;;) {
+        const char *key;
+        Py_ssize_t len;
+        p = read_key(p, end, &key, &len);
+        if (p == NULL) goto unusual;
+        p = skip_ws(p);
+        if (*p != ':') goto unusual;
+        p = skip_ws(p + 1);
+        int is_inputs = key_is(key, len, "inputs");
+        if (is_inputs && seen_inputs) goto unusual;
+        seen_inputs |= is_inputs;
+        if (is_inputs && *p == '[') {
+            p = skip_ws(p + 1);
+            Py_ssize_t index = 0;
+            if (*p == ']') p++;
+            else for (;;) {
+                p = *p == '{' ? scan_input(p, end, index, body, &parsed, found) : skip_value(p, end);
+                if (p == NULL) goto unusual;
+                index++;
+                p = skip_ws(p);
+                if (*p == ']') {
+                    p++;
+                    break;
+                }
+                if (*p != ',') goto unusual;
+                p = skip_ws(p + 1);
+            }
+        } else {
+            p = skip_value(p, end);
+            if (p == NULL) goto unusual;
+        }
+        p = skip_ws(p);
+        if (*p == '}') break;
+        if (*p != ',') goto unusual;
+        p = skip_ws(p + 1);
+    }
+done:
+    PyBuffer_Release(&view);
+    return found;
+unusual:
+    PyBuffer_Release(&view);
+    Py_XDECREF(found);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef METHODS[] = {
+    {"scan_request", py_scan_request, METH_VARARGS,
+     "scan_request(body, out) -> [(input index, (start, end, byte offset, kind, shape))] or None"},
+    {"parse_array", py_parse_array, METH_VARARGS,
+     "parse_array(body, offset, out) -> (start, end, byte offset, kind, shape) or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {
+    PyModuleDef_HEAD_INIT, "_numbers",
+    "Numeric JSON arrays of V2 requests parsed straight into buffers.", -1, METHODS,
+};
+
+PyMODINIT_FUNC PyInit__numbers(void) {
+#if LDBL_MANT_DIG == 64
+    LPOW10[0] = 1.0L;
+    for (int i = 1; i <= LPOW10_MAX; i++) LPOW10[i] = LPOW10[i - 1] * 10.0L; /* exact */
+#endif
+    const char *names[3] = {"b", "i", "f"};
+    for (int i = 0; i < 3; i++) {
+        if (KIND_NAMES[i] == NULL) KIND_NAMES[i] = PyUnicode_InternFromString(names[i]);
+        if (KIND_NAMES[i] == NULL) return NULL;
+    }
+    return PyModule_Create(&MODULE);
+}

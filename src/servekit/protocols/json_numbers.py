@@ -1,0 +1,90 @@
+"""Large numeric ``data`` arrays of V2 JSON requests, parsed without Python objects.
+
+orjson turns a 10,000 x 784 ``data`` array into 7.8 million Python numbers and
+``np.asarray`` reads them back; together that is most of the time of such a
+request. Here the C extension :mod:`servekit._numbers` finds each
+``inputs[i].data`` numeric array in the body and parses it straight into a
+buffer, giving exactly what ``np.asarray(orjson.loads(...))`` gives (same dtype
+— bool, int64 or float64 — same shape, same bits). The arrays are cut out of
+the body, orjson parses only the small remainder, and the arrays are put back
+into the document, so everything after this sees the usual structure.
+
+Whenever something is unusual (strings or nulls in ``data``, ragged or empty
+lists, integers beyond int64, escaped or duplicate keys, BYTES tensors, invalid
+JSON) :func:`loads_request` answers None and the caller parses the whole body
+with orjson as before, which also produces the usual error messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+try:
+    from servekit import _numbers
+except ImportError:  # built without a C compiler: the ordinary path only
+    _numbers = None  # type: ignore[assignment]
+
+#: Bodies smaller than this are parsed by orjson alone; the fast path only pays
+#: off once the numbers dominate the body.
+MIN_BODY = 64 * 1024
+
+_DTYPES = {"b": np.dtype(np.bool_), "i": np.dtype(np.int64), "f": np.dtype(np.float64)}
+# what stands in for each cut-out array while orjson parses the rest
+_PLACEHOLDER = b"0"
+
+
+def available() -> bool:
+    """Whether the C extension was built."""
+    return _numbers is not None
+
+
+def loads_request(body: bytes) -> Any | None:
+    """The request document with its numeric ``inputs[i].data`` as numpy arrays.
+
+    None means "not for the fast path": parse ``body`` the ordinary way.
+    """
+    if _numbers is None or type(body) is not bytes or len(body) < MIN_BODY:
+        return None
+    # every number takes at least two bytes (itself and a separator), so this
+    # is enough for all arrays; untouched pages of it are never backed by memory
+    out = np.empty(len(body) // 2 + 1, np.float64)
+    found = _numbers.scan_request(body, out)
+    if not found:
+        return None
+    view = memoryview(body)
+    pieces: list[bytes | memoryview] = []
+    position = 0
+    for _, (start, end, *_) in found:
+        pieces += (view[position:start], _PLACEHOLDER)
+        position = end
+    pieces.append(view[position:])
+    try:
+        document = orjson.loads(b"".join(pieces))
+    except orjson.JSONDecodeError:
+        return None
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    if not isinstance(inputs, list):
+        return None
+    for index, (_, _, offset, kind, shape) in found:
+        entry = inputs[index] if index < len(inputs) else None
+        if not isinstance(entry, dict) or not _is_placeholder(entry.get("data")):
+            return None
+        datatype = entry.get("datatype")
+        if not isinstance(datatype, str) or _ordinary_only(datatype.upper(), kind):
+            return None
+        count = int(np.prod(shape))
+        entry["data"] = np.frombuffer(out, _DTYPES[kind], count, offset).reshape(shape)
+    return document
+
+
+def _ordinary_only(datatype: str, kind: str) -> bool:
+    # BYTES turns numbers into text, and UINT64 reads whole floats from the
+    # original list (v2_codec); both are rare enough to leave to that path
+    return datatype == "BYTES" or (datatype == "UINT64" and kind == "f")
+
+
+def _is_placeholder(value: Any) -> bool:
+    return type(value) is int and value == 0

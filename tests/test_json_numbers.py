@@ -1,0 +1,349 @@
+"""The JSON number fast path: large numeric ``data`` arrays decode exactly as
+orjson + ``np.asarray`` would, errors keep their messages, and a real server
+answers such requests as before."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import orjson
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from servers import ServerProcess
+from sklearn.linear_model import LogisticRegression
+
+from servekit.errors import InvalidInput
+from servekit.protocols import json_numbers, v2_codec
+from servekit.tensors import InferenceRequest
+
+pytestmark = pytest.mark.skipif(
+    not json_numbers.available(), reason="servekit._numbers was not built (no C compiler)"
+)
+
+DATATYPES = [
+    "FP64", "FP32", "FP16", "INT8", "INT16", "INT32", "INT64",
+    "UINT8", "UINT16", "UINT32", "UINT64", "BOOL",
+]
+# request-level padding that lifts small requests over the fast path's threshold
+PAD = {"pad": "x" * json_numbers.MIN_BODY}
+
+
+def ordinary(body: bytes) -> InferenceRequest:
+    """The path every body took before the fast path: orjson, then np.asarray."""
+    return v2_codec.request_from_dict(v2_codec.loads(body))
+
+
+def outcome(decode: Callable[[bytes], InferenceRequest], body: bytes) -> Any:
+    try:
+        # both paths cast the same way (FP32 overflow warns in both)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            request = decode(body)
+    except InvalidInput as exc:
+        return ("error", str(exc))
+    return [
+        (t.name, t.datatype, t.data.dtype.str, t.data.shape, t.data.tobytes(), t.parameters)
+        for t in request.inputs
+    ]
+
+
+def fast(body: bytes) -> InferenceRequest:
+    return v2_codec.decode_request(body, {})
+
+
+def assert_same(body: bytes) -> None:
+    assert outcome(fast, body) == outcome(ordinary, body)
+
+
+def took_fast_path(body: bytes) -> bool:
+    return json_numbers.loads_request(body) is not None
+
+
+def request_body(inputs: list[dict[str, Any]], dumps: Callable[[Any], bytes] = orjson.dumps) -> bytes:
+    return dumps({"id": "r1", "parameters": PAD, "inputs": inputs})
+
+
+def nest(flat: list[Any], shape: list[int]) -> list[Any]:
+    if len(shape) <= 1:
+        return flat
+    step = len(flat) // shape[0]
+    return [nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+# -- property: equivalence with the ordinary path ---------------------------
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+int64s = st.integers(-(2**63), 2**63 - 1)
+scalars = {
+    "float": finite_floats,
+    "small float": st.floats(-1e3, 1e3, allow_nan=False).map(lambda f: round(f, 3)),
+    "whole float": st.integers(0, 255).map(float),
+    "int": int64s,
+    "pixel": st.integers(0, 255),
+    "bool": st.booleans(),
+    "mixed": st.one_of(finite_floats, int64s, st.booleans()),
+}
+serialisers: dict[str, Callable[[Any], bytes]] = {
+    "orjson": orjson.dumps,
+    "json": lambda d: json.dumps(d).encode(),
+    "json-indent": lambda d: json.dumps(d, indent=1).encode(),
+}
+
+
+@st.composite
+def numeric_inputs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    inputs = []
+    for i in range(draw(st.integers(1, 3))):
+        shape = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+        size = int(np.prod(shape))
+        values = draw(st.lists(draw(st.sampled_from(list(scalars.values()))), min_size=size, max_size=size))
+        data = nest(values, shape) if draw(st.booleans()) else values
+        inputs.append({"name": f"in{i}", "shape": shape, "datatype": draw(st.sampled_from(DATATYPES)), "data": data})
+    return inputs
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(inputs=numeric_inputs(), serialiser=st.sampled_from(list(serialisers)))
+def test_numeric_requests_decode_exactly_as_before(inputs: list[dict[str, Any]], serialiser: str) -> None:
+    body = request_body(inputs, serialisers[serialiser])
+    # UINT64 with float text goes the ordinary way (exact integers beyond int64)
+    assert took_fast_path(body) or any(i["datatype"] == "UINT64" for i in inputs)
+    assert_same(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(finite_floats, min_size=1, max_size=50))
+def test_floats_are_correctly_rounded(values: list[float]) -> None:
+    body = orjson.dumps(values)
+    out = np.empty(len(body) // 2 + 1)
+    parsed = json_numbers._numbers.parse_array(body, 0, out)  # type: ignore[union-attr]
+    assert parsed is not None
+    assert out[: len(values)].tobytes() == np.asarray(values, dtype=np.float64).tobytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    digits=st.text("0123456789", min_size=1, max_size=25),
+    point=st.integers(0, 25),
+    exponent=st.integers(-330, 310),
+    negative=st.booleans(),
+)
+def test_decimal_text_matches_orjson(digits: str, point: int, exponent: int, negative: bool) -> None:
+    """Arbitrary decimal strings, not only what a serialiser writes."""
+    digits = digits.lstrip("0") or "0"
+    whole, fraction = digits[: point or None], digits[point:] if point else ""
+    token = ("-" if negative else "") + whole + (f".{fraction}" if fraction else "") + f"e{exponent}"
+    assert_same(request_body([{"name": "x", "shape": [1], "datatype": "FP64", "data": []}])
+                .replace(b'"data":[]', b'"data":[' + token.encode() + b"]"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    significand=st.integers(2**52, 2**53 - 1),
+    scale=st.integers(1, 11),
+    nudge=st.sampled_from([-1, 0, 1]),
+    split=st.integers(0, 19),
+)
+def test_values_at_and_beside_midpoints_between_doubles(
+    significand: int, scale: int, nudge: int, split: int
+) -> None:
+    """Decimal values exactly halfway between two doubles, and one unit off,
+    written with up to 19 digits: where double rounding would go wrong."""
+    midpoint = (2 * significand + 1) << (scale - 1)
+    text = str(midpoint + nudge)
+    split = min(split, len(text) - 1)
+    token = f"{text[: len(text) - split]}.{text[len(text) - split :]}e{split}" if split else f"{text}.0"
+    body = request_body([{"name": "x", "shape": [2], "datatype": "FP64", "data": [token, 0.5]}])
+    body = body.replace(f'"{token}"'.encode(), token.encode())
+    assert took_fast_path(body)
+    assert_same(body)
+
+
+# -- targeted cases ----------------------------------------------------------
+EDGE_TOKENS = [
+    "-0.0", "-0", "0", "0.0", "1e-05", "1E5", "1e+05", "-1.5E-3", "5e-324", "2.2250738585072014e-308",
+    "1.7976931348623157e308", "9007199254740993", "9007199254740993.0", "9007199254740995.0",
+    "0.1", "0.30000000000000004", "123456789012345678", "1234567890123456789",
+    "9223372036854775807", "-9223372036854775808", "0.000001234567890123456789",
+    "100000000000000000000000", "1.00000000000000000000001", "1e-400", "4.35",
+    "8.41e21", "1.448997445238699", "7.3177701707893310e15", "2.4703282292062328e-324",
+]
+
+
+@pytest.mark.parametrize("token", EDGE_TOKENS)
+@pytest.mark.parametrize("datatype", ["FP64", "FP32", "INT64"])
+def test_edge_tokens(token: str, datatype: str) -> None:
+    for data in (f"[{token}]", f"[1.5, {token}]", f"[1, {token}]", f"[[{token}, {token}], [2, 3]]"):
+        shape = [4] if data.count(",") == 3 else [data.count(",") + 1]
+        body = request_body([{"name": "x", "shape": shape, "datatype": datatype, "data": 0}])
+        assert_same(body.replace(b'"data":0', f'"data":{data}'.encode()))
+
+
+def test_the_seed_request_shape_decodes_exactly() -> None:
+    """The article's X_test.values.tolist(): pixel values written as floats."""
+    rng = np.random.default_rng(3)
+    for values in (rng.integers(0, 256, (500, 784)).astype(np.float64), rng.random((500, 784)),
+                   rng.integers(0, 256, (500, 784))):
+        body = orjson.dumps({"inputs": [{"name": "predict", "shape": [500, 784], "datatype": "FP64",
+                                         "data": values.tolist()}]})
+        assert took_fast_path(body)
+        data = fast(body).inputs[0].data
+        assert data.dtype == np.float64 and data.shape == (500, 784)
+        assert data.tobytes() == values.astype(np.float64).tobytes()
+        assert data.flags.writeable
+
+
+def big(data: str, datatype: str = "FP32", shape: list[int] | None = None) -> bytes:
+    body = request_body([{"name": "x", "shape": shape or [3], "datatype": datatype, "data": 0}])
+    return body.replace(b'"data":0', f'"data":{data}'.encode())
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype", "shape", "message"),
+    [
+        ("[1, 2]", "FP32", [3], "has shape [3] (3 elements) but its data holds 2 elements"),
+        ('[1, "a", 3]', "FP32", [3], "is declared FP32 but its data holds strings"),
+        ("[1, null, 3]", "FP32", [3], "is declared FP32 but its data holds mixed values or nulls"),
+        ("[1.5, 2, 3]", "INT32", [3], "is declared INT32 but its data holds fractional numbers"),
+        ("[1, 2, 300]", "UINT8", [3], "has values outside the range of UINT8"),
+        ("[1, 2, 3]", "BOOL", [3], "is declared BOOL but its data holds int64"),
+        ("[[1, 2], [3]]", "FP32", [3], "data is ragged or mixed"),
+        ("[1, 2, 3,]", "FP32", [3], "request body is not valid JSON"),
+        ("[1, 2, 1e400]", "FP64", [3], "request body is not valid JSON"),
+        ("[1, 2, 01]", "FP64", [3], "request body is not valid JSON"),
+        ("[1, 2, NaN]", "FP64", [3], "request body is not valid JSON"),
+        ("[1, 2, 18446744073709551615]", "UINT64", [3], None),
+        ("[1, 2, -9223372036854775809]", "FP64", [3], None),
+        ("[[], []]", "FP32", [0], None),
+        ("[]", "FP32", [0], None),
+        ("[true, false, true]", "BOOL", [3], None),
+        ("[true, 2, 3]", "INT8", [3], None),
+        ('["a", "b", "c"]', "BYTES", [3], None),
+        ("[1, 2, 3]", "BYTES", [3], None),
+    ],
+)
+def test_errors_and_unusual_data_keep_the_ordinary_behaviour(
+    data: str, datatype: str, shape: list[int], message: str | None
+) -> None:
+    body = big(data, datatype, shape)
+    assert_same(body)
+    result = outcome(fast, body)
+    if message is None:
+        assert result[0] != "error"
+    else:
+        assert result[0] == "error" and message in result[1]
+
+
+def test_keys_that_orjson_reads_differently_fall_back() -> None:
+    base = big("[1, 2, 3]")
+    for body in (
+        base.replace(b'"data":[1, 2, 3]', b'"data":[1, 2, 3],"data":[4, 5, 6]'),  # orjson keeps the last
+        base.replace(b'"data":[1, 2, 3]', b'"d\\u0061ta":[1, 2, 3]'),
+        base.replace(b'"inputs":', b'"inputs":[],"inputs":'),
+        base.replace(b'"inputs":', b'"\\u0069nputs":'),
+    ):
+        assert not took_fast_path(body)
+        assert_same(body)
+    duplicate = base.replace(b'"data":[1, 2, 3]', b'"data":[1, 2, 3],"data":[4, 5, 6]')
+    assert fast(duplicate).inputs[0].data.tolist() == [4, 5, 6]
+
+
+def test_strings_around_the_arrays_are_left_to_orjson() -> None:
+    tricky = {"note": 'has "data": [1, 2] and \\" and ] } inside', "list": [1, {"data": [9]}]}
+    body = orjson.dumps({
+        "id": 'x"]}', "parameters": {**PAD, **tricky},
+        "inputs": [
+            {"name": 'a"b', "parameters": tricky, "shape": [2, 2], "datatype": "FP64", "data": [[1, 2.5], [3, 4]]},
+            {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["[1, 2]"]},
+        ],
+        "outputs": [{"name": "data", "parameters": {"data": [1]}}],
+    })
+    assert_same(body)
+    request = fast(body)
+    assert request.inputs[0].data.tolist() == [[1.0, 2.5], [3.0, 4.0]]
+    assert request.inputs[0].parameters == tricky and request.id == 'x"]}'
+    assert request.outputs is not None and request.outputs[0].parameters == {"data": [1]}
+
+
+def test_invalid_json_outside_the_arrays_is_still_rejected() -> None:
+    body = big("[1, 2, 3]")
+    for broken in (body[:-1], body + b"x", body.replace(b'"id":', b'"id" '), body.replace(b"{", b"[", 1)):
+        with pytest.raises(InvalidInput, match=r"not valid JSON|JSON object"):
+            fast(broken)
+
+
+def test_small_bodies_and_binary_requests_skip_the_fast_path() -> None:
+    small = orjson.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}]})
+    assert not took_fast_path(small)
+    assert fast(small).inputs[0].data.tolist() == [1.0, 2.0]
+    header = orjson.dumps({"parameters": PAD, "inputs": [
+        {"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]})
+    raw = np.array([1.5, 2.5], dtype="<f4").tobytes()
+    request = v2_codec.decode_request(header + raw, {v2_codec.HEADER_LENGTH: str(len(header))})
+    assert request.inputs[0].data.tolist() == [1.5, 2.5]
+
+
+def test_without_the_extension_the_ordinary_path_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_numbers, "_numbers", None)
+    body = big("[1, 2, 3]")
+    assert not took_fast_path(body)
+    assert fast(body).inputs[0].data.tolist() == [1.0, 2.0, 3.0]
+
+
+# -- a real server -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def linear_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Any]]:
+    root: Path = tmp_path_factory.mktemp("models")
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (300, 784)).astype(np.float64)
+    y = (X[:, :392].sum(axis=1) > X[:, 392:].sum(axis=1)).astype(int)
+    model = LogisticRegression(max_iter=200).fit(X / 255, y)
+    (root / "linear").mkdir()
+    joblib.dump(model, root / "linear" / "model.joblib")
+    (root / "linear" / "model-settings.json").write_text(json.dumps({
+        "name": "linear", "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"},
+    }))
+    with ServerProcess(["serve", str(root)]) as server:
+        yield server, model
+
+
+def test_server_answers_large_json_requests_exactly(linear_server: tuple[ServerProcess, Any]) -> None:
+    server, model = linear_server
+    rng = np.random.default_rng(1)
+    for values in (rng.integers(0, 256, (2000, 784)).astype(np.float64) / 255, rng.random((2000, 784))):
+        body = orjson.dumps({"inputs": [{"name": "predict", "shape": [2000, 784], "datatype": "FP64",
+                                         "data": values.tolist()}]})
+        assert took_fast_path(body)
+        answer = requests.post(f"{server.url}/v2/models/linear/infer", data=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        outputs = answer.json()["outputs"]
+        assert outputs[0]["shape"] == [2000]
+        assert outputs[0]["data"] == model.predict(values).tolist()
+
+
+def test_server_keeps_its_error_messages_for_large_bodies(linear_server: tuple[ServerProcess, Any]) -> None:
+    server, _ = linear_server
+    rows = np.random.default_rng(2).random((100, 784)).tolist()
+    cases = {
+        "has shape [101, 784] (79184 elements) but its data holds 78400 elements": {"shape": [101, 784]},
+        "is declared FP64 but its data holds strings": {"data": [*rows[:-1], ["a"] * 784]},
+    }
+    for message, change in cases.items():
+        request = {"name": "predict", "shape": [100, 784], "datatype": "FP64", "data": rows, **change}
+        answer = requests.post(f"{server.url}/v2/models/linear/infer",
+                               data=orjson.dumps({"inputs": [request]}), timeout=60)
+        assert answer.status_code == 400
+        assert message in answer.json()["error"]
+    truncated = orjson.dumps({"inputs": [{"name": "predict", "shape": [100, 784], "datatype": "FP64",
+                                          "data": rows}]})[:-3]
+    answer = requests.post(f"{server.url}/v2/models/linear/infer", data=truncated, timeout=60)
+    assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
+    assert requests.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200
