@@ -88,8 +88,8 @@ class Results:
         )
 
     def mixed_runs(self) -> str:
-        stamps = {c.get("measured_at") for c in self.configs.values()}
-        if len(stamps) <= 1:
+        runs = {c.get("run", self.results.get("run")) for c in self.configs.values()}
+        if len(runs) <= 1:
             return ""
         when = ", ".join(f"{name} {c.get('measured_at', '?')}" for name, c in self.configs.items())
         return f"\n**Partial re-run**: configurations were measured at different times ({when}).\n"

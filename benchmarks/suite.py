@@ -236,7 +236,8 @@ def main() -> int:
     info["mlserver"] = subprocess.run(
         [str(mlserver_python), "-c", "import mlserver, uvloop; print(mlserver.__version__, uvloop.__version__)"],
         capture_output=True, text=True).stdout.strip()
-    results: dict[str, Any] = {"machine": info, "mode": "quick" if args.quick else "full",
+    results: dict[str, Any] = {"run": time.strftime("%Y%m%d-%H%M%S"), "machine": info,
+                               "mode": "quick" if args.quick else "full",
                                "wrk_seconds": suite.seconds, "bench_seconds": suite.bench_seconds,
                                "floor": json.loads((suite.data / "floor.json").read_text()),
                                "configs": {}}
@@ -249,7 +250,8 @@ def main() -> int:
         for config in CONFIGS:
             if chosen is None or config.name in chosen:
                 results["configs"][config.name] = suite.run_config(config)
-                results["configs"][config.name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+                results["configs"][config.name].update(measured_at=time.strftime("%Y-%m-%d %H:%M"),
+                                                       run=results["run"])
     finally:
         suite.write_settings(Config("reset", "servekit"))
     results["elapsed_s"] = round(time.time() - started, 1)
