@@ -182,3 +182,49 @@ def test_batching_groups_concurrent_requests(tmp_path: Path) -> None:
         described = requests.get(f"http://127.0.0.1:{management}/models/echo", headers=auth, timeout=10).json()
         assert described[0]["batchSize"] == 4 and described[0]["maxBatchDelay"] == 5000
         assert described[0]["servekit"]["batches"] == {"4": 1}
+
+
+ONE_AT_A_TIME_HANDLER = '''
+import time
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    time.sleep(0.02)  # stay busy so that the other requests queue up meanwhile
+    body = data[0]["body"].decode()
+    if body == "bad":
+        raise ValueError("this body is refused")
+    return [{"rows": len(data), "batch_size": context.system_properties["batch_size"], "echo": body}]
+'''
+
+
+def test_batch_size_one_calls_handle_per_request_under_concurrency(tmp_path: Path) -> None:
+    """Requests queued while the handler is busy reach it one per handle() call,
+    and a failing request fails alone."""
+    (tmp_path / "one_handler.py").write_text(ONE_AT_A_TIME_HANDLER)
+    store = tmp_path / "store"
+    done = servekit("archive", "--model-name", "one", "--handler", "one_handler.py:handle",
+                    "--export-path", str(store), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with ts_server(store, "--models", "one=one.mar", cwd=tmp_path) as server:
+        bodies = [f"req{i}" for i in range(12)]
+        bodies[5] = "bad"
+        answers: list[Any] = [None] * len(bodies)
+
+        def call(i: int) -> None:
+            answers[i] = requests.post(f"{server.url}/predictions/one", data=bodies[i], timeout=30)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for body, answer in zip(bodies, answers, strict=True):
+            if body == "bad":
+                assert answer.status_code == 400
+                assert answer.json()["type"] == "BadRequestException"
+                assert "this body is refused" in answer.json()["message"]
+            else:
+                assert answer.status_code == 200
+                assert answer.json() == {"rows": 1, "batch_size": 1, "echo": body}

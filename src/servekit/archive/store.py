@@ -189,17 +189,25 @@ class ModelStore:
         return target
 
 
+# requests run in one thread hand-off when a model's batch size is 1
+QUEUED_HANDOFF = 32
+
+
 def settings_for(path: Path, name: str | None, options: ModelOptions) -> ModelSettings:
     folder, manifest = open_archive(path)
     extra: dict[str, object] = {"archive": str(path)}
     if options.handler:
         extra["handler"] = options.handler
     batch_size = max(1, options.batch_size)
+    extra["batch_size"] = batch_size  # the most requests one handle() call gets, as in TorchServe
     return ModelSettings(
         name=name or manifest.model_name,
         implementation="torchserve",
         parameters=ModelParameters(uri=str(folder), version=manifest.version or DEFAULT_VERSION, extra=extra),
-        max_batch_size=batch_size,
+        # batch size 1 never waits, but requests that queued while the handler was busy
+        # are handed to its thread together (one hand-off, not one each) and the
+        # runtime still calls handle() once per request
+        max_batch_size=batch_size if batch_size > 1 else QUEUED_HANDOFF,
         max_batch_time=options.max_batch_delay_ms / 1000 if batch_size > 1 else 0.0,
         source_dir=str(folder),
     )

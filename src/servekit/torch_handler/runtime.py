@@ -3,10 +3,16 @@
 The request is a BYTES tensor ``data`` of shape ``[n, 1]`` - one element per
 request body - plus an optional ``meta`` BYTES tensor (one JSON object per
 request: its headers, the form field it came from and other form fields). The
-adaptive batcher merges concurrent requests up to the model's ``batch_size``
-(``max_batch_size``), so ``handle`` gets TorchServe's ``data`` list. The
-response holds ``output`` (the encoded result per request) and ``meta``
-(content type and status per request).
+adaptive batcher merges concurrent requests, and ``handle`` is called on
+chunks of at most the model's ``batch_size`` (``parameters.extra.batch_size``,
+else ``max_batch_size``), so it gets TorchServe's ``data`` list. The response
+holds ``output`` (the encoded result per request) and ``meta`` (content type
+and status per request).
+
+torch's intra-op threads are set to one fewer than the worker's share of the
+cores (at least one; ``parameters.extra.threads`` chooses): the same process
+parses requests on its event loop, and per-request batches are too small for
+a thread team to pay for the cores it takes from it.
 
 The model is a TorchServe archive (``.mar``, ``.tar.gz`` or an unpacked
 folder), or a folder whose ``model-settings.json`` names the handler and
@@ -19,6 +25,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,13 +58,15 @@ class HandlerRuntime(Runtime):
         self.context: Context | None = None
         self.manifest: Manifest | None = None
         self.model_dir: Path | None = None
+        self.batch_size = 1
 
     def load(self) -> None:
         extra = self.settings.parameters.extra
         self.model_dir, self.manifest = self._locate()
         spec = str(extra.get("handler") or self.manifest.handler)
         config = _read_yaml(self.model_dir, self.manifest.config_file)
-        batch_size = max(1, self.settings.max_batch_size)
+        batch_size = int(extra.get("batch_size") or max(1, self.settings.max_batch_size))
+        self.batch_size = max(1, batch_size)
         self.context = Context(
             model_name=self.name,
             model_dir=str(self.model_dir),
@@ -74,6 +84,7 @@ class HandlerRuntime(Runtime):
                 f"handler {spec!r} failed to initialize: {type(exc).__name__}: {exc}"
             ) from exc
         self.entry = entry
+        set_torch_threads(extra.get("threads"))
         self.ready = True
 
     def _locate(self) -> tuple[Path, Manifest]:
@@ -101,6 +112,28 @@ class HandlerRuntime(Runtime):
             row, info = _row(body, meta_bytes)
             rows.append(row)
             infos.append(info)
+        # a failing chunk fails the call; the batcher then runs each request on its own
+        results: list[Any] = []
+        for start in range(0, len(rows), self.batch_size):
+            end = start + self.batch_size
+            results += self._handle(rows[start:end], infos[start:end])
+        outputs = np.empty((len(rows), 1), dtype=object)
+        meta_out = np.empty((len(rows), 1), dtype=object)
+        for i, (result, info) in enumerate(zip(results, infos, strict=True)):
+            body, content_type = encode_result(result)
+            headers = dict(info.response_headers)
+            meta = {"content_type": headers.pop("content-type", content_type), "status": info.status}
+            if headers:
+                meta["headers"] = headers
+            outputs[i, 0] = body
+            meta_out[i, 0] = orjson.dumps(meta)
+        return self.response(
+            request, [Tensor("output", outputs, "BYTES"), Tensor("meta", meta_out, "BYTES")]
+        )
+
+    def _handle(self, rows: list[dict[str, Any]], infos: list[RequestInfo]) -> list[Any]:
+        """One ``handle(data, context)`` call, TorchServe's way."""
+        assert self.entry is not None and self.context is not None
         self.context.begin(infos)
         try:
             results = self.entry(rows, self.context)
@@ -118,19 +151,7 @@ class HandlerRuntime(Runtime):
                 f"the handler of model {self.name!r} returned {got} results for {len(rows)} "
                 "requests; handle() must return a list with one result per request"
             )
-        outputs = np.empty((len(rows), 1), dtype=object)
-        meta_out = np.empty((len(rows), 1), dtype=object)
-        for i, (result, info) in enumerate(zip(results, infos, strict=True)):
-            body, content_type = encode_result(result)
-            headers = dict(info.response_headers)
-            meta = {"content_type": headers.pop("content-type", content_type), "status": info.status}
-            if headers:
-                meta["headers"] = headers
-            outputs[i, 0] = body
-            meta_out[i, 0] = orjson.dumps(meta)
-        return self.response(
-            request, [Tensor("output", outputs, "BYTES"), Tensor("meta", meta_out, "BYTES")]
-        )
+        return results
 
     def input_specs(self) -> list[TensorSpec]:
         return super().input_specs() or [TensorSpec("data", "BYTES", [-1, 1])]
@@ -140,6 +161,22 @@ class HandlerRuntime(Runtime):
             TensorSpec("output", "BYTES", [-1, 1]),
             TensorSpec("meta", "BYTES", [-1, 1]),
         ]
+
+
+def set_torch_threads(threads: Any) -> None:
+    """torch's intra-op threads for handler models (when the handler uses torch):
+    ``threads`` if given, else one fewer than the worker's share of the cores."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if threads:
+        try:
+            torch.set_num_threads(max(1, int(threads)))
+        except (TypeError, ValueError):
+            raise ModelLoadError(f"parameters.extra.threads must be a number, got {threads!r}") from None
+        return
+    share = int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, share - 1))
 
 
 def encode_result(result: Any) -> tuple[bytes, str]:
