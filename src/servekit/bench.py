@@ -21,13 +21,12 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import http.client
 import importlib
 import io
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from servekit.tensors import Tensor, dtype_of
 PROTOCOLS = ("json", "binary", "grpc")
 FORMATS = ("table", "json", "csv")
 GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STRAGGLER_SECONDS = 30.0
 # message classes for V2 gRPC: servekit's own generated module, else tritonclient's
 GRPC_MODULES = ("servekit.protocols.generated.grpc_predict_v2_pb2", "tritonclient.grpc.service_pb2")
 
@@ -68,6 +68,7 @@ class LevelResult:
     server_queue_us: float | None = None
     server_compute_us: float | None = None
     server_batch: float | None = None
+    client_cpu: float | None = None  # cores this client used: near 1.0 means it may be the limit
     first_error: str | None = None
 
 
@@ -223,6 +224,7 @@ class Target:
             self.raw = grpc_body(tensors, model, version)
         self.body_bytes = len(self.raw)
         self._channel: Any = None
+        self._stats_conn: http.client.HTTPConnection | None = None
 
     async def sender(self) -> Send:
         if self.protocol == "grpc":
@@ -275,22 +277,44 @@ class Target:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+        if self._stats_conn is not None:
+            self._stats_conn.close()
+            self._stats_conn = None
 
     def server_stats(self) -> dict[str, int] | None:
-        """Summed V2 statistics counters of the model, or None if the server has none."""
+        """Summed V2 statistics counters of the model, or None if the server has none.
+
+        Asked over one kept-alive connection: with several server processes
+        sharing the port, a connection stays with one of them, so the counters
+        of two calls come from the same process and their difference means
+        something (a reconnect may land elsewhere; ``summarize`` drops
+        differences that go backwards)."""
         path = f"/v2/models/{self.model}" + (f"/versions/{self.version}" if self.version else "") + "/stats"
+        for _ in range(2):
+            if self._stats_conn is None:
+                self._stats_conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            try:
+                self._stats_conn.request("GET", path)
+                answer = self._stats_conn.getresponse()
+                body = answer.read()
+                break
+            except (OSError, http.client.HTTPException):
+                self._stats_conn.close()
+                self._stats_conn = None
+        else:
+            return None
+        if answer.status != 200:
+            return None
         try:
-            with urllib.request.urlopen(self.base + path, timeout=10) as answer:
-                document = json.loads(answer.read())
             totals = {"inference": 0, "execution": 0, "queue_ns": 0, "compute_ns": 0}
-            for entry in document["model_stats"]:
+            for entry in json.loads(body)["model_stats"]:
                 stats = entry["inference_stats"]
                 totals["inference"] += int(entry["inference_count"])
                 totals["execution"] += int(entry["execution_count"])
                 totals["queue_ns"] += int(stats["queue"]["ns"])
                 totals["compute_ns"] += int(stats["compute_infer"]["ns"])
             return totals
-        except (OSError, ValueError, KeyError, TypeError, urllib.error.URLError):
+        except (ValueError, KeyError, TypeError):
             return None
 
 
@@ -335,7 +359,86 @@ class Recorder:
             sys.stderr.write("\n")
 
 
+class LoopConnection(asyncio.Protocol):
+    """A closed loop on one HTTP connection, driven from the parser's callbacks:
+    each answer is recorded and the next request written at once, with no
+    future or task switch per request, so the client stays cheap next to wrk."""
+
+    def __init__(self, raw: bytes, recorder: Recorder, stop: asyncio.Event) -> None:
+        self.raw, self.recorder, self.stop = raw, recorder, stop
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.began = 0
+        self.in_flight = False
+        self.error_body = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        self.send()
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.error_body = b""
+        self.in_flight = True
+        self.began = time.perf_counter_ns()
+        self.transport.write(self.raw)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.finish(f"bad HTTP answer: {exc}")
+
+    def on_body(self, body: bytes) -> None:
+        if self.parser.get_status_code() >= 400 and len(self.error_body) < 1000:
+            self.error_body += body
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self.in_flight = False
+        error = None
+        if status >= 400:
+            error = f"HTTP {status}: {self.error_body.decode('utf-8', 'replace')[:300]}"
+        self.recorder.record(self.began, error)
+        if self.recorder.full:
+            self.stop.set()
+        if self.stop.is_set() or not self.parser.should_keep_alive():
+            self.finish(None)
+        else:
+            self.send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.in_flight:
+            self.recorder.record(self.began, f"server closed the connection ({exc or 'EOF'})")
+        self.finish(None)
+
+    def finish(self, error: str | None) -> None:
+        if error is not None:
+            self.recorder.record(self.began, error)
+        if self.transport is not None:
+            self.transport.close()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 async def closed_loop(target: Target, recorder: Recorder, concurrency: int, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def http_client() -> None:
+        while not stop.is_set():  # a new connection whenever the server closes one
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: LoopConnection(target.raw, recorder, stop), target.host, target.port)
+            except OSError as exc:
+                recorder.record(time.perf_counter_ns(), f"cannot connect to {target.base}: {exc}")
+                await asyncio.sleep(0.05)  # a refused connect returns at once: do not spin
+                continue
+            try:
+                await conn.closed
+            finally:
+                conn.finish(None)  # also when cancelled: do not leave the socket open
+
     async def client() -> None:
         send = await target.sender()
         while not stop.is_set():
@@ -344,7 +447,8 @@ async def closed_loop(target: Target, recorder: Recorder, concurrency: int, stop
             if recorder.full:
                 stop.set()
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    one = client if target.protocol == "grpc" else http_client
+    await asyncio.gather(*(one() for _ in range(concurrency)))
 
 
 async def open_loop(target: Target, recorder: Recorder, rate: float, max_inflight: int,
@@ -395,13 +499,24 @@ async def run_level(target: Target, *, concurrency: int | None, rate: float | No
         await asyncio.wait([load], timeout=warmup)
     before = await asyncio.to_thread(target.server_stats)
     recorder.recording, recorder.started = True, time.perf_counter()
+    cpu_started = time.process_time()
     await asyncio.wait([load], timeout=duration if limit is None else None)
     elapsed = time.perf_counter() - recorder.started
+    cpu = time.process_time() - cpu_started
     recorder.recording = False
     stop.set()
-    await asyncio.gather(load, shown)
+    # answers still owed get a grace period; a server that hangs must not hang the client
+    finished, _ = await asyncio.wait([load], timeout=STRAGGLER_SECONDS)
+    if not finished:
+        load.cancel()
+        recorder.errors += 1
+        recorder.first_error = recorder.first_error or (
+            f"requests in flight got no answer {STRAGGLER_SECONDS:.0f} s after the level ended")
+    await asyncio.gather(load, shown, return_exceptions=True)
     after = await asyncio.to_thread(target.server_stats)
-    return summarize(target.protocol, concurrency, rate, recorder, elapsed, before, after)
+    result = summarize(target.protocol, concurrency, rate, recorder, elapsed, before, after)
+    result.client_cpu = round(cpu / elapsed, 2) if elapsed > 0 else None
+    return result
 
 
 def summarize(protocol: str, concurrency: int | None, rate: float | None, recorder: Recorder,
@@ -420,9 +535,10 @@ def summarize(protocol: str, concurrency: int | None, rate: float | None, record
     if before is not None and after is not None:
         inferences = after["inference"] - before["inference"]
         executions = after["execution"] - before["execution"]
-        if inferences > 0 and executions > 0:
-            result.server_queue_us = round((after["queue_ns"] - before["queue_ns"]) / inferences / 1e3, 1)
-            result.server_compute_us = round((after["compute_ns"] - before["compute_ns"]) / executions / 1e3, 1)
+        queue, compute = after["queue_ns"] - before["queue_ns"], after["compute_ns"] - before["compute_ns"]
+        if inferences > 0 and executions > 0 and queue >= 0 and compute >= 0:
+            result.server_queue_us = round(queue / inferences / 1e3, 1)
+            result.server_compute_us = round(compute / executions / 1e3, 1)
             result.server_batch = round(inferences / executions, 2)
     return result
 
@@ -446,7 +562,7 @@ async def sweep(target: Target, args: argparse.Namespace) -> list[LevelResult]:
 # -- output ---------------------------------------------------------------------------
 COLUMNS = ["protocol", "concurrency", "rate", "requests", "errors", "throughput", "p50_ms",
            "p90_ms", "p99_ms", "mean_ms", "max_ms", "server_queue_us", "server_compute_us",
-           "server_batch"]
+           "server_batch", "client_cpu"]
 
 
 def render(results: list[LevelResult], fmt: str, meta: dict[str, Any]) -> str:
@@ -460,13 +576,14 @@ def render(results: list[LevelResult], fmt: str, meta: dict[str, Any]) -> str:
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue()
-    header = ["level", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "queue us", "compute us", "batch"]
+    header = ["level", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "queue us", "compute us", "batch",
+              "client cpu"]
     table = [header]
     for r in results:
         level = f"c={r.concurrency}" if r.concurrency is not None else f"{r.rate:g}/s"
         table.append([level, f"{r.throughput:.1f}", *(_num(v) for v in (r.p50_ms, r.p90_ms, r.p99_ms)),
                       str(r.errors), *(_num(v) for v in (r.server_queue_us, r.server_compute_us,
-                                                          r.server_batch))])
+                                                          r.server_batch, r.client_cpu))])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = [f"{meta['model']} over {meta['protocol']} ({meta['body_bytes']} bytes a request)"]
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in table]
