@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ class Server:
     http_port: int
     models: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    ready_paths: list[str] | None = None  # GET paths that answer 200 when ready; V2's by default
     proc: subprocess.Popen[bytes] | None = None
     ready_s: float | None = None
 
@@ -50,7 +52,7 @@ class Server:
             started = time.perf_counter()
             self.proc = subprocess.Popen(self.command, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                          env={**os.environ, **self.env}, start_new_session=True)
-        paths = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
+        paths = self.ready_paths or ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
         deadline = started + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
@@ -155,3 +157,39 @@ def _kb(text: str, key: str) -> int:
         if line.startswith(key):
             return int(line.split()[1])
     return 0
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds so far: the whole machine (busy), one process tree, and us with our children."""
+
+    machine_s: float
+    tree_s: float
+    ours_s: float
+
+    @staticmethod
+    def take(pid: int) -> CpuSample:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy
+        values = [int(v) for v in fields[:8]]
+        busy = sum(values) - values[3] - values[4]
+        tree = 0
+        for p in descendants(pid):
+            try:
+                stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            tree += int(stat[11]) + int(stat[12])  # utime, stime
+        me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+        return CpuSample(busy / CLOCK_TICKS, tree / CLOCK_TICKS, ours)
+
+
+def other_load(before: CpuSample, after: CpuSample, seconds: float) -> float:
+    """Cores used by processes that are neither the server nor the load generator:
+    the noise other work on the machine added to a measurement."""
+    other = (after.machine_s - before.machine_s) - (after.tree_s - before.tree_s) - (after.ours_s - before.ours_s)
+    return round(max(0.0, other) / seconds, 2)

@@ -14,7 +14,7 @@ MLSERVER_WORKER_SETTINGS = ["mlserver", "mlserver-pw0", "mlserver-pw2"]
 
 def render(results: dict[str, Any]) -> str:
     r = Results(results)
-    parts = [r.header(), r.targets(), r.throughput(), r.bench(), r.big(), r.memory(), r.problems()]
+    parts = [r.header(), r.targets(), r.throughput(), r.bench(), r.big(), r.memory(), r.noise(), r.problems()]
     return "\n".join(p for p in parts if p) + "\n"
 
 
@@ -233,6 +233,24 @@ class Results:
             text += (f"\nservekit's cost per extra process (default vs `--parallel-workers 1`, idle PSS): "
                      f"{extra:.0f} MB.\n")
         return text
+
+    def noise(self) -> str:
+        rows = []
+        for name, config in self.configs.items():
+            cells = [c for levels in config.get("wrk", {}).values() for c in levels.values() if "other_cpu" in c]
+            if not cells:
+                continue
+            other = [c["other_cpu"] for c in cells]
+            server = [c["server_cpu"] for c in cells]
+            rows.append([name, num(sum(server) / len(server), 2), num(max(server), 2),
+                         num(sum(other) / len(other), 2), num(max(other), 2)])
+        if not rows:
+            return ""
+        return ("## CPU during the wrk runs\n\nCores used by the server's process tree, and by every other "
+                "process on the machine except the server and wrk (other work sharing the machine: the "
+                "noise in these numbers).\n\n"
+                + table(["configuration", "server cores, mean", "max", "other processes' cores, mean", "max"],
+                        rows))
 
     def problems(self) -> str:
         lines = []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from loads import bench, wrk
-from processes import Server
+from processes import CpuSample, Server, other_load
 from report import render
 
 HERE = Path(__file__).resolve().parent
@@ -145,10 +145,16 @@ class Suite:
             wrk(url, body, 16, 1.0 if self.args.quick else 2.0)  # warm-up, not recorded
             out[model] = {}
             for connections in CONNECTIONS:
+                assert server.proc is not None
+                before, started = CpuSample.take(server.proc.pid), time.perf_counter()
                 result = wrk(url, body, connections, self.seconds)
+                after = CpuSample.take(server.proc.pid)
+                result["other_cpu"] = other_load(before, after, time.perf_counter() - started)
+                result["server_cpu"] = round((after.tree_s - before.tree_s) / (time.perf_counter() - started), 2)
                 out[model][str(connections)] = result
                 log(f"   wrk {model:16} c={connections:<3} {result['rps']:9.1f} req/s  "
-                    f"p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}")
+                    f"p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}  "
+                    f"cpu: server {result['server_cpu']} other {result['other_cpu']}")
         return out
 
     def bench_sweep(self, server: Server, config: Config) -> dict[str, Any]:
