@@ -63,6 +63,17 @@ def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+class LineReader:
+    """Splits a byte stream into complete lines (a recv may end mid-line)."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        return [line.decode() for line in lines if line]
+
+
 class Worker:
     """One serving process (or the only one): registry, HTTP and gRPC servers."""
 
@@ -106,6 +117,9 @@ class Worker:
         self.ctx = build_context(settings, self.registry, self.sources)
         if self.control is not None:
             self.ctx.on_repository_change.append(self._broadcast)
+            self._control_reader = LineReader()
+            self._control_queue: asyncio.Queue[str] = asyncio.Queue()
+            self.tasks.append(asyncio.get_running_loop().create_task(self._apply_controls()))
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._on_control)
         app, ports = build_app(self.ctx)
         sockets = [listen(host, port, self.reuse_port) for host, port in ports]
@@ -123,7 +137,7 @@ class Worker:
         )
         server = _GracefulServer(config)
         if self.control is not None:
-            self.control.send(b"ready\n")
+            self.control.sendall(b"ready\n")
         else:
             announce(settings)
         try:
@@ -137,7 +151,7 @@ class Worker:
     async def _broadcast(self, action: str, name: str) -> None:
         assert self.control is not None
         try:
-            self.control.send(f"{action} {name}\n".encode())
+            self.control.sendall(f"{action} {name}\n".encode())
         except OSError as exc:  # the supervisor is gone; this worker is shutting down
             log.warning("Could not relay %s %s to the other workers: %s", action, name, exc)
 
@@ -147,9 +161,14 @@ class Worker:
         if not data:
             asyncio.get_running_loop().remove_reader(self.control.fileno())
             return
-        for line in data.decode().splitlines():
-            action, _, name = line.partition(" ")
-            self.tasks.append(asyncio.get_running_loop().create_task(self.apply_control(action, name)))
+        for line in self._control_reader.feed(data):
+            self._control_queue.put_nowait(line)
+
+    async def _apply_controls(self) -> None:
+        """Apply relayed changes one at a time, in the order they were made."""
+        while True:
+            action, _, name = (await self._control_queue.get()).partition(" ")
+            await self.apply_control(action, name)
 
     async def apply_control(self, action: str, name: str) -> None:
         """Repeat a repository change made in a sibling worker."""
@@ -282,6 +301,7 @@ class Supervisor:
         selector = selectors.DefaultSelector()
         for _, (_, control) in self.children.items():
             selector.register(control, selectors.EVENT_READ)
+        readers: dict[int, LineReader] = {}
         ready = 0
         while not self.stopping:
             for key, _ in selector.select(timeout=0.2):
@@ -291,7 +311,7 @@ class Supervisor:
                 if not data:
                     selector.unregister(sock)
                     continue
-                for line in data.decode().splitlines():
+                for line in readers.setdefault(sock.fileno(), LineReader()).feed(data):
                     if line == "ready":
                         ready += 1
                         if ready == self.workers:
@@ -303,6 +323,7 @@ class Supervisor:
                 index, control = self.children.pop(pid)
                 with contextlib.suppress(KeyError):  # already dropped at end-of-file
                     selector.unregister(control)
+                readers.pop(control.fileno(), None)
                 control.close()
                 if not self.stopping:
                     log.warning("Worker %d (pid %d) died (%s); starting a new one", index, pid, status)
@@ -345,7 +366,7 @@ class Supervisor:
         for _, control in self.children.values():
             if control is not source:
                 with contextlib.suppress(OSError):  # a dying worker; it is replaced
-                    control.send((line + "\n").encode())
+                    control.sendall((line + "\n").encode())
 
     def _reap(self) -> list[tuple[int, str]]:
         dead = []
