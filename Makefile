@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test lint typecheck examples clean proto bench
+.PHONY: install serve test lint typecheck examples clean proto bench bench-torchserve
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -57,3 +57,8 @@ clean:
 # servekit vs MLServer side by side (about 15 min; BENCH_ARGS=--quick for a smoke run)
 bench: $(STAMP)
 	benchmarks/run.sh $(BENCH_ARGS)
+
+# servekit vs TorchServe 0.12 on the article's CNN archive (about 3 min; needs Java 17;
+# BENCH_ARGS=--quick for a smoke run)
+bench-torchserve: $(STAMP)
+	benchmarks/torchserve/run.sh $(BENCH_ARGS)

@@ -13,13 +13,15 @@ HERE = Path(__file__).resolve().parent
 SERVEKIT = [sys.executable, "-m", "servekit"]
 
 
-def wrk(url: str, body: Path, connections: int, seconds: float) -> dict[str, Any]:
-    """One wrk run posting ``body``; req/s counts only 2xx answers."""
+def wrk(url: str, body: Path, connections: int, seconds: float,
+        content_type: str = "application/json") -> dict[str, Any]:
+    """One wrk run posting ``body``; req/s counts only 2xx answers. An empty
+    ``content_type`` sends no Content-Type header (as ``curl -T`` does)."""
     threads = min(2, connections)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
                "-s", str(HERE / "post.lua"), url]
-    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "BODY": str(body)},
-                         timeout=seconds + 60)
+    env = {**os.environ, "BODY": str(body), "CONTENT_TYPE": content_type}
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
     line = next((x for x in out.stdout.splitlines() if x.startswith('{"requests"')), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary (exit {out.returncode}): {out.stdout} {out.stderr}")

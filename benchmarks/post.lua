@@ -1,10 +1,14 @@
 -- wrk script: POST one pre-built V2 request body (file named by $BODY) on
--- every request, and print a one-line JSON summary at the end.
+-- every request, and print a one-line JSON summary at the end. $CONTENT_TYPE
+-- sets the Content-Type (application/json if unset; none if empty, as curl -T).
 local file = assert(io.open(os.getenv("BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
-wrk.headers["Content-Type"] = "application/json"
+local content_type = os.getenv("CONTENT_TYPE") or "application/json"
+if content_type ~= "" then
+  wrk.headers["Content-Type"] = content_type
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
