@@ -174,6 +174,30 @@ def test_values_at_and_beside_midpoints_between_doubles(
     assert_same(body)
 
 
+MUTATION_BASE = orjson.dumps({
+    "id": "m", "parameters": PAD,
+    "inputs": [
+        {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": [[1, -2.5, 3e-05], [4, 5, 6]]},
+        {"name": "b", "shape": [3], "datatype": "INT64", "parameters": {"k": "[\\\"]"}, "data": [7, 8, 9]},
+    ],
+})
+ARRAYS_AT = MUTATION_BASE.index(b'"inputs"')
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    position=st.integers(ARRAYS_AT, len(MUTATION_BASE) - 1),
+    replacement=st.sampled_from([b"", b",", b"]", b"[", b"}", b"{", b'"', b"\\", b"-", b".", b"e",
+                                 b"0", b"1", b" ", b"null", b"true", b"9" * 20, b"x"]),
+    keep=st.booleans(),
+)
+def test_mutated_bodies_decode_or_fail_exactly_as_before(position: int, replacement: bytes, keep: bool) -> None:
+    """One byte replaced by, or added before, a structural or numeric token:
+    the result (values or error message) never differs from the ordinary path."""
+    tail = MUTATION_BASE[position:] if keep else MUTATION_BASE[position + 1 :]
+    assert_same(MUTATION_BASE[:position] + replacement + tail)
+
+
 # -- targeted cases ----------------------------------------------------------
 EDGE_TOKENS = [
     "-0.0", "-0", "0", "0.0", "1e-05", "1E5", "1e+05", "-1.5E-3", "5e-324", "2.2250738585072014e-308",

@@ -139,13 +139,13 @@ static inline token_t read_token(const char **pp, const char *end, int64_t *ival
     const char *start = p;
     int negative = 0;
     if (*p == 't') {
-        if (memcmp(p, "true", 4) != 0) return TOKEN_UNUSUAL;
+        if (end - p < 4 || memcmp(p, "true", 4) != 0) return TOKEN_UNUSUAL;
         *pp = p + 4;
         *ival = 1;
         return TOKEN_BOOL;
     }
     if (*p == 'f') {
-        if (memcmp(p, "false", 5) != 0) return TOKEN_UNUSUAL;
+        if (end - p < 5 || memcmp(p, "false", 5) != 0) return TOKEN_UNUSUAL;
         *pp = p + 5;
         *ival = 0;
         return TOKEN_BOOL;
