@@ -44,10 +44,12 @@ class Config:
     name: str
     kind: str  # servekit | torchserve
     parallel_workers: int | None = None  # servekit only; None is its TorchServe-mode default
+    omp_threads: int | None = None  # OMP_NUM_THREADS for the server's processes (tuning, not default)
 
 
 CONFIGS = [
     Config("torchserve", "torchserve"),
+    Config("torchserve-1-thread", "torchserve", omp_threads=1),
     Config("servekit", "servekit"),
     Config("servekit-2-workers", "servekit", parallel_workers=2),
 ]
@@ -89,7 +91,8 @@ class Comparison:
                        "--grpc-port", str(p + 3), "--disable-token-auth"]
             if config.parallel_workers is not None:
                 command += ["--parallel-workers", str(config.parallel_workers)]
-        return Server(config.name, command, cwd, log_path, p, [MODEL], ready_paths=["/ping"])
+        env = {} if config.omp_threads is None else {"OMP_NUM_THREADS": str(config.omp_threads)}
+        return Server(config.name, command, cwd, log_path, p, [MODEL], env=env, ready_paths=["/ping"])
 
     def answer_ready(self, server: Server, timeout: float = 120.0) -> str:
         """Wait until a prediction answers (TorchServe's /ping says Healthy
@@ -219,6 +222,7 @@ def main() -> int:
         if chosen is None or config.name in chosen:
             results["configs"][config.name] = comparison.run_config(config)
             results["configs"][config.name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+    results["measured_now"] = [c.name for c in CONFIGS if chosen is None or c.name in chosen]
     results["elapsed_s"] = round(time.time() - started, 1)
     out_dir.mkdir(exist_ok=True)
     (out_dir / "torchserve.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -41,9 +41,8 @@ class Report:
         m = self.results["machine"]
         f = self.results["floor"]
         load = ", ".join(f"{v:.1f}" for v in m["load_average_at_start"])
-        stamps = {c.get("measured_at") for c in self.configs.values()}
         partial = ""
-        if len(stamps) > 1:
+        if set(self.configs) - set(self.results.get("measured_now", self.configs)):
             when = ", ".join(f"{n} {c.get('measured_at', '?')}" for n, c in self.configs.items())
             partial = f"\n**Partial re-run**: configurations were measured at different times ({when}).\n"
         return (
@@ -92,8 +91,7 @@ class Report:
 
     def throughput(self) -> str:
         rows = []
-        names = [n for n in self.configs if n != "torchserve"]
-        for name in ["torchserve", *names]:
+        for name in self.configs:
             for c in CONNECTIONS:
                 cell = self.cell(name, c)
                 if cell is None:
@@ -104,19 +102,22 @@ class Report:
                              times(ratio(cell["p50_ms"], self.value("torchserve", c, "p50_ms"))),
                              times(ratio(cell["p99_ms"], self.value("torchserve", c, "p99_ms"))),
                              str(cell["errors"])])
-        worker = self.configs.get("torchserve", {}).get("worker_prediction_ms") or {}
         floor = self.results["floor"]
+        measured = [f"`{name}` median {num(c['worker_prediction_ms']['p50'], 2)} ms, p90 "
+                    f"{num(c['worker_prediction_ms']['p90'], 2)} ms ({c['worker_prediction_ms']['count']:,} requests)"
+                    for name, c in self.configs.items() if c.get("worker_prediction_ms")]
         where = ""
-        if worker:
-            where = (f"Where TorchServe's time goes: its own `PredictionTime` metric (the handler in its "
-                     f"Python worker, JVM excluded) has a median of {num(worker['p50'], 2)} ms and a p90 of "
-                     f"{num(worker['p90'], 2)} ms over {worker['count']:,} requests, against "
-                     f"{num(floor['handler_1_s'] * 1e3, 3)} ms for the same handler in process: each of "
-                     "its workers runs torch with one thread per core, so on 2 cores the workers' thread "
-                     "teams, the JVM and the load generator wait on each other.\n\n")
+        if measured:
+            where = ("Where TorchServe's time goes: its own `PredictionTime` metric (the handler in its Python "
+                     f"worker, JVM excluded): {'; '.join(measured)}; the same handler takes "
+                     f"{num(floor['handler_1_s'] * 1e3, 3)} ms in process. By default each worker runs torch "
+                     "with one thread per core, so on 2 cores the workers' thread teams, the JVM and the load "
+                     "generator wait on each other.\n\n")
         return ("## Throughput and latency (wrk, one PNG per request)\n\n"
-                "`servekit-2-workers` is `--parallel-workers 2` (two server processes sharing the port, "
-                "each with the model), for reference; the targets use servekit's default.\n\n" + where
+                "For reference, not the targets (which compare both servers' defaults): "
+                "`torchserve-1-thread` is TorchServe tuned with `OMP_NUM_THREADS=1` (one torch thread "
+                "per worker), and `servekit-2-workers` is `--parallel-workers 2` (two server processes "
+                "sharing the port, each with the model).\n\n" + where
                 + table(["server", "conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "ratio req/s",
                          "ratio p50", "ratio p99", "errors"], rows))
 

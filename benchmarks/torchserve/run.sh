@@ -5,7 +5,8 @@
 # says Healthy; numpy and Pillow for the article's handler), builds the article's
 # CNN and archives it once with torch-model-archiver, serves that archive with
 # each server on the same ports and writes benchmarks/results/torchserve.md.
-# Needs Java 17 on PATH (TorchServe's frontend). A full run takes about 3 minutes.
+# Needs Java 17 on PATH (TorchServe's frontend). A full run takes about 3 minutes
+# (TorchServe, TorchServe with one torch thread per worker, servekit, servekit with 2 workers).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3.11}
