@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install serve test lint typecheck examples clean proto bench bench-torchserve
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/servekit/_speedups/numbers.c
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
