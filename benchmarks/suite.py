@@ -218,7 +218,10 @@ def machine() -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(), "python": platform.python_version(),
         "load_average_at_start": os.getloadavg(),
-        "servekit_commit": version(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"]),
+        "servekit_commit": version(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"])
+        + (" + uncommitted changes in src/" if subprocess.run(
+            ["git", "-C", str(HERE.parent), "status", "--porcelain", "src"],
+            capture_output=True, text=True).stdout.strip() else ""),
         "wrk": " ".join(version(["wrk", "--version"]).split()[:2]),
     }
 
