@@ -88,11 +88,14 @@ class Results:
         )
 
     def mixed_runs(self) -> str:
-        runs = {c.get("run", self.results.get("run")) for c in self.configs.values()}
-        if len(runs) <= 1:
+        runs = [c.get("run", self.results.get("run")) for c in self.configs.values()]
+        main = max(set(runs), key=runs.count) if runs else None  # the run most numbers come from
+        older = [f"{name} ({c.get('measured_at', '?')})" for name, c in self.configs.items()
+                 if c.get("run", self.results.get("run")) != main]
+        if not older:
             return ""
-        when = ", ".join(f"{name} {c.get('measured_at', '?')}" for name, c in self.configs.items())
-        return f"\n**Partial re-run**: configurations were measured at different times ({when}).\n"
+        return ("\n**Partial re-run**: these configurations come from another run than the rest: "
+                + ", ".join(older) + ".\n")
 
     def targets(self) -> str:
         rows: list[list[str]] = []
