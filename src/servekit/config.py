@@ -38,6 +38,7 @@ class ServerSettings(BaseModel):
     max_request_size: int = 512 * 1024 * 1024
     max_queue_size: int = 1024  # queued requests per model before 503
     inline_predict_ms: float = 0.5  # models faster than this run on the event loop; 0 = never
+    http_server: Literal["servekit", "uvicorn"] = "servekit"  # the HTTP/1.1 implementation
     access_log: bool = False
     enable_grpc: bool = True
     enable_metrics_endpoint: bool = True

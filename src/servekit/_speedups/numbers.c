@@ -461,15 +461,36 @@ static int output_buffer(PyObject *object, Py_buffer *view, parsed_t *parsed) {
     return 0;
 }
 
+/*
+ * The text of a bytes or bytearray object. Both keep a NUL after their last
+ * byte (the C API documents it for each), which the scans rely on to stop;
+ * other buffers carry no such guarantee and are refused.
+ */
+static int nul_terminated(PyObject *object, const char **text, Py_ssize_t *size) {
+    if (PyBytes_Check(object)) {
+        *text = PyBytes_AS_STRING(object);
+        *size = PyBytes_GET_SIZE(object);
+        return 0;
+    }
+    if (PyByteArray_Check(object)) {
+        *text = PyByteArray_AS_STRING(object);
+        *size = PyByteArray_GET_SIZE(object);
+        return 0;
+    }
+    PyErr_SetString(PyExc_TypeError, "the body must be bytes or bytearray");
+    return -1;
+}
+
 /* parse_array(body, offset, out) -> (start, end, byte offset, kind, shape) | None */
 static PyObject *py_parse_array(PyObject *self, PyObject *args) {
     PyObject *bytes, *target;
     Py_ssize_t offset;
-    /* bytes, not any buffer: the scan relies on the NUL that ends every bytes */
-    if (!PyArg_ParseTuple(args, "SnO", &bytes, &offset, &target)) return NULL;
-    const char *body = PyBytes_AS_STRING(bytes);
-    const char *end = body + PyBytes_GET_SIZE(bytes);
-    if (offset < 0 || offset > PyBytes_GET_SIZE(bytes)) {
+    if (!PyArg_ParseTuple(args, "OnO", &bytes, &offset, &target)) return NULL;
+    const char *body;
+    Py_ssize_t size;
+    if (nul_terminated(bytes, &body, &size) < 0) return NULL;
+    const char *end = body + size;
+    if (offset < 0 || offset > size) {
         PyErr_SetString(PyExc_ValueError, "offset outside the body");
         return NULL;
     }
@@ -531,10 +552,12 @@ static const char *scan_input(const char *p, const char *end, Py_ssize_t index,
  */
 static PyObject *py_scan_request(PyObject *self, PyObject *args) {
     PyObject *bytes, *target;
-    if (!PyArg_ParseTuple(args, "SO", &bytes, &target)) return NULL;
-    /* bytes always end in a NUL, which stops every scan below */
-    const char *body = PyBytes_AS_STRING(bytes);
-    const char *end = body + PyBytes_GET_SIZE(bytes);
+    if (!PyArg_ParseTuple(args, "OO", &bytes, &target)) return NULL;
+    /* the body ends in a NUL, which stops every scan below */
+    const char *body;
+    Py_ssize_t size;
+    if (nul_terminated(bytes, &body, &size) < 0) return NULL;
+    const char *end = body + size;
     parsed_t parsed;
     Py_buffer view;
     if (output_buffer(target, &view, &parsed) < 0) return NULL;

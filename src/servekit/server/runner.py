@@ -97,12 +97,7 @@ class Worker:
         self.ctx: Any = None
 
     async def run(self) -> None:
-        import uvicorn
-
         from servekit.server.assembly import build_app, build_context
-
-        _raise_read_buffer()
-        _GracefulServer = _graceful_server_class()
 
         settings = self.settings
         if self.registry is None:
@@ -125,23 +120,12 @@ class Worker:
         sockets = [listen(host, port, self.reuse_port) for host, port in ports]
         for hook in WORKER_HOOKS:
             await hook(self)
-        config = uvicorn.Config(
-            app,
-            http="httptools",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_keep_alive=30,
-            server_header=False,
-            date_header=False,
-        )
-        server = _GracefulServer(config)
         if self.control is not None:
             self.control.sendall(b"ready\n")
         else:
             announce(settings)
         try:
-            await server.serve(sockets=sockets)
+            await serve_http(app, sockets, settings)
         finally:
             for task in self.tasks:
                 task.cancel()
@@ -212,33 +196,60 @@ def check_ports_free(settings: ServerSettings) -> None:
             ) from None
 
 
-def _graceful_server_class() -> type[Any]:
-    import uvicorn
+async def serve_http(app: Any, sockets: list[socket.socket], settings: ServerSettings) -> None:
+    """Serve until SIGTERM/SIGINT with servekit's HTTP server, or uvicorn's
+    when ``http_server`` is "uvicorn"; either way the worker returns normally,
+    so its cleanups (gRPC shutdown, pollers) run."""
+    loop = asyncio.get_running_loop()
+    if settings.http_server == "uvicorn":
+        server: Any = _uvicorn_server(app)
+        stop = server.handle_exit_now
+        serving = server.serve(sockets=sockets)
+    else:
+        from servekit.server.http_server import HttpServer
 
-    class GracefulServer(uvicorn.Server):
-        """uvicorn's server, minus re-raising the stop signal on exit: the worker
-        returns normally so its cleanups (gRPC shutdown, pollers) run."""
+        server = HttpServer(app, max_body=settings.max_request_size)
+        stop = server.stop
+        serving = server.serve(sockets)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await serving
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _uvicorn_server(app: Any) -> Any:
+    import uvicorn
+    from uvicorn.protocols.http import httptools_impl
+
+    # buffer 4 MiB of a body before pausing reading (64 KiB turns a 60 MB tensor
+    # into a thousand pause/resume round trips)
+    limit = 4 * 1024 * 1024
+    httptools_impl.HIGH_WATER_LIMIT = max(httptools_impl.HIGH_WATER_LIMIT, limit)  # type: ignore[attr-defined]
+
+    class SignalFreeServer(uvicorn.Server):
+        """uvicorn's server with the worker's own signal handling."""
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+            yield
 
-    return GracefulServer
+        def handle_exit_now(self) -> None:
+            self.should_exit = True
 
-
-def _raise_read_buffer() -> None:
-    """Let uvicorn buffer 4 MiB of a request body before it pauses reading (its
-    default, 64 KiB, turns a 60 MB binary tensor into a thousand pause/resume
-    round trips through the event loop)."""
-    from uvicorn.protocols.http import httptools_impl
-
-    limit = 4 * 1024 * 1024
-    httptools_impl.HIGH_WATER_LIMIT = max(httptools_impl.HIGH_WATER_LIMIT, limit)  # type: ignore[attr-defined]
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=30,
+        server_header=False,
+        date_header=False,
+    )
+    return SignalFreeServer(config)
 
 
 def announce(settings: ServerSettings, workers: int = 1) -> None:
