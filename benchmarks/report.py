@@ -126,9 +126,9 @@ class Results:
             best, name = self.best_mlserver(model, "16")
             add(f"{model}, 16 conns, vs best MLServer ({name or '–'})", sk, best, "≥ 5×",
                 check(ratio(sk, best), lambda v: v >= 5), "req/s")
-            bare = self.rps("bare-asgi", model, "16")
+            bare = self.rps("bare-servekit-http", model, "16")
             share = ratio(sk, bare)
-            rows.append([f"{model}, 16 conns, share of a bare ASGI app", f"{num(sk)} req/s",
+            rows.append([f"{model}, 16 conns, share of a bare app on servekit's HTTP server", f"{num(sk)} req/s",
                          f"bare {num(bare)} req/s", "–" if share is None else f"{share:.0%}", "≥ 25%",
                          "–" if share is None else ("yes" if share >= 0.25 else "**no**")])
         ml_json = self.big_seconds("mlserver", "json")
@@ -151,8 +151,9 @@ class Results:
         out = ["## Throughput and latency, one row per request (wrk)\n",
                "MLServer variants: `parallel_workers` 0 and 2, and adaptive batching (`max_batch_size` 32, "
                "`max_batch_time` 0.005) for iris-rf; cells are req/s (p99 ms). Floors: a bare ASGI app "
-               "returning a constant V2 body on uvicorn+httptools+uvloop with one worker per core, "
-               "given the same body; and the model's own in-process predict of one row.\n"]
+               "returning a constant V2 body, served by servekit's own HTTP server with one process per "
+               "core (servekit's stack), given the same body; and the model's own in-process predict of "
+               "one row.\n" + self.uvicorn_floor()]
         for model in MODELS:
             one = floor.get(model, {}).get("one_row_s")
             out.append(f"### {model} — floor: predict of one row takes {num(one * 1000 if one else None, 3)} ms "
@@ -172,12 +173,20 @@ class Results:
                     num(get(ml, "rps")), num(get(ml, "p50_ms"), 2), num(get(ml, "p99_ms"), 2),
                     times(ratio(get(sk, "rps"), get(ml, "rps"))),
                     times(ratio(get(sk, "p99_ms"), get(ml, "p99_ms"))),
-                    *variants, times(ratio(get(sk, "rps"), best_all)), num(self.rps("bare-asgi", model, c)),
+                    *variants, times(ratio(get(sk, "rps"), best_all)), num(self.rps("bare-servekit-http", model, c)),
                 ])
             out.append(table(["conns", "servekit req/s", "p50 ms", "p99 ms", "MLServer req/s", "p50 ms",
                               "p99 ms", "ratio req/s", "ratio p99", "MLServer pw0", "MLServer pw2",
                               "MLServer batching", "vs best MLServer", "floor: bare ASGI req/s"], rows))
         return "\n".join(out)
+
+    def uvicorn_floor(self) -> str:
+        levels = self.configs.get("bare-uvicorn", {}).get("wrk", {}).get("fashion-logreg")
+        if not levels:
+            return ""
+        cells = ", ".join(f"{num(levels[c]['rps'], 0)} at {c}" for c in CONNECTIONS if c in levels)
+        return (f"\nThe same bare app on uvicorn+httptools+uvloop with one worker per core, for reference "
+                f"(fashion-logreg's body): {cells} connections (req/s).\n")
 
     def bench(self) -> str:
         rows = []

@@ -38,7 +38,7 @@ class Config:
     """One server configuration and what to measure on it."""
 
     name: str
-    kind: str  # servekit | mlserver | bare
+    kind: str  # servekit | mlserver | bare (servekit's HTTP server) | bare-uvicorn
     parallel_workers: int | None = None
     batching: bool = False  # MLServer adaptive batching on iris-rf
     models: tuple[str, ...] = tuple(MODELS)
@@ -53,7 +53,8 @@ CONFIGS = [
     Config("mlserver-pw0", "mlserver", parallel_workers=0),
     Config("mlserver-pw2", "mlserver", parallel_workers=2),
     Config("mlserver-batch", "mlserver", batching=True, models=("iris-rf",)),
-    Config("bare-asgi", "bare"),
+    Config("bare-servekit-http", "bare"),
+    Config("bare-uvicorn", "bare-uvicorn", models=("fashion-logreg",)),
     Config("servekit-1-worker", "servekit", parallel_workers=1, wrk=False),
 ]
 
@@ -84,6 +85,9 @@ class Suite:
             mlserver = str(Path(self.args.mlserver).resolve())
             return Server(config.name, [mlserver, "start", str(self.repo)], self.repo, log,
                           self.port, models)
+        if config.kind == "bare":
+            command = [sys.executable, str(HERE / "bare_servekit.py"), str(self.port)]
+            return Server(config.name, command, HERE, log, self.port, [])
         command = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(HERE),
                    "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(os.cpu_count() or 1),
                    "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
@@ -138,11 +142,11 @@ class Suite:
 
     def wrk_sweep(self, server: Server, config: Config) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        models = config.models if config.kind != "bare" else tuple(MODELS)
-        for model in models:
+        bare = config.kind.startswith("bare")
+        for model in config.models:
             body = self.data / f"{model}.json"
-            url = server.url + (f"/v2/models/{model}/infer" if config.kind != "bare" else "/infer")
-            wrk(url, body, 16, 1.0 if self.args.quick else 2.0)  # warm-up, not recorded
+            url = server.url + ("/infer" if bare else f"/v2/models/{model}/infer")
+            wrk(url, body, 16, 1.0)  # warm-up, not recorded
             out[model] = {}
             for connections in CONNECTIONS:
                 assert server.proc is not None
