@@ -37,7 +37,7 @@ _ACCEPTED_KINDS = {
 
 
 # -- bodies -------------------------------------------------------------------
-def decompress(body: bytes, encoding: str | None) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str | None) -> bytes | bytearray:
     if not encoding or encoding == "identity":
         return body
     try:
@@ -63,7 +63,7 @@ def compress(body: bytes, accept_encoding: str | None) -> tuple[bytes, str | Non
     return body, None
 
 
-def loads(body: bytes | memoryview) -> Any:
+def loads(body: bytes | bytearray | memoryview) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -71,7 +71,7 @@ def loads(body: bytes | memoryview) -> Any:
 
 
 # -- requests -----------------------------------------------------------------
-def decode_request(body: bytes, headers: dict[str, str]) -> InferenceRequest:
+def decode_request(body: bytes | bytearray, headers: dict[str, str]) -> InferenceRequest:
     """A V2 infer request from a JSON body, or JSON header + binary tensors."""
     body = decompress(body, headers.get("content-encoding"))
     header_length = headers.get(HEADER_LENGTH)

@@ -53,7 +53,7 @@ def routes(ctx: ServerContext) -> list[Route]:
         name, version = p["model"], p.get("version")
         try:
             model = registry.resolve(name, version)
-            body = await request.body()
+            body = await request.raw_body()
             inference = v2_codec.decode_request(body, request.headers)
             response = await registry.submit(model, inference)
         except ServekitError as exc:

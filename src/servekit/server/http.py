@@ -34,7 +34,7 @@ class Request:
         self.path_params: dict[str, str] = {}
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] | None = None
-        self._body: bytes | None = None
+        self._body: bytes | bytearray | None = None
 
     @property
     def method(self) -> str:
@@ -62,7 +62,13 @@ class Request:
         return f"{client[0]}:{client[1]}" if client else "-"
 
     async def body(self) -> bytes:
-        """The whole body; refuses with 413 before reading past ``max_body``."""
+        """The whole body as bytes; refuses with 413 before reading past ``max_body``."""
+        body = await self.raw_body()
+        return body if isinstance(body, bytes) else bytes(body)
+
+    async def raw_body(self) -> bytes | bytearray:
+        """The whole body without a copy: servekit's HTTP server hands large bodies
+        over in the buffer they were received into, a bytearray."""
         if self._body is not None:
             return self._body
         length = self.headers.get("content-length")
@@ -71,7 +77,7 @@ class Request:
                 f"request body of {int(length)} bytes exceeds the limit of {self.max_body} "
                 "bytes (raise max_request_size / --max-request-size)"
             )
-        chunks: list[bytes] = []
+        chunks: list[bytes | bytearray] = []
         size = 0
         while True:
             message = await self.receive()
