@@ -275,16 +275,17 @@ def _has(request: InferenceRequest, name: str) -> bool:
     return any(t.name == name for t in request.inputs)
 
 
-def _column(request: InferenceRequest, name: str) -> list[bytes]:
+def _column(request: InferenceRequest, name: str) -> list[bytes | bytearray]:
     tensor = request.input(name)
     if tensor.data.dtype != object:
         raise InvalidInput(
             f"input {name!r} must be BYTES: one request body per element (this model runs a handler)"
         )
-    return [v if isinstance(v, bytes) else str(v).encode() for v in tensor.data.reshape(-1)]
+    # bodies may come as bytearray (servekit's HTTP server), as TorchServe hands them to handlers
+    return [v if isinstance(v, bytes | bytearray) else str(v).encode() for v in tensor.data.reshape(-1)]
 
 
-def _row(body: bytes, meta_bytes: bytes) -> tuple[dict[str, Any], RequestInfo]:
+def _row(body: bytes | bytearray, meta_bytes: bytes | bytearray) -> tuple[dict[str, Any], RequestInfo]:
     """TorchServe's per-request dict: the payload under its field name, JSON
     decoded for JSON content, text decoded for text content."""
     if not meta_bytes:
@@ -297,7 +298,7 @@ def _row(body: bytes, meta_bytes: bytes) -> tuple[dict[str, Any], RequestInfo]:
     return row, info
 
 
-def decode_payload(body: bytes, content_type: str | None) -> Any:
+def decode_payload(body: bytes | bytearray, content_type: str | None) -> Any:
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind == "application/json":
         try:
