@@ -142,9 +142,8 @@ def torchserve_settings(settings: ServerSettings, args: argparse.Namespace) -> S
     defaults: dict[str, Any] = {}
     if "grpc_port" not in explicit:
         defaults["grpc_port"] = TORCHSERVE_GRPC_PORT
-    if "parallel_workers" not in explicit:
-        # management changes live in the process that receives them
-        defaults["parallel_workers"] = 1
+    # parallel_workers keeps its default, one worker process per core: management
+    # changes reach every worker (servekit.protocols.torchserve_changes)
     return settings.merged(defaults) if defaults else settings
 
 
@@ -166,6 +165,9 @@ def configure_torchserve(settings: ServerSettings, sources: Any) -> bool:
     """Add the model store as a model source and set up the management token.
     Returns whether TorchServe mode is on."""
     from servekit.archive.store import active_store
+
+    # registers how workers relay management changes, before they fork
+    from servekit.protocols import torchserve_changes  # noqa: F401
 
     if not (settings.model_store or settings.load_models or settings.ts_config):
         return False

@@ -50,6 +50,8 @@ class ModelStore:
     # (name, version) -> its settings / options; the desired state
     models: dict[tuple[str, str], ModelSettings] = field(default_factory=dict)
     options: dict[tuple[str, str], ModelOptions] = field(default_factory=dict)
+    # name -> its default version, where one was chosen (registration, set-default)
+    defaults: dict[str, str] = field(default_factory=dict)
     loaded_startup: bool = False
 
     @classmethod
@@ -104,7 +106,11 @@ class ModelStore:
 
     def add(self, path: Path, name: str | None, options: ModelOptions) -> ModelSettings:
         """Settings for the archive at ``path``; remembered as desired."""
-        settings = settings_for(path, name, options)
+        return self.keep(settings_for(path, name, options), options)
+
+    def keep(self, settings: ModelSettings, options: ModelOptions) -> ModelSettings:
+        """Remember settings already made from an archive (by this process or a
+        sibling worker) as desired, without opening the archive again."""
         key = (settings.name, settings.parameters.version or "")
         self.models[key] = settings
         self.options[key] = options
@@ -113,6 +119,8 @@ class ModelStore:
     def remove(self, name: str, version: str) -> None:
         self.models.pop((name, version), None)
         self.options.pop((name, version), None)
+        if self.defaults.get(name) == version:
+            del self.defaults[name]
 
     def option(self, name: str, version: str) -> ModelOptions:
         return self.options.setdefault((name, version), ModelOptions(url="", workers=self.default_workers))

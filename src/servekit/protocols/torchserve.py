@@ -7,6 +7,11 @@ Management calls need ``Authorization: Bearer <token>`` when a token is
 configured (servekit makes one in TorchServe mode unless told not to), and
 only loopback clients are served when ``management_host`` is a loopback
 address even if the socket had to be bound more widely.
+
+With several worker processes, a management change is made by the worker that
+answers the call and then relayed to the others (``torchserve_changes``): a
+registration answers once this worker serves the model, and the others follow
+as soon as they have loaded it too.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from servekit.errors import (
     ServekitError,
     Unauthorized,
 )
+from servekit.protocols import torchserve_changes as changes
 from servekit.registry import ModelVersion, version_sort_key
 from servekit.server.context import ServerContext
 from servekit.server.http import Request, Response, Route, json_response, route
@@ -238,7 +244,7 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         existing = registry.models.get(name)
         if existing is not None and version in existing.versions:
             raise Conflict(f"Model version {version} is already registered for model {name}")
-        store.add(path, name, options)
+        store.keep(candidate, options)
         model = await registry.load(candidate)
         if not model.ready:
             store.remove(name, version)
@@ -246,8 +252,9 @@ def management_routes(ctx: ServerContext) -> list[Route]:
                 await registry.unload(name, version)
             raise InvalidInput(f"Failed to load model {name!r} version {version}: {model.reason}")
         entry = registry.models[name]
-        if entry.default_version is None:
-            entry.default_version = version
+        default = version if entry.default_version is None else entry.default_version
+        # the other workers load it from the settings made here: no second download or unpacking
+        await changes.make(ctx, store, changes.registered(candidate, options, default))
         message = f'Model "{name}" Version: {version} registered with {options.workers} initial workers'
         if options.workers == 0:
             message += ". Use scale workers API to add workers for the model."
@@ -273,7 +280,7 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         maximum = _int(q, "max_worker", workers, minimum=0)
         if maximum < workers:
             raise InvalidInput(f"max_worker ({maximum}) is smaller than min_worker ({workers})")
-        store.option(model.name, model.version).workers = workers
+        await changes.make(ctx, store, changes.scaled(model.name, model.version, workers))
         if q.get("synchronous", "false").lower() == "true":
             return json_response(
                 {"status": f"Workers scaled to {workers} for model: {model.name}, version: {model.version}"}
@@ -287,7 +294,7 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         version = p["version"]
         if version not in entry.versions:
             raise ModelNotFound(f"Model version {version} does not exist for model {p['model']}")
-        entry.default_version = version
+        await changes.make(ctx, store, changes.default_set(p["model"], version))
         return json_response(
             {"status": f'Default version successfully updated for model "{p["model"]}" to "{version}"'}
         )
@@ -308,10 +315,7 @@ def management_routes(ctx: ServerContext) -> list[Route]:
                 f"Cannot remove the default version {version} of model {name}; set another "
                 "version as default first"
             )
-        store.remove(name, version)
-        await registry.unload(name, version)
-        if name in registry.models and registry.models[name].default_version == version:
-            registry.models[name].default_version = None
+        await changes.make(ctx, store, changes.unregistered(name, version))
         return json_response({"status": f'Model "{name}" unregistered'})
 
     e = error_response
