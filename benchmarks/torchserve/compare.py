@@ -51,7 +51,7 @@ CONFIGS = [
     Config("torchserve", "torchserve"),
     Config("torchserve-1-thread", "torchserve", omp_threads=1),
     Config("servekit", "servekit"),
-    Config("servekit-2-workers", "servekit", parallel_workers=2),
+    Config("servekit-1-worker", "servekit", parallel_workers=1),
 ]
 
 
@@ -123,6 +123,8 @@ class Comparison:
             server.start()
             self.answer_ready(server)
             out["ready_s"] = round(time.perf_counter() - started, 2)
+            if config.kind == "servekit":
+                out["workers"] = worker_processes(server.log_path)
             time.sleep(1.0)  # let start-up settle before measuring idle memory
             out["memory_idle"] = asdict(server.memory())
             log(f"   ready in {out['ready_s']} s, {out['memory_idle']}")
@@ -149,6 +151,12 @@ class Comparison:
         if config.kind == "torchserve":
             out["worker_prediction_ms"] = prediction_times(server.log_path)
         return out
+
+
+def worker_processes(log_path: Path) -> int | None:
+    """How many worker processes servekit started (its ready line says)."""
+    found = re.findall(r"servekit ready with (\d+) workers?", log_path.read_text(errors="replace"))
+    return int(found[-1]) if found else None
 
 
 def prediction_times(log_path: Path) -> dict[str, float] | None:

@@ -59,7 +59,8 @@ class Report:
             f"TorchServe {m['torchserve']} (torch {m['torchserve_torch']}, {m['java']}) with its defaults: "
             "one worker per core, batch size 1, token auth off. servekit "
             f"{m['servekit_commit']} (torch {m['servekit_torch']}) with its TorchServe-mode defaults "
-            "(`servekit serve --model-store … --models fmnist=fashion_mnist.mar`). Load: "
+            f"(`servekit serve --model-store … --models fmnist=fashion_mnist.mar`: one worker process per "
+            f"core{self.servekit_workers()}). Load: "
             f"{m['wrk']} posting the {f['png_bytes']}-byte PNG as the raw body with no Content-Type "
             "(`curl -T`), on the same 2 cores as the servers.\n\n"
             f"Floors, in process: the model takes {num(f['model_1_s'] * 1e3, 3)} ms for 1 image and "
@@ -68,6 +69,10 @@ class Report:
             "Ratios are servekit / TorchServe: for req/s higher is better; for latency and memory lower "
             "is better.\n" + partial
         )
+
+    def servekit_workers(self) -> str:
+        workers = self.configs.get("servekit", {}).get("workers")
+        return f", {workers} here" if workers else ""
 
     def targets(self) -> str:
         rows: list[list[str]] = []
@@ -116,8 +121,8 @@ class Report:
         return ("## Throughput and latency (wrk, one PNG per request)\n\n"
                 "For reference, not the targets (which compare both servers' defaults): "
                 "`torchserve-1-thread` is TorchServe tuned with `OMP_NUM_THREADS=1` (one torch thread "
-                "per worker), and `servekit-2-workers` is `--parallel-workers 2` (two server processes "
-                "sharing the port, each with the model).\n\n" + where
+                "per worker), and `servekit-1-worker` is `--parallel-workers 1` (one server process, the "
+                "default of TorchServe mode before it ran one per core).\n\n" + where
                 + table(["server", "conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "ratio req/s",
                          "ratio p50", "ratio p99", "errors"], rows))
 

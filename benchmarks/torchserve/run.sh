@@ -6,7 +6,7 @@
 # CNN and archives it once with torch-model-archiver, serves that archive with
 # each server on the same ports and writes benchmarks/results/torchserve.md.
 # Needs Java 17 on PATH (TorchServe's frontend). A full run takes about 3 minutes
-# (TorchServe, TorchServe with one torch thread per worker, servekit, servekit with 2 workers).
+# (TorchServe, TorchServe with one torch thread per worker, servekit, servekit with 1 worker).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3.11}
