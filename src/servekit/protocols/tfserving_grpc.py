@@ -14,11 +14,10 @@ every worker (SO_REUSEPORT shares the port), like :mod:`servekit.protocols.v2_gr
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
 import grpc
 
@@ -28,6 +27,7 @@ from servekit.protocols import tfserving_grpc_codec as codec
 from servekit.protocols.generated.tfserving import tensorflow_error_pb2 as errpb
 from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
 from servekit.protocols.generated.tfserving import tensorflow_serving_pb2 as pb
+from servekit.protocols.grpc_errors import rpc, status_code
 from servekit.protocols.v2_grpc import server_options
 from servekit.registry import ModelVersion
 from servekit.repository.model_config import ModelServerConfig, entries_of
@@ -44,42 +44,8 @@ DEFAULT_SIGNATURE = "serving_default"
 RELOAD_ACTION = "tfserving-config"  # relayed to sibling workers with the config
 GRACE_SECONDS = 5.0
 
-STATUS_CODES: dict[int, grpc.StatusCode] = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.ALREADY_EXISTS,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
-
-def status_code(exc: ServekitError) -> grpc.StatusCode:
-    """The gRPC status for a servekit error (from its HTTP status)."""
-    return STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL)
-
-
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-def _rpc(method: Handler) -> Handler:
-    """Answer servekit errors with their status and message, anything
-    unexpected with INTERNAL (logged)."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request, context)
-        except ServekitError as exc:
-            error: tuple[grpc.StatusCode, str] = (status_code(exc), exc.message)
-        except Exception as exc:
-            log.exception("TF Serving gRPC %s failed", method.__name__)
-            error = (grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        await context.abort(*error)
-
-    return wrapper  # type: ignore[return-value]
+_rpc = rpc("TF Serving gRPC")
 
 
 def selection(spec: Any) -> tuple[str, str | None, str | None]:

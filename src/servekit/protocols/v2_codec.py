@@ -171,7 +171,7 @@ def decode_input(
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise InvalidInput(f"input {name!r}: binary_data_size {size!r} runs past the body")
         chunk = binary[offset : offset + size]
-        data = _from_binary(chunk, datatype, dtype, count, name)
+        data = tensor_from_bytes(chunk, datatype, dtype, count, name)
         parameters = {k: v for k, v in parameters.items() if k != "binary_data_size"}
         return Tensor(name, data.reshape(shape), datatype, parameters), size
     if "data" not in entry:
@@ -254,16 +254,23 @@ def _cast(array: np.ndarray, dtype: np.dtype[Any], datatype: str, name: str) -> 
     return array.astype(dtype)
 
 
-def _from_binary(
-    chunk: memoryview, datatype: str, dtype: np.dtype[Any], count: int, name: str
+def tensor_from_bytes(
+    chunk: memoryview,
+    datatype: str,
+    dtype: np.dtype[Any],
+    count: int,
+    name: str,
+    source: str = "binary_data_size gives",
 ) -> np.ndarray:
+    """A tensor viewing raw little-endian bytes (no copy), or BYTES elements;
+    ``source`` names where the size came from in the error message."""
     if datatype == "BYTES":
         return deserialize_bytes(chunk, count, name)
     expected = count * dtype.itemsize
     if len(chunk) != expected:
         raise InvalidInput(
             f"input {name!r}: {count} {datatype} elements need {expected} bytes, "
-            f"binary_data_size gives {len(chunk)}"
+            f"{source} {len(chunk)}"
         )
     return np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
 

@@ -10,11 +10,10 @@ gRPC binds with SO_REUSEPORT, so every worker process listens on the same port.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +23,7 @@ from servekit import __version__
 from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, ServekitError
 from servekit.protocols import v2_operations
 from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
+from servekit.protocols.grpc_errors import rpc, status_code
 from servekit.protocols.v2_grpc_codec import (
     decode_request,
     encode_response,
@@ -40,17 +40,6 @@ PROTOCOL = "v2-grpc"
 EXTENSIONS = ["model_repository", "statistics", "model_configuration"]
 GRACE_SECONDS = 5.0
 _MAX_MESSAGE = 2**31 - 1  # gRPC takes the limits as C ints
-
-STATUS_CODES: dict[int, grpc.StatusCode] = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.ALREADY_EXISTS,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 # Triton's model configuration names its datatypes differently
 CONFIG_DATATYPES = {
@@ -78,30 +67,7 @@ for _module in (health_pb2, reflection_pb2):
     POOL.AddSerializedFile(_module.DESCRIPTOR.serialized_pb)
 
 
-def status_code(exc: ServekitError) -> grpc.StatusCode:
-    """The gRPC status for a servekit error (from its HTTP status)."""
-    return STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL)
-
-
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-def _rpc(method: Handler) -> Handler:
-    """Answer servekit errors with their status and message, and anything
-    unexpected with INTERNAL (logged) instead of a bare UNKNOWN."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request, context)
-        except ServekitError as exc:
-            error: tuple[grpc.StatusCode, str] = (status_code(exc), exc.message)
-        except Exception as exc:
-            log.exception("gRPC %s failed", method.__name__)
-            error = (grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        await context.abort(*error)
-
-    return wrapper  # type: ignore[return-value]
+_rpc = rpc("V2 gRPC")
 
 
 class InferenceServicer:

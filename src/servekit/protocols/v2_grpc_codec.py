@@ -22,7 +22,7 @@ import orjson
 from servekit.errors import InvalidInput
 from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
 from servekit.protocols.protowire import length_delimited, read_varint
-from servekit.protocols.v2_codec import deserialize_bytes, serialize_bytes
+from servekit.protocols.v2_codec import serialize_bytes, tensor_from_bytes
 from servekit.tensors import (
     InferenceRequest,
     InferenceResponse,
@@ -164,7 +164,9 @@ def decode_request(
                     f"input {name!r} has typed contents but the request also has "
                     "raw_input_contents; use one or the other for all inputs"
                 )
-            data = _from_raw(raw[index], datatype, dtype, count, name)
+            data = tensor_from_bytes(
+                raw[index], datatype, dtype, count, name, "its raw_input_contents entry has"
+            )
         else:
             data = _from_contents(entry.contents, datatype, dtype, count, name)
         tensors.append(Tensor(name, data.reshape(shape), datatype, parameters))
@@ -180,18 +182,6 @@ def decode_request(
         parameters=parameters_from_proto(message.parameters),
     )
     return request, bool(raw)
-
-
-def _from_raw(chunk: memoryview, datatype: str, dtype: np.dtype[Any], count: int, name: str) -> np.ndarray:
-    if datatype == "BYTES":
-        return deserialize_bytes(chunk, count, name)
-    expected = count * dtype.itemsize
-    if len(chunk) != expected:
-        raise InvalidInput(
-            f"input {name!r}: {count} {datatype} elements need {expected} bytes, "
-            f"its raw_input_contents entry has {len(chunk)}"
-        )
-    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
 
 
 def _from_contents(

@@ -1,0 +1,55 @@
+"""The one mapping from servekit errors to gRPC status codes, shared by every
+gRPC service servekit serves (V2 and TF Serving's)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from servekit.errors import ServekitError
+
+log = logging.getLogger("servekit.grpc")
+
+STATUS_CODES: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ALREADY_EXISTS,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def status_code(exc: ServekitError) -> grpc.StatusCode:
+    """The gRPC status for a servekit error (from its HTTP status)."""
+    return STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL)
+
+
+def rpc(service: str) -> Callable[[Handler], Handler]:
+    """Decorate an async servicer method: servekit errors end the call with their
+    status and message, anything unexpected with INTERNAL (logged) rather than a
+    bare UNKNOWN."""
+
+    def decorate(method: Handler) -> Handler:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await method(self, request, context)
+            except ServekitError as exc:
+                error: tuple[grpc.StatusCode, str] = (status_code(exc), exc.message)
+            except Exception as exc:
+                log.exception("%s %s failed", service, method.__name__)
+                error = (grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            await context.abort(*error)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
