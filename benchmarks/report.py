@@ -31,7 +31,9 @@ def get(cell: dict[str, Any] | None, key: str) -> float | None:
 
 
 def times(value: float | None) -> str:
-    return "–" if value is None else (f"{value:.2f}×" if value < 10 else f"{value:.1f}×")
+    if value is None:
+        return "–"
+    return f"{value:.3f}×" if value < 0.1 else f"{value:.2f}×" if value < 10 else f"{value:.1f}×"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -242,8 +244,11 @@ class Results:
         many = self.configs.get("servekit", {}).get("memory_idle", {})
         if one.get("pss_mb") and many.get("pss_mb") and many.get("processes", 0) > one.get("processes", 0):
             extra = (many["pss_mb"] - one["pss_mb"]) / (many["processes"] - one["processes"])
-            text += (f"\nservekit's cost per extra process (default vs `--parallel-workers 1`, idle PSS): "
-                     f"{extra:.0f} MB.\n")
+            text += (f"\nservekit idle, PSS: {many['pss_mb']:.0f} MB for its {many['processes']} processes "
+                     f"(supervisor and workers, models loaded once before the fork) against "
+                     f"{one['pss_mb']:.0f} MB with `--parallel-workers 1` (one process): "
+                     + (f"{extra:.0f} MB per extra process.\n" if extra > 0 else
+                        "no measurable cost per extra worker.\n"))
         return text
 
     def noise(self) -> str:
