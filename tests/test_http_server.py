@@ -21,6 +21,15 @@ from servekit.server.http_server import HttpServer
 LIMIT = 1_000_000
 
 
+async def alignment(request: Request) -> Response:
+    """Where the bytes after a binary-tensor JSON header start, modulo 64."""
+    import numpy as np
+
+    raw = await request.raw_body()
+    header = int(request.headers["inference-header-content-length"])
+    return json_response({"offset": np.frombuffer(raw, np.uint8)[header:].ctypes.data % 64})
+
+
 async def echo(request: Request) -> Response:
     body = await request.body()
     return json_response({
@@ -38,7 +47,11 @@ def port() -> Iterator[int]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     sock.setblocking(False)
-    router = Router([route("POST", "/echo/{name:path}", echo), route("GET", "/echo/{name:path}", echo)])
+    router = Router([
+        route("POST", "/echo/{name:path}", echo),
+        route("GET", "/echo/{name:path}", echo),
+        route("POST", "/alignment", alignment),
+    ])
     app = App({}, router, max_body=LIMIT)
     started = threading.Event()
     holder: dict[str, HttpServer] = {}
@@ -142,3 +155,11 @@ def test_head_http10_and_malformed(port: int) -> None:
     assert head.startswith(b"HTTP/1.1 400") and b"malformed" in body
     # the server still serves
     assert requests.get(f"http://127.0.0.1:{port}/echo/after").json()["path"] == "/echo/after"
+
+
+@pytest.mark.parametrize("header", [1, 7, 13, 100])
+def test_binary_tensors_arrive_aligned(port: int, header: int) -> None:
+    body = b"{" * header + bytes(500_000)
+    r = requests.post(f"http://127.0.0.1:{port}/alignment", data=body,
+                      headers={"Inference-Header-Content-Length": str(header)})
+    assert r.json() == {"offset": 0}

@@ -42,12 +42,12 @@ def available() -> bool:
     return _numbers is not None
 
 
-def loads_request(body: bytes | bytearray) -> Any | None:
+def loads_request(body: bytes | bytearray | memoryview) -> Any | None:
     """The request document with its numeric ``inputs[i].data`` as numpy arrays.
 
     None means "not for the fast path": parse ``body`` the ordinary way.
     """
-    if _numbers is None or type(body) not in (bytes, bytearray) or len(body) < MIN_BODY:
+    if _numbers is None or not isinstance(body, bytes | bytearray) or len(body) < MIN_BODY:
         return None
     # every number takes at least two bytes (itself and a separator), so this
     # is enough for all arrays; untouched pages of it are never backed by memory

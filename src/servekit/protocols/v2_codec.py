@@ -37,7 +37,9 @@ _ACCEPTED_KINDS = {
 
 
 # -- bodies -------------------------------------------------------------------
-def decompress(body: bytes | bytearray, encoding: str | None) -> bytes | bytearray:
+def decompress(
+    body: bytes | bytearray | memoryview, encoding: str | None
+) -> bytes | bytearray | memoryview:
     if not encoding or encoding == "identity":
         return body
     try:
@@ -71,7 +73,7 @@ def loads(body: bytes | bytearray | memoryview) -> Any:
 
 
 # -- requests -----------------------------------------------------------------
-def decode_request(body: bytes | bytearray, headers: dict[str, str]) -> InferenceRequest:
+def decode_request(body: bytes | bytearray | memoryview, headers: dict[str, str]) -> InferenceRequest:
     """A V2 infer request from a JSON body, or JSON header + binary tensors."""
     body = decompress(body, headers.get("content-encoding"))
     header_length = headers.get(HEADER_LENGTH)
@@ -272,7 +274,9 @@ def tensor_from_bytes(
             f"input {name!r}: {count} {datatype} elements need {expected} bytes, "
             f"{source} {len(chunk)}"
         )
-    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
+    array = np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
+    # numpy and BLAS copy misaligned data inside every call, slowly: copy it once
+    return array if array.flags.aligned else array.copy()
 
 
 def deserialize_bytes(chunk: memoryview | bytes, count: int | None, name: str) -> np.ndarray:

@@ -34,7 +34,7 @@ class Request:
         self.path_params: dict[str, str] = {}
         self._headers: dict[str, str] | None = None
         self._query: dict[str, str] | None = None
-        self._body: bytes | bytearray | None = None
+        self._body: bytes | bytearray | memoryview | None = None
 
     @property
     def method(self) -> str:
@@ -66,9 +66,10 @@ class Request:
         body = await self.raw_body()
         return body if isinstance(body, bytes) else bytes(body)
 
-    async def raw_body(self) -> bytes | bytearray:
+    async def raw_body(self) -> bytes | bytearray | memoryview:
         """The whole body without a copy: servekit's HTTP server hands large bodies
-        over in the buffer they were received into, a bytearray."""
+        over in the buffer they were received into (a bytearray, or a memoryview
+        whose binary tensors are aligned)."""
         if self._body is not None:
             return self._body
         length = self.headers.get("content-length")
@@ -77,7 +78,7 @@ class Request:
                 f"request body of {int(length)} bytes exceeds the limit of {self.max_body} "
                 "bytes (raise max_request_size / --max-request-size)"
             )
-        chunks: list[bytes | bytearray] = []
+        chunks: list[bytes | bytearray | memoryview] = []
         size = 0
         while True:
             message = await self.receive()
