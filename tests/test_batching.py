@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,8 +29,10 @@ class Recorder:
 
     async def __call__(self, request: InferenceRequest) -> InferenceResponse:
         self.calls.append(request.inputs[0].data.shape[0])
-        if self.gate is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 5)
+        # like the registry's thread hand-off: the event loop runs while the model does
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.gate.wait if self.gate is not None else time.sleep, 5 if self.gate else 0.001
+        )
         x = request.inputs[0].data
         if x.shape[1] != 4:
             raise InvalidInput(f"expects 4 features, got {x.shape[1]}")
@@ -68,8 +71,10 @@ def test_concurrent_mixed_requests_match_unbatched() -> None:
             else:  # BLAS may sum in another order for another batch size
                 np.testing.assert_allclose(tensor.data, expected, rtol=1e-12, atol=1e-15)
         assert [t.name for t in result.outputs] == (req.output_names or ["predict"])
-    # requests queued together were merged: one call per kind of requested outputs
-    assert len(recorder.calls) == 3
+    # the first request ran at once on its own (a lone request never waits); those
+    # queued behind it were merged: one call per kind of requested outputs
+    assert recorder.calls[0] == len(chunks[0])
+    assert len(recorder.calls) == 4
     assert sum(recorder.calls) == sum(len(c) for c in chunks)
 
 
@@ -130,10 +135,11 @@ def test_bounded_queue_answers_overloaded() -> None:
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     results = asyncio.run(scenario())
+    # one runs, three wait in the queue, the other two are turned away at once
     overloaded = [r for r in results if isinstance(r, Overloaded)]
-    assert len(overloaded) == 3
+    assert len(overloaded) == 2
     assert "queued (the limit)" in overloaded[0].message
-    assert sum(isinstance(r, InferenceResponse) for r in results) == 3
+    assert sum(isinstance(r, InferenceResponse) for r in results) == 4
 
 
 def test_request_timeout_in_queue() -> None:

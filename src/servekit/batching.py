@@ -79,6 +79,7 @@ class AdaptiveBatcher:
         self.stats = ModelStats()
         self._queue: deque[_Pending] = deque()
         self._worker: asyncio.Task[None] | None = None
+        self._direct = False  # a request is running in its caller's task
         self._wakeup: asyncio.Event | None = None
 
     @property
@@ -87,17 +88,25 @@ class AdaptiveBatcher:
 
     async def idle(self) -> None:
         """Wait until every queued request has been answered."""
-        while self._worker is not None and not self._worker.done():
-            await asyncio.wait([self._worker])
+        while self._direct or (self._worker is not None and not self._worker.done()):
+            if self._worker is not None and not self._worker.done():
+                await asyncio.wait([self._worker])
+            else:
+                await asyncio.sleep(0.001)
+
+    def _is_idle(self) -> bool:
+        return not self._direct and not self._queue and (self._worker is None or self._worker.done())
 
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
+        timeout = _timeout_seconds(request)
+        if timeout is None and self._is_idle() and self.max_batch_time <= 0:
+            return await self._run_direct(request)
         if len(self._queue) >= self.max_queue_size:
             raise Overloaded(
                 f"model {self.name!r} has {len(self._queue)} requests queued (the limit); "
                 "retry later or add workers"
             )
         loop = asyncio.get_running_loop()
-        timeout = _timeout_seconds(request)
         key, rows = self._key(request)
         pending = _Pending(
             request=request,
@@ -108,7 +117,9 @@ class AdaptiveBatcher:
             deadline=None if timeout is None else time.monotonic() + timeout,
         )
         self._queue.append(pending)
-        if self._worker is None or self._worker.done():
+        if self._direct:
+            pass  # the request running now starts the drain when it ends
+        elif self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
         elif self._wakeup is not None:
             self._wakeup.set()
@@ -122,6 +133,35 @@ class AdaptiveBatcher:
             raise RequestTimedOut(
                 f"request to model {self.name!r} timed out after {timeout:g} s"
             ) from None
+
+    async def _run_direct(self, request: InferenceRequest) -> InferenceResponse:
+        """An idle model runs a request in the caller's task: no queue entry, no
+        future, no extra task. Requests arriving meanwhile queue up and are
+        drained (and merged) once it ends."""
+        self._direct = True
+        started = time.perf_counter_ns()
+        stats = self.stats
+        stats.execution_count += 1
+        stats.batch_sizes[1] = stats.batch_sizes.get(1, 0) + 1
+        try:
+            response = await self._predict(request)
+        except BaseException:
+            elapsed = time.perf_counter_ns() - started
+            stats.inference_count += 1
+            stats.fail_count += 1
+            stats.fail_ns += elapsed
+            raise
+        finally:
+            self._direct = False
+            if self._queue and (self._worker is None or self._worker.done()):
+                self._worker = asyncio.get_running_loop().create_task(self._drain())
+        elapsed = time.perf_counter_ns() - started
+        stats.inference_count += 1
+        stats.success_count += 1
+        stats.success_ns += elapsed
+        stats.compute_ns += elapsed
+        stats.last_inference_ms = int(time.time() * 1000)
+        return response
 
     def _key(self, request: InferenceRequest) -> tuple[Any, int]:
         """(compatibility key, rows); an unbatchable request gets a unique key."""

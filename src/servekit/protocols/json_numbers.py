@@ -17,6 +17,7 @@ with orjson as before, which also produces the usual error messages.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ def loads_request(body: bytes | bytearray | memoryview) -> Any | None:
         datatype = entry.get("datatype")
         if not isinstance(datatype, str) or _ordinary_only(datatype.upper(), kind):
             return None
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         entry["data"] = np.frombuffer(out, _DTYPES[kind], count, offset).reshape(shape)
     return document
 

@@ -8,6 +8,7 @@ go straight into orjson).
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from typing import Any
@@ -162,7 +163,7 @@ def decode_input(
     datatype = datatype.upper()
     dtype = dtype_of(datatype)
     parameters = _parameters(entry, f"input {name!r}")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     size = parameters.get("binary_data_size")
     if size is not None:
         if binary is None:

@@ -14,6 +14,7 @@ contents if an output has no typed field, such as FP16).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,7 @@ def decode_request(
         shape = list(entry.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(f"input {name!r} has shape {shape}; dimensions must be >= 0")
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         parameters = parameters_from_proto(entry.parameters)
         if raw:
             if entry.HasField("contents"):
