@@ -37,7 +37,8 @@ class ServerSettings(BaseModel):
     load_models_at_startup: bool = True
     max_request_size: int = 512 * 1024 * 1024
     max_queue_size: int = 1024  # queued requests per model before 503
-    inline_predict_ms: float = 0.5  # models faster than this run on the event loop; 0 = never
+    inline_predict_ms: float = 0.1  # models faster than this run on the event loop; 0 = never
+    gil_switch_interval_ms: float = 0.25  # sys.setswitchinterval in workers
     http_server: Literal["servekit", "uvicorn"] = "servekit"  # the HTTP/1.1 implementation
     access_log: bool = False
     enable_grpc: bool = True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,10 +32,21 @@ class XGBoostRuntime(SKLearnRuntime):
             raise ModelLoadError(f"cannot load {path.name} as XGBoost: {exc}") from exc
         if path.suffix == ".json":
             self.warn_version("xgboost", _saved_version(path), xgb.__version__)
-        threads = self.settings.parameters.extra.get("nthread")
-        if threads:
-            booster.set_param("nthread", str(int(threads)))
+        booster.set_param("nthread", str(self.threads()))
         self.adopt(BoosterModel(booster))
+
+    def threads(self) -> int:
+        """``parameters.extra.nthread``, else the worker's share of the cores.
+        XGBoost's own default (0) means every core whatever OMP_NUM_THREADS
+        says, so several workers would fight over the cores."""
+        explicit = self.settings.parameters.extra.get("nthread")
+        return int(explicit or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+
+    def adopt(self, model: Any) -> None:
+        if hasattr(model, "get_booster"):  # a pickled XGBClassifier/XGBRegressor
+            with contextlib.suppress(Exception):  # not fitted: predict reports it
+                model.get_booster().set_param("nthread", str(self.threads()))
+        super().adopt(model)
 
 
 class BoosterModel:

@@ -44,11 +44,25 @@ def worker_count(settings: ServerSettings) -> int:
 
 
 def configure_threads(settings: ServerSettings, workers: int) -> int:
-    """Size OpenMP/BLAS pools so workers x threads does not exceed the cores."""
+    """Size OpenMP/BLAS pools so workers x threads does not exceed the cores:
+    environment variables for libraries loaded later, threadpoolctl for those
+    already loaded (numpy's BLAS)."""
     threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
+    limit_loaded_pools(threads)
+    # a prediction thread waiting to hand its result back waits at most this long
+    # for the event loop's thread to yield the GIL (Python's default is 5 ms)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     return threads
+
+
+def limit_loaded_pools(threads: int) -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # comes with scikit-learn; without it only the variables apply
+        return
+    threadpool_limits(limits=threads)
 
 
 def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -109,6 +123,8 @@ class Worker:
             if settings.load_models_at_startup:
                 # what the supervisor left to the workers: runtimes that do not survive fork
                 await self.registry.apply(self.sources.wanted())
+        # frameworks loaded with the models have pools of their own by now
+        limit_loaded_pools(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.ctx = build_context(settings, self.registry, self.sources)
         if self.control is not None:
             self.ctx.on_repository_change.append(self._broadcast)
