@@ -226,3 +226,20 @@ def test_statistics_extension(server: ServerProcess) -> None:
     assert stats["inference_count"] >= 3
     assert stats["inference_stats"]["success"]["count"] >= 3
     assert stats["inference_stats"]["compute_infer"]["ns"] > 0
+
+
+def test_access_log_behind_a_flag(repository, server: ServerProcess) -> None:  # type: ignore[no-untyped-def]
+    body = {"inputs": [{"name": "x", "shape": [1, 784], "datatype": "FP64", "data": [0] * 784}]}
+    with ServerProcess(["serve", str(repository), "--access-log", "--no-enable-grpc"]) as proc:
+        r = requests.post(f"{proc.url}/v2/models/logistic/versions/1/infer", json=body)
+        assert r.status_code == 200
+        requests.get(f"{proc.url}/v2/models/nope")
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "/v2/models/nope" not in proc.log():
+            time.sleep(0.1)
+        log = proc.log()
+    assert '"POST /v2/models/logistic/versions/1/infer" 200' in log
+    assert '"GET /v2/models/nope" 404' in log
+    assert '"POST /v2/models' not in server.log()  # off by default
