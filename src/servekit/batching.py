@@ -82,10 +82,6 @@ class AdaptiveBatcher:
         self._direct = False  # a request is running in its caller's task
         self._wakeup: asyncio.Event | None = None
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     async def idle(self) -> None:
         """Wait until every queued request has been answered."""
         while self._direct or (self._worker is not None and not self._worker.done()):

@@ -39,7 +39,6 @@ from servekit.tensors import InferenceRequest, RequestedOutput, Tensor
 log = logging.getLogger("servekit.grpc")
 
 PROTOCOL = "tfserving-grpc"
-SERVICES = ("PredictionService", "ModelService")
 DEFAULT_SIGNATURE = "serving_default"
 RELOAD_ACTION = "tfserving-config"  # relayed to sibling workers with the config
 GRACE_SECONDS = 5.0

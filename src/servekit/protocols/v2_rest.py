@@ -11,6 +11,7 @@ from servekit.protocols import v2_codec, v2_operations
 from servekit.protocols.v2_operations import metadata_dict, stats_dict
 from servekit.server.context import ServerContext
 from servekit.server.http import Request, Response, Route, json_response, route
+from servekit.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 PROTOCOL = "v2"
@@ -97,7 +98,7 @@ def routes(ctx: ServerContext) -> list[Route]:
         return json_response({"name": name, "versions": [m.version for m in unloaded], "state": "UNLOADED"})
 
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
     e = error_response
     out = [

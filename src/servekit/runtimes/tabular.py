@@ -30,7 +30,6 @@ log = logging.getLogger("servekit.runtimes")
 class TabularRuntime(Runtime):
     batch_axis: ClassVar[int | None] = 0
     model_suffixes: ClassVar[tuple[str, ...]] = ()
-    output_methods: ClassVar[tuple[str, ...]] = ("predict",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

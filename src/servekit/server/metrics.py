@@ -10,7 +10,6 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -43,12 +42,6 @@ class Metrics:
             labels,
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        )
-        self.models_loaded = Gauge(
-            "servekit_models_loaded",
-            "Model versions in the READY state",
-            registry=self.registry,
-            multiprocess_mode="max",
         )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
