@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servekit.errors import InvalidInput
+from servekit.errors import InvalidInput, PayloadTooLarge
 from servekit.protocols import json_numbers
 from servekit.tensors import (
     InferenceRequest,
@@ -38,19 +38,44 @@ _ACCEPTED_KINDS = {
 
 
 # -- bodies -------------------------------------------------------------------
+# the largest body a compressed request may inflate to when the caller passes no
+# limit: the default of ServerSettings.max_request_size
+DEFAULT_MAX_DECOMPRESSED = 512 * 1024 * 1024
+
+
 def decompress(
-    body: bytes | bytearray | memoryview, encoding: str | None
+    body: bytes | bytearray | memoryview, encoding: str | None, limit: int = DEFAULT_MAX_DECOMPRESSED
 ) -> bytes | bytearray | memoryview:
+    """``body`` decoded from its Content-Encoding (gzip or deflate). Inflating
+    stops as soon as the output would exceed ``limit`` bytes (the server's
+    max_request_size): a small compressed body cannot expand into gigabytes."""
     if not encoding or encoding == "identity":
         return body
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits)
     try:
-        if encoding == "gzip":
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if encoding == "deflate":
-            return zlib.decompress(body)
+        # zlib grows its output as it inflates and stops at max_length, so memory
+        # follows the output and never passes limit + 1 bytes
+        out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
         raise InvalidInput(f"body is not valid {encoding} data: {exc}") from None
-    raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+    if len(out) > limit:
+        raise _inflated_too_large(encoding, limit)
+    if not inflater.eof:  # all input consumed below the limit, yet no end of stream
+        raise InvalidInput(f"body is not valid {encoding} data: incomplete or truncated stream")
+    return out
+
+
+def _inflated_too_large(encoding: str, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body decompressed ({encoding}) exceeds the limit of {limit} bytes; send a smaller "
+        "request or raise max_request_size / --max-request-size"
+    )
 
 
 def compress(body: bytes, accept_encoding: str | None) -> tuple[bytes, str | None]:
