@@ -149,7 +149,9 @@ def test_request_timeout_in_queue() -> None:
     async def scenario() -> list[InferenceResponse | BaseException]:
         first = asyncio.ensure_future(batcher.submit(request(IRIS.data[:1])))
         await asyncio.sleep(0.02)
-        late = asyncio.ensure_future(batcher.submit(request(IRIS.data[:1], timeout=20_000)))  # 20 ms
+        late_request = request(IRIS.data[:1])
+        late_request.deadline = time.monotonic() + 0.02
+        late = asyncio.ensure_future(batcher.submit(late_request))
         result = await asyncio.gather(late, return_exceptions=True)
         gate.set()
         return [*result, await first]

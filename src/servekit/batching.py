@@ -6,8 +6,9 @@ request (same inputs, trailing shapes, dtypes, outputs and parameters), up
 to ``max_batch_size`` rows, is merged with one ``np.concatenate`` per input
 and run as one call; outputs are split back as views. So the batch size
 follows the load. ``max_batch_time`` > 0 adds MLServer's behaviour: wait up to
-that long for a batch to fill. The queue is bounded and requests can carry a
-timeout.
+that long for a batch to fill. The queue is bounded, and a request whose
+``deadline`` (set by the data plane from the protocol's timeout) passes while
+it waits is answered with a timeout and never run.
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ class AdaptiveBatcher:
         return not self._direct and not self._queue and (self._worker is None or self._worker.done())
 
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
-        timeout = _timeout_seconds(request)
+        deadline = request.deadline
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise RequestTimedOut(f"request to model {self.name!r} timed out before it was queued")
         if timeout is None and self._is_idle() and self.max_batch_time <= 0:
             return await self._run_direct(request)
         if len(self._queue) >= self.max_queue_size:
@@ -110,7 +114,7 @@ class AdaptiveBatcher:
             rows=rows,
             future=loop.create_future(),
             enqueued_ns=time.perf_counter_ns(),
-            deadline=None if timeout is None else time.monotonic() + timeout,
+            deadline=deadline,
         )
         self._queue.append(pending)
         if self._direct:
@@ -338,15 +342,3 @@ def _params(parameters: dict[str, Any]) -> bytes:
         return b""
     relevant = {k: v for k, v in parameters.items() if k not in TRANSPORT_PARAMETERS}
     return orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS) if relevant else b""
-
-
-def _timeout_seconds(request: InferenceRequest) -> float | None:
-    """Triton's ``timeout`` request parameter, in microseconds."""
-    value = request.parameters.get("timeout") if request.parameters else None
-    if value is None:
-        return None
-    try:
-        micros = float(value)
-    except (TypeError, ValueError):
-        return None
-    return micros / 1e6 if micros > 0 else None

@@ -3,72 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from servekit import __version__, bench, torchserve_mode
 from servekit.archive import writer as archive_writer
-from servekit.config import ServerSettings, load_server_settings
+from servekit.config import load_server_settings
 from servekit.errors import ServekitError
 from servekit.library.commands import LIBRARY_COMMANDS
+from servekit.protocols import seldon_cli
+from servekit.server_flags import add_server_flags, server_overrides, setup_logging
 
 # subcommand name -> (configure parser, run); other modules add theirs
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-
-
-def setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s [servekit] %(levelname)s - %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # third-party loggers stay quiet even in debug mode
-    for name in ("uvicorn.error", "grpc", "grpc._cython.cygrpc", "asyncio"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def add_server_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--kebab-case`` flag per server setting (``--http-port``, …)."""
-    group = parser.add_argument_group("server settings (also settings.json and SERVEKIT_* variables)")
-    for name, field in ServerSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        annotation = field.annotation
-        if annotation is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            group.add_argument(flag, dest=name, default=None, metavar=name.upper())
-        if "_" in name:  # TF Serving's spelling too: --rest_api_port=9001, --model_base_path=…
-            action = _TFBoolFlag if annotation is bool else "store"
-            group.add_argument("--" + name, dest=name, action=action, default=None, help=argparse.SUPPRESS)
-
-
-class _TFBoolFlag(argparse.Action):
-    """A boolean flag written the TF Serving way: ``--flag`` or ``--flag=true|false``."""
-
-    WORDS: ClassVar[dict[str, bool]] = {"true": True, "1": True, "false": False, "0": False}
-
-    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
-        kwargs.pop("nargs", None)
-        super().__init__(option_strings, dest, nargs="?", **kwargs)
-
-    def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-        values: Any, option_string: str | None = None,
-    ) -> None:
-        if values is None:
-            setattr(namespace, self.dest, True)
-            return
-        value = self.WORDS.get(str(values).lower())
-        if value is None:
-            parser.error(f"{option_string} takes true or false, not {values!r}")
-        setattr(namespace, self.dest, value)
-
-
-def server_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name, None) for name in ServerSettings.model_fields}
 
 
 def configure_serve(parser: argparse.ArgumentParser) -> None:
@@ -78,9 +25,9 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from servekit.repository.reconcile import install as install_reconciler
     from servekit.repository.sources import ModelSources
     from servekit.repository.tfserving_source import configure_tfserving
+    from servekit.server.assembly import SKINS
     from servekit.server.runner import serve
 
     folder = args.folder
@@ -94,8 +41,7 @@ def run_serve(args: argparse.Namespace) -> int:
     torchserve = torchserve_mode.configure_torchserve(settings, sources)
     if folder is not None or not (tfserving_mode or torchserve):
         sources.add_repository(settings.model_repository_root)
-    install_reconciler()
-    serve(settings, sources)
+    serve(settings, sources, SKINS)
     return 0
 
 
@@ -105,8 +51,10 @@ COMMANDS: dict[str, Command] = {
     "archive": (archive_writer.configure, archive_writer.run),  # torch-model-archiver
     "stop": (torchserve_mode.configure_stop, torchserve_mode.run_stop),  # torchserve --stop
     "bench": (bench.configure, bench.run),
+    # Seldon's wrapper: seldon-core-microservice MyModel
+    "microservice": (seldon_cli.configure_microservice, seldon_cli.run_microservice),
 }
-# the model library's commands: describe, time, assets, microservice
+# the model library's commands: describe, time, assets
 COMMANDS.update(LIBRARY_COMMANDS)
 
 
@@ -132,3 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["COMMANDS", "add_server_flags", "main", "server_overrides", "setup_logging"]

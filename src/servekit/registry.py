@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -15,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from servekit.batching import AdaptiveBatcher
+from servekit.batching import AdaptiveBatcher, ModelStats
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ModelNotFound, ModelNotReady, ServekitError
+from servekit.invoker import Invoker
 from servekit.runtimes import create_runtime
 from servekit.runtimes.base import Runtime
-from servekit.tensors import InferenceRequest, InferenceResponse
+from servekit.tensors import InferenceRequest, InferenceResponse, ModelMetadata
 
 log = logging.getLogger("servekit.registry")
 
@@ -40,6 +42,7 @@ class ModelVersion:
     runtime: Runtime | None = None
     batcher: AdaptiveBatcher | None = None
     load_seconds: float = 0.0
+    _metadata: ModelMetadata | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -52,6 +55,19 @@ class ModelVersion:
     @property
     def ready(self) -> bool:
         return self.state is ModelState.AVAILABLE
+
+    @property
+    def stats(self) -> ModelStats:
+        """The statistics of its batcher (empty counters when not loaded)."""
+        return self.batcher.stats if self.batcher is not None else ModelStats()
+
+    def metadata(self) -> ModelMetadata:
+        """The runtime's metadata, computed once per loaded version."""
+        if self._metadata is None:
+            if self.runtime is None:
+                raise ModelNotReady(f"model {self.name!r} version {self.version!r} is {self.state.value}")
+            self._metadata = self.runtime.metadata()
+        return self._metadata
 
 
 @dataclass
@@ -85,30 +101,53 @@ Listener = Callable[[str, ModelVersion], None]
 
 
 class Registry:
+    """Every served model version and its state. Read through the query
+    methods (their results are views to read, never to change); change only
+    through the async methods, which take the registry's lock."""
+
     def __init__(self, settings: ServerSettings, executor: ThreadPoolExecutor | None = None):
         self.settings = settings
         self.executor = executor or _default_executor(settings)
-        self.models: dict[str, ModelEntry] = {}
+        self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self.listeners: list[Listener] = []
 
     # -- queries ----------------------------------------------------------
-    def entry(self, name: str) -> ModelEntry:
-        entry = self.models.get(name)
+    def names(self) -> list[str]:
+        """Names of the models with at least one version, sorted."""
+        return sorted(n for n, e in self._models.items() if e.versions)
+
+    def _entry(self, name: str) -> ModelEntry:
+        entry = self._models.get(name)
         if entry is None or not entry.versions:
-            known = ", ".join(sorted(n for n, e in self.models.items() if e.versions)) or "none"
+            known = ", ".join(self.names()) or "none"
             raise ModelNotFound(f"model {name!r} not found (models served: {known})")
         return entry
+
+    def has(self, name: str, version: str | None = None) -> bool:
+        entry = self._models.get(name)
+        if entry is None or not entry.versions:
+            return False
+        return version is None or version in entry.versions
+
+    def version_names(self, name: str) -> list[str]:
+        """The versions of ``name`` in version order (raises when not served)."""
+        return sorted(self._entry(name).versions, key=version_sort_key)
+
+    def labels(self, name: str) -> dict[str, str]:
+        entry = self._models.get(name)
+        return dict(entry.labels) if entry else {}
+
+    def default_version(self, name: str) -> str | None:
+        entry = self._models.get(name)
+        return entry.default_version if entry else None
 
     def resolve(
         self, name: str, version: str | None = None, label: str | None = None
     ) -> ModelVersion:
-        """The ready version asked for: explicit, by label, or the newest."""
-        entry = self.entry(name)
-        if label is not None:
-            if label not in entry.labels:
-                raise ModelNotFound(f"model {name!r} has no label {label!r}")
-            version = entry.labels[label]
+        """The ready version asked for: explicit, by label, or the default/newest."""
+        entry = self._entry(name)
+        version = _by_label(entry, label, version)
         if version is None or version == "":
             model = entry.newest()
             if model is None:
@@ -125,8 +164,28 @@ class Registry:
             )
         return model
 
+    def select(
+        self, name: str, version: str | None = None, label: str | None = None
+    ) -> list[ModelVersion]:
+        """The versions a status request names, in any state: the one asked for
+        by version or label, or every version of the model, newest first."""
+        entry = self._entry(name)
+        version = _by_label(entry, label, version)
+        if version:
+            model = entry.versions.get(version)
+            if model is None:
+                raise ModelNotFound(f"model {name!r} has no version {version}")
+            return [model]
+        return sorted(entry.versions.values(), key=lambda m: version_sort_key(m.version), reverse=True)
+
+    def current(self, name: str) -> ModelVersion:
+        """The version a call without a version means: the default or newest
+        ready one, else any (for describing a model that is not ready)."""
+        entry = self._entry(name)
+        return entry.newest() or next(iter(entry.versions.values()))
+
     def find(self, name: str, version: str | None = None) -> ModelVersion | None:
-        entry = self.models.get(name)
+        entry = self._models.get(name)
         if entry is None:
             return None
         if version:
@@ -134,24 +193,21 @@ class Registry:
         return entry.newest()
 
     def all_versions(self) -> list[ModelVersion]:
-        return [v for e in self.models.values() for v in e.versions.values()]
+        return [v for e in self._models.values() for v in e.versions.values()]
 
     def ready(self) -> bool:
         return all(v.ready for v in self.all_versions())
 
-    # -- inference ----------------------------------------------------------
-    async def infer(
-        self,
-        name: str,
-        version: str | None,
-        request: InferenceRequest,
-        label: str | None = None,
-    ) -> InferenceResponse:
-        return await self.submit(self.resolve(name, version, label), request)
+    def not_ready_reason(self) -> str | None:
+        """Why the server is not ready (the models still loading or failed), or None."""
+        waiting = [
+            f"{v.name}:{v.version or '-'} {v.state.value}" for v in self.all_versions() if not v.ready
+        ]
+        return "models not ready: " + ", ".join(waiting) if waiting else None
 
+    # -- inference ----------------------------------------------------------
     async def submit(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
-        """Run a request on an already resolved version (resolve first to fail fast)."""
-        request.ensure_id()
+        """Run a request on an already resolved version (the data plane's last step)."""
         batcher = model.batcher
         if batcher is None:
             raise ModelNotReady(f"model {model.name!r} version {model.version!r} is {model.state.value}")
@@ -165,10 +221,10 @@ class Registry:
 
     async def unload(self, name: str, version: str | None = None) -> list[ModelVersion]:
         async with self._lock:
-            entry = self.entry(name)
-            targets = [entry.versions[version]] if version else list(entry.versions.values())
+            entry = self._entry(name)
             if version and version not in entry.versions:
                 raise ModelNotFound(f"model {name!r} has no version {version!r}")
+            targets = [entry.versions[version]] if version else list(entry.versions.values())
             for model in targets:
                 await self._unload(model)
             return targets
@@ -190,18 +246,27 @@ class Registry:
                 if (model.name, model.version) not in wanted:
                     await self._unload(model)
 
-    def set_labels(self, name: str, labels: dict[str, str]) -> None:
+    async def set_labels(self, name: str, labels: dict[str, str]) -> None:
         """Replace the version labels of ``name`` (label -> version); no-op if not served."""
-        entry = self.models.get(name)
-        if entry is not None:
-            entry.labels = dict(labels)
+        async with self._lock:
+            entry = self._models.get(name)
+            if entry is not None:
+                entry.labels = dict(labels)
+
+    async def set_default(self, name: str, version: str | None) -> None:
+        """Make ``version`` the one calls without a version go to (None: the newest);
+        a version this registry does not have leaves the default as it is."""
+        async with self._lock:
+            entry = self._models.get(name)
+            if entry is not None and (version is None or version in entry.versions):
+                entry.default_version = version
 
     def _unversioned(self, name: str) -> ModelVersion | None:
-        entry = self.models.get(name)
+        entry = self._models.get(name)
         return entry.versions.get("") if entry else None
 
     async def _load(self, settings: ModelSettings) -> ModelVersion:
-        entry = self.models.setdefault(settings.name, ModelEntry(settings.name))
+        entry = self._models.setdefault(settings.name, ModelEntry(settings.name))
         model = ModelVersion(settings=settings)
         previous = entry.versions.get(model.version)
         if previous is None or not previous.ready:
@@ -210,7 +275,8 @@ class Registry:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            runtime = create_runtime(settings)
+            # creating a runtime imports its framework: off the loop, like loading it
+            runtime = await loop.run_in_executor(self.executor, create_runtime, settings)
             await loop.run_in_executor(self.executor, runtime.load)
         except Exception as exc:
             message = exc.message if isinstance(exc, ServekitError) else f"{type(exc).__name__}: {exc}"
@@ -244,18 +310,13 @@ class Registry:
         """Make a registry loaded in a parent process usable in a forked child."""
         self.executor = _default_executor(self.settings)
         self._lock = asyncio.Lock()
+        for model in self.all_versions():
+            if model.batcher is not None and model.runtime is not None:
+                model.batcher = self._batcher(model.settings, model.runtime)
 
     def _batcher(self, settings: ModelSettings, runtime: Runtime) -> AdaptiveBatcher:
-        predict: Any
-        if runtime.is_async:
-            async def predict(request: InferenceRequest) -> InferenceResponse:
-                result: InferenceResponse = await runtime.predict(request)  # type: ignore[misc]
-                return result
-        else:
-            predict = _PredictCall(runtime, self, self.settings.inline_predict_ms / 1000)
-
         return AdaptiveBatcher(
-            predict,
+            Invoker(runtime, self.executor, self.settings.inline_predict_ms / 1000),
             batchable=runtime.batch_axis == 0 and settings.adaptive_batching,
             max_batch_size=settings.max_batch_size,
             max_batch_time=settings.max_batch_time,
@@ -264,11 +325,13 @@ class Registry:
         )
 
     async def _unload(self, model: ModelVersion) -> None:
-        entry = self.models.get(model.name)
+        entry = self._models.get(model.name)
         if entry is not None and entry.versions.get(model.version) is model:
             del entry.versions[model.version]
             if not entry.versions:
-                del self.models[model.name]
+                del self._models[model.name]
+            elif entry.default_version == model.version:
+                entry.default_version = None
         model.state = ModelState.UNLOADING
         await self._release(model)
         log.info("Unloaded model %r version %s", model.name, model.version or "-")
@@ -291,45 +354,25 @@ class Registry:
             listener(event, model)
 
 
-class _PredictCall:
-    """Runs a synchronous ``predict`` off the event loop, except for models whose
-    recent calls took less than ``inline_limit`` seconds: for those the thread
-    hand-off would cost more than the call itself holds the loop."""
-
-    INLINE_MAX_ROWS = 64
-
-    def __init__(self, runtime: Runtime, registry: Registry, inline_limit: float) -> None:
-        self.runtime = runtime
-        self.registry = registry
-        self.inline_limit = inline_limit
-        self.recent: float | None = None  # moving average of call durations, seconds
-
-    def timed(self, request: InferenceRequest) -> InferenceResponse:
-        started = time.perf_counter()
-        try:
-            return self.runtime.predict(request)
-        finally:
-            elapsed = time.perf_counter() - started
-            self.recent = elapsed if self.recent is None else 0.8 * self.recent + 0.2 * elapsed
-
-    async def __call__(self, request: InferenceRequest) -> InferenceResponse:
-        if (
-            self.recent is not None
-            and self.recent < self.inline_limit
-            and (not request.inputs or _rows(request) <= self.INLINE_MAX_ROWS)
-        ):
-            return self.timed(request)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.registry.executor, self.timed, request)
-
-
-def _rows(request: InferenceRequest) -> int:
-    shape = request.inputs[0].data.shape
-    return shape[0] if shape else 1
+def _by_label(entry: ModelEntry, label: str | None, version: str | None) -> str | None:
+    if label is None:
+        return version
+    if label not in entry.labels:
+        raise ModelNotFound(f"model {entry.name!r} has no label {label!r}")
+    return entry.labels[label]
 
 
 def _default_executor(settings: ServerSettings) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="servekit")
+    """Threads for predictions and loads: one per BLAS/OpenMP thread of this
+    worker, at least 4 (a load must not wait behind a long prediction)."""
+    threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // _workers(settings))
+    return ThreadPoolExecutor(max_workers=max(4, threads * 2), thread_name_prefix="servekit")
+
+
+def _workers(settings: ServerSettings) -> int:
+    return settings.parallel_workers if settings.parallel_workers and settings.parallel_workers > 0 else (
+        os.cpu_count() or 1
+    )
 
 
 def _not_ready_message(entry: ModelEntry) -> str:

@@ -109,6 +109,8 @@ class InferenceRequest:
     outputs: list[RequestedOutput] | None = None
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    # time.monotonic() after which nobody waits for the answer (set by the data plane)
+    deadline: float | None = None
 
     def input(self, name: str) -> Tensor:
         for tensor in self.inputs:

@@ -166,9 +166,6 @@ def configure_torchserve(settings: ServerSettings, sources: Any) -> bool:
     Returns whether TorchServe mode is on."""
     from servekit.archive.store import active_store
 
-    # registers how workers relay management changes, before they fork
-    from servekit.protocols import torchserve_changes  # noqa: F401
-
     if not (settings.model_store or settings.load_models or settings.ts_config):
         return False
     store = active_store(settings)

@@ -41,6 +41,9 @@ class ModelOptions:
     loaded_at_startup: bool = False
 
 
+Stamp = tuple[int, int]
+
+
 @dataclass
 class ModelStore:
     root: Path | None
@@ -53,6 +56,9 @@ class ModelStore:
     # name -> its default version, where one was chosen (registration, set-default)
     defaults: dict[str, str] = field(default_factory=dict)
     loaded_startup: bool = False
+    # the stamp of the last TorchServe change applied to each part of the state
+    # (see protocols.torchserve_changes): a change relayed late leaves that part alone
+    stamps: dict[tuple[str, str, str], Stamp] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> ModelStore:
@@ -233,13 +239,14 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-_ACTIVE: dict[int, ModelStore] = {}
+_ACTIVE: dict[int, tuple[ServerSettings, ModelStore]] = {}
 
 
 def active_store(settings: ServerSettings) -> ModelStore:
-    """The one store of this server (made before workers fork, so they share it)."""
-    store = _ACTIVE.get(0)
-    if store is None:
-        store = ModelStore.from_settings(settings)
-        _ACTIVE[0] = store
-    return store
+    """The store of the server with these settings (made before workers fork,
+    so they share it); other settings get a store of their own."""
+    found = _ACTIVE.get(id(settings))
+    if found is None or found[0] is not settings:
+        found = (settings, ModelStore.from_settings(settings))
+        _ACTIVE[id(settings)] = found
+    return found[1]

@@ -20,8 +20,6 @@ class ItemValidationError(InvalidInput):
 class ReturnValueError(ServekitError):
     """``_predict`` returned something that does not fit the output type (500)."""
 
-    kind = "ReturnValueError"
-
 
 def describe_validation_error(exc: ValidationError) -> str:
     """``field 'a.b': Input should be a valid string (got 3)`` for each error."""

@@ -1,32 +1,22 @@
-"""The prediction cache offered to every runtime (framework models too), for
-V2 requests: a model whose settings say ``"parameters": {"extra":
-{"cache_predictions": true}}`` answers a request it has seen before from the
-cache (LRU or Redis, per the ``SERVEKIT_CACHE_*`` settings).
+"""How the data plane's prediction cache keys and stores a response, for any
+model (framework models too) whose settings say ``"parameters": {"extra":
+{"cache_predictions": true}}``; the cache is LRU or Redis per the
+``SERVEKIT_CACHE_*`` settings (see :mod:`servekit.dataplane`).
 
 The key is the model name and version plus a hash of the request's tensors
-(name, datatype, shape and raw bytes), requested outputs and parameters. The
-adaptive batcher may merge concurrent requests first; a merged batch is cached
-as one entry, so hits are for requests repeated while the model is not busy.
+(name, datatype, shape and raw bytes), requested outputs and parameters, so a
+request repeated over any protocol is answered from the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from servekit.library.prediction_cache import PredictionCache, cache_key, make_cache
-from servekit.library.settings import LibrarySettings
-from servekit.runtimes.base import Runtime
-from servekit.server.runner import WORKER_HOOKS
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor, dtype_of
-
-if TYPE_CHECKING:
-    from servekit.registry import ModelVersion
-    from servekit.server.runner import Worker
 
 
 def _raw(tensor: Tensor) -> bytes:
@@ -59,7 +49,9 @@ def encode_response(response: InferenceResponse) -> bytes:
     return struct.pack("<I", len(head)) + head + sizes + b"".join(chunks)
 
 
-def decode_response(raw: bytes, runtime: Runtime, request: InferenceRequest) -> InferenceResponse:
+def decode_response(
+    raw: bytes, model_name: str, model_version: str, request: InferenceRequest
+) -> InferenceResponse:
     (head_length,) = struct.unpack_from("<I", raw)
     header, parameters = orjson.loads(raw[4 : 4 + head_length])
     offset = 4 + head_length
@@ -76,51 +68,7 @@ def decode_response(raw: bytes, runtime: Runtime, request: InferenceRequest) -> 
         else:
             data = np.frombuffer(chunk, dtype=dtype_of(datatype).newbyteorder("<")).reshape(shape)
         outputs.append(Tensor(name, data, datatype, tensor_parameters))
-    return runtime.response(request, outputs, **parameters)
-
-
-def cache_runtime(runtime: Runtime, cache: PredictionCache) -> None:
-    """Serve ``runtime``'s repeated requests from ``cache``."""
-    if getattr(runtime, "_servekit_cached", False) or runtime.is_async:
-        return
-    original = runtime.predict
-
-    def predict(request: InferenceRequest) -> InferenceResponse:
-        key = cache_key(runtime.name, runtime.version or "", request_hash(request))
-        hit = cache.get_many([key])[0]
-        if hit is not None:
-            return decode_response(hit, runtime, request)
-        response = original(request)
-        cache.set_many({key: encode_response(response)})
-        return response
-
-    runtime.predict = predict  # type: ignore[method-assign]
-    runtime._servekit_cached = True  # type: ignore[attr-defined]
-
-
-async def install(worker: Worker) -> None:
-    """Worker hook: wrap the models that opt in, now and whenever one loads."""
-    registry = worker.registry
-    if registry is None:
-        return
-    state: dict[str, PredictionCache] = {}
-
-    def wrap(model: ModelVersion) -> None:
-        runtime = model.runtime
-        if runtime is None or not model.settings.parameters.extra.get("cache_predictions"):
-            return
-        if "cache" not in state:
-            state["cache"] = make_cache(LibrarySettings.from_env())
-        cache_runtime(runtime, state["cache"])
-
-    for model in registry.all_versions():
-        wrap(model)
-
-    def on_event(event: str, model: Any) -> None:
-        if event == "loaded":
-            wrap(model)
-
-    registry.listeners.append(on_event)
-
-
-WORKER_HOOKS.append(install)
+    return InferenceResponse(
+        model_name=model_name, model_version=model_version or None, id=request.id, outputs=outputs,
+        parameters=dict(parameters),
+    )

@@ -14,23 +14,24 @@ typed API of library models, with an OpenAPI document.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
 import orjson
 
 from servekit import __version__
+from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
+from servekit.protocols import seldon
+from servekit.protocols.json_values import default_model_name, tensor_values
 from servekit.protocols.v2_codec import loads
 from servekit.registry import Registry
-from servekit.runtimes.base import Runtime
-from servekit.server.context import ServerContext
 from servekit.server.http import Request, Response, Route, default_error, json_response, route
+from servekit.server.lifecycle import MAIN, Mount, ServerContext, Skin
 from servekit.tensors import InferenceRequest, ModelMetadata, Tensor
 
+PROTOCOL = "predict"
 SELDON_KEYS = frozenset({"data", "strData", "jsonData", "binData"})
-_METADATA: weakref.WeakKeyDictionary[Runtime, ModelMetadata] = weakref.WeakKeyDictionary()
 
 
 def error_response(exc: ServekitError) -> Response:
@@ -38,55 +39,12 @@ def error_response(exc: ServekitError) -> Response:
     return default_error(exc)
 
 
-def default_model_name(ctx: ServerContext) -> str:
-    """The model a call without a model name goes to."""
-    if ctx.settings.default_model:
-        return ctx.settings.default_model
-    names = sorted(n for n, e in ctx.registry.models.items() if e.versions)
-    if len(names) == 1:
-        return names[0]
-    served = ", ".join(names) or "none"
-    raise InvalidInput(
-        f"this server serves {len(names)} models ({served}); call /predict/<name> "
-        "or set default_model"
-    )
-
-
 def model_metadata(registry: Registry, name: str) -> ModelMetadata:
-    model = registry.resolve(name)
-    runtime = model.runtime
-    assert runtime is not None
-    meta = _METADATA.get(runtime)
-    if meta is None:
-        meta = _METADATA[runtime] = runtime.metadata()
-    return meta
+    return registry.resolve(name).metadata()
 
 
 def is_typed(meta: ModelMetadata) -> bool:
     return bool(meta.parameters.get("typed"))
-
-
-# -- tensors <-> JSON values ---------------------------------------------------
-def _element(value: Any, content_type: str | None) -> Any:
-    if isinstance(value, bytes):
-        if content_type == "json":
-            return orjson.loads(value)
-        return value.decode("utf-8", "replace")
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def tensor_values(tensor: Tensor) -> list[Any]:
-    """The tensor as nested lists of JSON values, one entry per row."""
-    if tensor.datatype != "BYTES":
-        values = tensor.data.tolist()
-        return values if isinstance(values, list) else [values]
-    content_type = tensor.content_type
-    out = np.empty(tensor.data.shape, dtype=object)
-    flat = out.reshape(-1)
-    for i, value in enumerate(tensor.data.reshape(-1)):
-        flat[i] = _element(value, content_type)
-    values = out.tolist()
-    return values if isinstance(values, list) else [values]
 
 
 def items_tensor(items: list[Any]) -> Tensor:
@@ -110,23 +68,27 @@ def inputs_tensor(inputs: Any, meta: ModelMetadata) -> Tensor:
 
 
 # -- handlers ------------------------------------------------------------------
-async def infer(ctx: ServerContext, name: str, tensor: Tensor) -> Tensor:
-    response = await ctx.registry.infer(name, None, InferenceRequest(inputs=[tensor]))
+async def infer(ctx: ServerContext, name: str, tensor: Tensor, timeout: float | None) -> Tensor:
+    response = await ctx.dataplane.infer(
+        Target(name), InferenceRequest(inputs=[tensor]), protocol=PROTOCOL, timeout=timeout
+    )
     if not response.outputs:
         raise ServekitError(f"model {name!r} returned no outputs")
     return response.outputs[0]
 
 
-async def flask_form(ctx: ServerContext, name: str, document: Any, meta: ModelMetadata) -> Response:
+async def flask_form(
+    ctx: ServerContext, name: str, document: Any, meta: ModelMetadata, timeout: float | None
+) -> Response:
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if inputs is None:
         raise InvalidInput('send {"inputs": [[feature, ...], ...]}')
     if is_typed(meta):
         if not isinstance(inputs, list):
             raise InvalidInput("'inputs' must be a list of items")
-        output = await infer(ctx, name, items_tensor(inputs))
+        output = await infer(ctx, name, items_tensor(inputs), timeout)
         return json_response({"prediction": tensor_values(output)})
-    output = await infer(ctx, name, inputs_tensor(inputs, meta))
+    output = await infer(ctx, name, inputs_tensor(inputs, meta), timeout)
     return json_response({"prediction": tensor_values(output)})
 
 
@@ -138,18 +100,18 @@ def _flask_shaped(document: Any, meta: ModelMetadata) -> bool:
     return "inputs" not in (schema.get("properties") or {})
 
 
-async def predict_named(ctx: ServerContext, name: str, body: bytes) -> Response:
+async def predict_named(ctx: ServerContext, name: str, body: bytes, timeout: float | None) -> Response:
     meta = model_metadata(ctx.registry, name)
     document = loads(body)
     if not is_typed(meta) or _flask_shaped(document, meta):
-        return await flask_form(ctx, name, document, meta)
-    output = await infer(ctx, name, items_tensor([document]))
+        return await flask_form(ctx, name, document, meta, timeout)
+    output = await infer(ctx, name, items_tensor([document]), timeout)
     if output.content_type == "json":
         return Response(bytes(output.data.reshape(-1)[0]))
     return json_response(tensor_values(output)[0])
 
 
-async def predict_batch(ctx: ServerContext, name: str, body: bytes) -> Response:
+async def predict_batch(ctx: ServerContext, name: str, body: bytes, timeout: float | None) -> Response:
     meta = model_metadata(ctx.registry, name)
     if not is_typed(meta):
         raise InvalidInput(
@@ -161,7 +123,7 @@ async def predict_batch(ctx: ServerContext, name: str, body: bytes) -> Response:
         raise InvalidInput("the body of /predict/batch/<name> must be a JSON list of items")
     if not document:
         return Response(b"[]")
-    output = await infer(ctx, name, items_tensor(document))
+    output = await infer(ctx, name, items_tensor(document), timeout)
     if output.content_type == "json":
         return Response(b"[" + b",".join(bytes(v) for v in output.data.reshape(-1)) + b"]")
     return json_response(tensor_values(output))
@@ -169,22 +131,23 @@ async def predict_batch(ctx: ServerContext, name: str, body: bytes) -> Response:
 
 def routes(ctx: ServerContext) -> list[Route]:
     async def named(request: Request) -> Response:
-        return await predict_named(ctx, request.path_params["name"], await request.body())
+        timeout = header_timeout(request.headers)
+        return await predict_named(ctx, request.path_params["name"], await request.body(), timeout)
 
     async def batch(request: Request) -> Response:
-        return await predict_batch(ctx, request.path_params["name"], await request.body())
+        timeout = header_timeout(request.headers)
+        return await predict_batch(ctx, request.path_params["name"], await request.body(), timeout)
 
     async def nameless(request: Request) -> Response:
         body = await request.body()
         document = loads(body)
+        timeout = header_timeout(request.headers)
         if isinstance(document, dict) and SELDON_KEYS & set(document):
-            from servekit.protocols import seldon
-
             try:
-                return await seldon.predict(ctx, default_model_name(ctx), document)
+                return await seldon.predict(ctx, default_model_name(ctx), document, timeout)
             except ServekitError as exc:
                 return seldon.error_response(exc)
-        return await predict_named(ctx, default_model_name(ctx), body)
+        return await predict_named(ctx, default_model_name(ctx), body, timeout)
 
     async def openapi(request: Request) -> Response:
         return json_response(openapi_document(ctx))
@@ -228,7 +191,7 @@ def openapi_document(ctx: ServerContext) -> dict[str, Any]:
     """OpenAPI 3.1 for ``/predict``: typed models' schemas come from their types."""
     paths: dict[str, Any] = {}
     components: dict[str, Any] = {}
-    for name in sorted(ctx.registry.models):
+    for name in ctx.registry.names():
         try:
             meta = model_metadata(ctx.registry, name)
         except ServekitError:
@@ -257,3 +220,6 @@ def openapi_document(ctx: ServerContext) -> dict[str, Any]:
     if components:
         document["components"] = {"schemas": components}
     return document
+
+
+SKIN = Skin(name="predict", mounts=lambda ctx: [Mount(MAIN, routes(ctx), error_response)])

@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 import orjson
 
+from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
-from servekit.protocols.predict import default_model_name, tensor_values
+from servekit.protocols.json_values import default_model_name, tensor_values
 from servekit.protocols.v2_codec import loads
-from servekit.server.context import ServerContext
 from servekit.server.http import Request, Response, Route, json_response, route
+from servekit.server.lifecycle import MAIN, Mount, ServerContext, Skin
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+
+PROTOCOL = "seldon"
 
 
 def error_response(exc: ServekitError) -> Response:
@@ -121,9 +124,9 @@ def encode(response: InferenceResponse, form: str, puid: str | None) -> dict[str
     return {"data": {"names": names, "ndarray": tensor_values(output)}, "meta": meta}
 
 
-async def predict(ctx: ServerContext, name: str, document: Any) -> Response:
+async def predict(ctx: ServerContext, name: str, document: Any, timeout: float | None) -> Response:
     request, form = decode(document)
-    response = await ctx.registry.infer(name, None, request)
+    response = await ctx.dataplane.infer(Target(name), request, protocol=PROTOCOL, timeout=timeout)
     meta = document.get("meta") if isinstance(document, dict) else None
     puid = meta.get("puid") if isinstance(meta, dict) else None
     return json_response(encode(response, form, puid if isinstance(puid, str) else None))
@@ -132,7 +135,7 @@ async def predict(ctx: ServerContext, name: str, document: Any) -> Response:
 def routes(ctx: ServerContext) -> list[Route]:
     async def predictions(request: Request) -> Response:
         document = loads(await request.body())
-        return await predict(ctx, default_model_name(ctx), document)
+        return await predict(ctx, default_model_name(ctx), document, header_timeout(request.headers))
 
     async def ping(request: Request) -> Response:
         return Response(b"pong", content_type=b"text/plain; charset=utf-8")
@@ -143,3 +146,6 @@ def routes(ctx: ServerContext) -> list[Route]:
         route("POST", "/api/v0.1/predictions", predictions, e),
         route("GET", "/health/ping", ping, e),
     ]
+
+
+SKIN = Skin(name="seldon", mounts=lambda ctx: [Mount(MAIN, routes(ctx), error_response)])

@@ -9,13 +9,14 @@ Errors are ``{"error": "…"}`` with the HTTP status of the failure.
 
 from __future__ import annotations
 
-import time
-
+from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
 from servekit.protocols import tfserving_codec as codec
 from servekit.protocols import tfserving_operations as operations
-from servekit.server.context import ServerContext
+from servekit.registry import ModelVersion
 from servekit.server.http import Request, Response, Route, json_response, route
+from servekit.server.lifecycle import TFSERVING_REST, Mount, ServerContext, Skin
+from servekit.tensors import InferenceRequest
 
 PROTOCOL = "tfserving"
 METHODS = ("predict", "classify", "regress")
@@ -27,7 +28,7 @@ def error_response(exc: ServekitError) -> Response:
 
 def routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
-    metrics = ctx.metrics
+    dataplane = ctx.dataplane
 
     def selected(p: dict[str, str]) -> tuple[str | None, str | None]:
         return p.get("version"), p.get("label")
@@ -35,7 +36,7 @@ def routes(ctx: ServerContext) -> list[Route]:
     async def status(request: Request) -> Response:
         p = request.path_params
         version, label = selected(p)
-        models = operations.model_versions(registry, p["model"], version, label)
+        models = registry.select(p["model"], version, label)
         return json_response(
             {"model_version_status": [operations.version_status(m) for m in models]}
         )
@@ -52,31 +53,37 @@ def routes(ctx: ServerContext) -> list[Route]:
         )
 
     async def call(request: Request) -> Response:
-        started = time.perf_counter()
         p = request.path_params
-        name, method = p["model"], p["method"]
-        version, label = selected(p)
+        method = p["method"]
+        target = Target(p["model"], *selected(p))
         if method not in METHODS:
             raise InvalidInput(
                 f"unknown method :{method} on {request.path}; use :predict, :classify or :regress"
             )
-        try:
-            body = await request.body()
-            if method == "predict":
-                inference, rows = codec.decode_predict(body)
-                response = await registry.infer(name, version, inference, label=label)
-                payload = codec.encode_predict(response, rows)
-            else:
-                examples, parameters = codec.decode_examples(body)
-                response = await operations.run_examples(
-                    registry, name, version, label, examples, parameters
-                )
-                encode = codec.encode_classify if method == "classify" else codec.encode_regress
-                payload = encode(response, len(examples))
-        except ServekitError as exc:
-            metrics.failure(name, version or "", PROTOCOL, exc.status)
-            raise
-        metrics.observe(name, response.model_version or "", PROTOCOL, time.perf_counter() - started)
+        body = await request.body()
+        timeout = header_timeout(request.headers)
+        if method == "predict":
+            rows: list[bool] = []
+
+            def decode(model: ModelVersion) -> InferenceRequest:
+                inference, count = codec.decode_predict(body)
+                rows.append(count)
+                return inference
+
+            payload = await dataplane.serve(
+                target, decode, lambda response: codec.encode_predict(response, rows[0]),
+                protocol=PROTOCOL, timeout=timeout,
+            )
+            return Response(payload)
+        examples, parameters = codec.decode_examples(body)
+        encode = codec.encode_classify if method == "classify" else codec.encode_regress
+        payload = await dataplane.serve(
+            target,
+            operations.examples_decoder(examples, parameters),
+            lambda response: encode(response, len(examples)),
+            protocol=PROTOCOL,
+            timeout=timeout,
+        )
         return Response(payload)
 
     e = error_response
@@ -91,4 +98,10 @@ def routes(ctx: ServerContext) -> list[Route]:
     return out
 
 
-__all__ = ["error_response", "routes"]
+SKIN = Skin(
+    name="tfserving-rest",
+    mounts=lambda ctx: [Mount(TFSERVING_REST, routes(ctx), error_response)],
+)
+
+
+__all__ = ["SKIN", "error_response", "routes"]

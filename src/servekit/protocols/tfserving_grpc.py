@@ -7,20 +7,20 @@
 
 Models are chosen by ``model_spec`` (name; version number or label; signature).
 Errors are gRPC status codes from the error's HTTP status, with its message.
-Importing this module registers the worker hook that starts the server in
-every worker (SO_REUSEPORT shares the port), like :mod:`servekit.protocols.v2_grpc`.
+Its skin starts the server in every worker (SO_REUSEPORT shares the port),
+like :mod:`servekit.protocols.v2_grpc`; a config reload is a change that every
+worker applies before the call answers.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import time
-from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 
+from servekit.dataplane import Target
 from servekit.errors import InvalidInput, ModelLoadError, ServekitError
 from servekit.protocols import tfserving_codec, tfserving_operations
 from servekit.protocols import tfserving_grpc_codec as codec
@@ -30,17 +30,17 @@ from servekit.protocols.generated.tfserving import tensorflow_serving_pb2 as pb
 from servekit.protocols.grpc_errors import rpc, status_code
 from servekit.protocols.v2_grpc import server_options
 from servekit.registry import ModelVersion
-from servekit.repository.model_config import ModelServerConfig, entries_of
+from servekit.repository.model_config import ModelConfigEntry, ModelServerConfig, entries_of
 from servekit.repository.reconcile import Reconciler
-from servekit.repository.tfserving_source import tfserving_source
-from servekit.server.runner import CONTROL_ACTIONS, WORKER_HOOKS, Worker
+from servekit.repository.tfserving_source import TFServingSource, tfserving_source
+from servekit.server.lifecycle import Change, ServerContext, Skin, Stop
 from servekit.tensors import InferenceRequest, RequestedOutput, Tensor
 
 log = logging.getLogger("servekit.grpc")
 
 PROTOCOL = "tfserving-grpc"
 DEFAULT_SIGNATURE = "serving_default"
-RELOAD_ACTION = "tfserving-config"  # relayed to sibling workers with the config
+RELOAD = "tfserving.config"  # the change: {"config": base64 ModelServerConfig}
 GRACE_SECONDS = 5.0
 
 
@@ -66,35 +66,16 @@ def fill_spec(out: Any, model_name: str, version: str | None, signature_name: st
         out.signature_name = signature_name
 
 
-def _parameters(spec: Any, context: grpc.aio.ServicerContext) -> dict[str, Any]:
-    parameters: dict[str, Any] = {}
-    if spec.signature_name:
-        parameters["signature_name"] = spec.signature_name
-    remaining = context.time_remaining()
-    if remaining is not None:
-        # the client's deadline becomes the batcher's timeout (µs), as in V2 gRPC
-        parameters["timeout"] = max(1, int(remaining * 1e6))
-    return parameters
+def _parameters(spec: Any) -> dict[str, Any]:
+    return {"signature_name": spec.signature_name} if spec.signature_name else {}
 
 
 class PredictionServicer:
     """``tensorflow.serving.PredictionService`` over the registry."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.ctx = worker.ctx
-        self.registry = worker.ctx.registry
-
-    async def _timed(self, name: str, version: str | None, run: Awaitable[Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            response = await run
-        except ServekitError as exc:
-            self.ctx.metrics.failure(name, version or "", PROTOCOL, exc.status)
-            raise
-        self.ctx.metrics.observe(
-            name, response.model_version or "", PROTOCOL, time.perf_counter() - started
-        )
-        return response
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.registry = ctx.registry
 
     # Predict gets and returns serialized messages (see RAW_METHODS): tensor
     # contents are cut out and written without protobuf
@@ -103,13 +84,16 @@ class PredictionServicer:
         request, given = codec.split_predict(data)
         spec = request.model_spec
         name, version, label = selection(spec)
-        if not given:
-            raise InvalidInput("request has no inputs; fill PredictRequest.inputs")
-        inputs = [Tensor(key, codec.decode_tensor(proto, key, content)) for key, proto, content in given]
-        outputs = [RequestedOutput(n) for n in request.output_filter] or None
-        inference = InferenceRequest(inputs=inputs, outputs=outputs, parameters=_parameters(spec, context))
-        response = await self._timed(
-            name, version, self.registry.infer(name, version, inference, label=label)
+
+        def decode(model: Any) -> InferenceRequest:
+            if not given:
+                raise InvalidInput("request has no inputs; fill PredictRequest.inputs")
+            inputs = [Tensor(key, codec.decode_tensor(proto, key, content)) for key, proto, content in given]
+            outputs = [RequestedOutput(n) for n in request.output_filter] or None
+            return InferenceRequest(inputs=inputs, outputs=outputs, parameters=_parameters(spec))
+
+        response = await self.ctx.dataplane.infer(
+            Target(name, version, label), decode, protocol=PROTOCOL, timeout=context.time_remaining()
         )
         out = pb.ModelSpec()
         fill_spec(out, name, response.model_version, spec.signature_name or DEFAULT_SIGNATURE)
@@ -119,11 +103,13 @@ class PredictionServicer:
         spec = request.model_spec
         name, version, label = selection(spec)
         examples = codec.examples(request.input)
-        parameters = _parameters(spec, context)
-        run = tfserving_operations.run_examples(
-            self.registry, name, version, label, examples, parameters
+        response = await self.ctx.dataplane.infer(
+            Target(name, version, label),
+            tfserving_operations.examples_decoder(examples, _parameters(spec)),
+            protocol=PROTOCOL,
+            timeout=context.time_remaining(),
         )
-        return await self._timed(name, version, run), len(examples)
+        return response, len(examples)
 
     @_rpc
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -180,15 +166,15 @@ def signature_def_map(signatures: dict[str, Any]) -> Any:
 class ModelServicer:
     """``tensorflow.serving.ModelService``: status, and replacing the model config."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.registry = worker.ctx.registry
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.registry = ctx.registry
 
     @_rpc
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         name, version, label = selection(request.model_spec)
         out = pb.GetModelStatusResponse()
-        for model in tfserving_operations.model_versions(self.registry, name, version, label):
+        for model in self.registry.select(name, version, label):
             out.model_version_status.append(version_status(model))
         return out
 
@@ -202,10 +188,8 @@ class ModelServicer:
                 + ("; custom_model_config is not supported" if kind else ", and the request has none")
             )
         payload = config.SerializeToString()
-        await reload_config(self.worker, payload, check=True)
-        encoded = base64.b64encode(payload).decode("ascii")
-        for hook in self.worker.ctx.on_repository_change:
-            await hook(RELOAD_ACTION, encoded)
+        await check_config(self.ctx, payload)
+        await self.ctx.change(Change(RELOAD, {"config": base64.b64encode(payload).decode("ascii")}))
         return pb.ReloadConfigResponse(status=pb.StatusProto(error_code=errpb.OK))
 
 
@@ -221,46 +205,46 @@ def version_status(model: ModelVersion) -> Any:
     )
 
 
-async def reload_config(worker: Worker, payload: bytes, *, check: bool = False) -> None:
-    """Serve the models of a serialized ModelServerConfig: load the new, move
-    the labels, unload the models it leaves out. With ``check``, base paths
-    must exist (else nothing changes) and every model must end up available."""
+def _entries(ctx: ServerContext, payload: bytes) -> tuple[TFServingSource, list[ModelConfigEntry]]:
     # TF Serving's ModelServerConfig and the repository's share field numbers
     message = ModelServerConfig.FromString(payload)
-    source = tfserving_source(worker.sources)
-    entries = entries_of(message, source.folder)
-    if check:
-        missing = [f"{e.name!r} ({e.base_path})" for e in entries if not e.base_path.is_dir()]
-        if missing:
-            raise InvalidInput(f"base paths do not exist: {', '.join(missing)}; no model was changed")
+    source = tfserving_source(ctx.sources)
+    return source, entries_of(message, source.folder)
+
+
+async def check_config(ctx: ServerContext, payload: bytes) -> None:
+    """Refuse a config whose base paths do not exist (then nothing changes)."""
+    _, entries = _entries(ctx, payload)
+    missing = [f"{e.name!r} ({e.base_path})" for e in entries if not e.base_path.is_dir()]
+    if missing:
+        raise InvalidInput(f"base paths do not exist: {', '.join(missing)}; no model was changed")
+
+
+async def apply_reload(ctx: ServerContext, change: Change) -> None:
+    """Serve the models of a ModelServerConfig: load the new, move the labels,
+    unload the models it leaves out; every model must end up available."""
+    encoded = change.args.get("config")
+    if not isinstance(encoded, str):
+        raise InvalidInput(f"change {RELOAD} needs the config")
+    source, entries = _entries(ctx, base64.b64decode(encoded))
     source.replace(entries)
-    if worker.registry is None or worker.ctx is None:
-        return  # a worker that has not started yet loads the new config when it does
     reconciler = Reconciler(
-        worker.registry,
-        worker.sources,
-        allow_unavailable_labels=worker.settings.allow_version_labels_for_unavailable_models,
+        ctx.registry,
+        ctx.sources,
+        allow_unavailable_labels=ctx.settings.allow_version_labels_for_unavailable_models,
     )
     await reconciler.run()
-    if check:
-        failed = [_failure(worker, e.name) for e in entries]
-        problems = [f for f in failed if f]
-        if problems:
-            raise ModelLoadError("config applied, but " + "; ".join(problems))
+    problems = [p for p in (_failure(ctx, e.name) for e in entries) if p]
+    if problems:
+        raise ModelLoadError("config applied, but " + "; ".join(problems))
 
 
-def _failure(worker: Worker, name: str) -> str:
-    assert worker.registry is not None
-    entry = worker.registry.models.get(name)
-    versions = list(entry.versions.values()) if entry else []
+def _failure(ctx: ServerContext, name: str) -> str:
+    versions = ctx.registry.select(name) if ctx.registry.has(name) else []
     if any(v.ready for v in versions):
         return ""
     reasons = "; ".join(f"version {v.version}: {v.reason}" for v in versions if v.reason)
     return f"model {name!r} has no available version" + (f" ({reasons})" if reasons else "")
-
-
-async def _apply_relayed(worker: Worker, encoded: str) -> None:
-    await reload_config(worker, base64.b64decode(encoded))
 
 
 # -- server -------------------------------------------------------------------------
@@ -268,9 +252,9 @@ async def _apply_relayed(worker: Worker, encoded: str) -> None:
 RAW_METHODS = frozenset({"Predict"})
 
 
-def add_services(server: grpc.aio.Server, worker: Worker) -> None:
+def add_services(server: grpc.aio.Server, ctx: ServerContext) -> None:
     """Register both services' methods, from their descriptors."""
-    servicers = {"PredictionService": PredictionServicer(worker), "ModelService": ModelServicer(worker)}
+    servicers = {"PredictionService": PredictionServicer(ctx), "ModelService": ModelServicer(ctx)}
     for service_name, servicer in servicers.items():
         service = pb.DESCRIPTOR.services_by_name[service_name]
         handlers = {
@@ -289,13 +273,11 @@ def add_services(server: grpc.aio.Server, worker: Worker) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
-async def start_in_worker(worker: Worker) -> None:
-    """Worker hook: serve TF Serving's gRPC API on ``--port`` when it is set."""
-    settings = worker.settings
-    if not settings.port:
-        return
+async def start(ctx: ServerContext) -> Stop:
+    """Serve TF Serving's gRPC API on ``--port`` in this worker."""
+    settings = ctx.settings
     server = grpc.aio.server(options=server_options(settings.max_request_size))
-    add_services(server, worker)
+    add_services(server, ctx)
     address = f"{settings.host}:{settings.port}"
     try:
         bound = server.add_insecure_port(address)
@@ -304,24 +286,27 @@ async def start_in_worker(worker: Worker) -> None:
     if bound == 0:
         raise ServekitError(f"cannot listen for TF Serving gRPC on {address}")
     await server.start()
-    log.debug("Worker %d serves TF Serving gRPC on %s", worker.index, address)
+    log.debug("Worker %d serves TF Serving gRPC on %s", ctx.index, address)
 
     async def stop() -> None:
         await server.stop(GRACE_SECONDS)
 
-    worker.cleanups.append(stop)
+    return stop
 
 
-if start_in_worker not in WORKER_HOOKS:
-    WORKER_HOOKS.append(start_in_worker)
-CONTROL_ACTIONS[RELOAD_ACTION] = _apply_relayed
+SKIN = Skin(
+    name="tfserving-grpc",
+    enabled=lambda settings: bool(settings.port),
+    start=start,
+    changes={RELOAD: apply_reload},
+)
 
 
 __all__ = [
+    "SKIN",
     "ModelServicer",
     "PredictionServicer",
-    "reload_config",
+    "apply_reload",
     "selection",
-    "start_in_worker",
     "status_code",
 ]

@@ -6,12 +6,12 @@ answers into its own wire format, so both report the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from servekit.errors import ModelNotFound
 from servekit.protocols import tfserving_codec as codec
-from servekit.registry import ModelState, ModelVersion, Registry, version_sort_key
-from servekit.tensors import InferenceRequest, InferenceResponse, TensorSpec
+from servekit.registry import ModelState, ModelVersion, Registry
+from servekit.tensors import InferenceRequest, TensorSpec
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 
@@ -40,24 +40,6 @@ TF_STATES = {
 }
 
 
-def model_versions(
-    registry: Registry, name: str, version: str | None, label: str | None
-) -> list[ModelVersion]:
-    """The versions a status request names, in any state: one by number or
-    label, or every version of the model (newest first)."""
-    entry = registry.entry(name)
-    if label is not None:
-        if label not in entry.labels:
-            raise ModelNotFound(f"model {name!r} has no label {label!r}")
-        version = entry.labels[label]
-    if version is not None:
-        model = entry.versions.get(version)
-        if model is None:
-            raise ModelNotFound(f"model {name!r} has no version {version}")
-        return [model]
-    return sorted(entry.versions.values(), key=lambda m: version_sort_key(m.version), reverse=True)
-
-
 def version_status(model: ModelVersion) -> dict[str, Any]:
     """TF Serving's ``ModelVersionStatus`` of one version (enum values by name)."""
     failed = model.state is ModelState.UNAVAILABLE
@@ -76,8 +58,7 @@ def model_signatures(
 ) -> tuple[ModelVersion, dict[str, Any]]:
     """The resolved version and its ``signature_def`` map (see :func:`signature_def`)."""
     model = registry.resolve(name, version, label)
-    assert model.runtime is not None
-    meta = model.runtime.metadata()
+    meta = model.metadata()
     signatures = meta.parameters.get("signatures") or {}
     return model, signature_def(signatures, meta.inputs, meta.outputs)
 
@@ -117,29 +98,25 @@ def _tensor_info(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def run_examples(
-    registry: Registry,
-    name: str,
-    version: str | None,
-    label: str | None,
-    examples: list[dict[str, Any]],
-    parameters: dict[str, Any],
-) -> InferenceResponse:
+def examples_decoder(
+    examples: list[dict[str, Any]], parameters: dict[str, Any]
+) -> Callable[[ModelVersion], InferenceRequest]:
     """Classify/regress: examples (feature -> value, context merged in) become
-    the model's inputs (see :func:`tfserving_codec.examples_request`)."""
-    model = registry.resolve(name, version, label)
-    assert model.runtime is not None
-    inputs = [s.name for s in model.runtime.metadata().inputs]
-    request: InferenceRequest = codec.examples_request(examples, inputs, parameters)
-    return await registry.submit(model, request)
+    the resolved model's inputs (see :func:`tfserving_codec.examples_request`)."""
+
+    def decode(model: ModelVersion) -> InferenceRequest:
+        inputs = [s.name for s in model.metadata().inputs]
+        request: InferenceRequest = codec.examples_request(examples, inputs, parameters)
+        return request
+
+    return decode
 
 
 __all__ = [
     "TF_DTYPES",
     "TF_STATES",
+    "examples_decoder",
     "model_signatures",
-    "model_versions",
-    "run_examples",
     "signature_def",
     "version_status",
 ]

@@ -16,10 +16,13 @@ as soon as they have loaded it too.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+import logging
 import os
 import time
+from collections.abc import Coroutine
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -28,20 +31,25 @@ import numpy as np
 import orjson
 
 from servekit.archive.store import ModelOptions, ModelStore, active_store, settings_for
+from servekit.dataplane import Target, header_timeout
 from servekit.errors import (
     Conflict,
     InvalidInput,
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
+    Overloaded,
+    RouteNotFound,
     ServekitError,
     Unauthorized,
 )
 from servekit.protocols import torchserve_changes as changes
-from servekit.registry import ModelVersion, version_sort_key
-from servekit.server.context import ServerContext
+from servekit.registry import ModelVersion, Registry
 from servekit.server.http import Request, Response, Route, json_response, route
-from servekit.tensors import InferenceRequest, Tensor
+from servekit.server.lifecycle import MAIN, TORCHSERVE_MANAGEMENT, Mount, ServerContext, Skin
+from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+
+log = logging.getLogger("servekit.torchserve")
 
 PROTOCOL = "torchserve"
 ERROR_TYPES = {
@@ -58,11 +66,26 @@ ERROR_TYPES = {
 }
 
 
+# servekit's errors by TorchServe's exception names; others by status (ERROR_TYPES)
+ERROR_NAMES: list[tuple[type[ServekitError], str]] = [
+    (RouteNotFound, "ResourceNotFoundException"),
+    (ModelNotFound, "ModelNotFoundException"),
+    (Conflict, "ConflictStatusException"),
+    (ModelNotReady, "ServiceUnavailableException"),
+    (Overloaded, "ServiceUnavailableException"),
+]
+
+
+def error_name(exc: ServekitError) -> str:
+    for cls, name in ERROR_NAMES:
+        if isinstance(exc, cls):
+            return name
+    return ERROR_TYPES.get(exc.status, "InternalServerException")
+
+
 def error_response(exc: ServekitError) -> Response:
-    kind = exc.kind if exc.kind.endswith("Exception") else ERROR_TYPES.get(exc.status, "InternalServerException")
-    if exc.kind == "NotFound":
-        kind = "ResourceNotFoundException"
-    return json_response({"code": exc.status, "type": kind, "message": exc.message}, exc.status)
+    """TorchServe's error document: ``{"code", "type", "message"}``."""
+    return json_response({"code": exc.status, "type": error_name(exc), "message": exc.message}, exc.status)
 
 
 def torchserve_mode(settings: Any) -> bool:
@@ -126,60 +149,41 @@ def numeric_request(body: bytes) -> InferenceRequest:
 # -- routes ---------------------------------------------------------------------
 def inference_routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
-    metrics = ctx.metrics
     store = active_store(ctx.settings)
 
     async def ping(request: Request) -> Response:
-        broken = [
-            f"{e.name}: no ready version" for e in registry.models.values()
-            if e.versions and e.newest() is None
-        ]
+        broken = []
+        for name in registry.names():
+            try:
+                registry.resolve(name)
+            except ServekitError:
+                broken.append(f"{name}: no ready version")
         if broken:
             return json_response({"status": "Unhealthy", "reason": "; ".join(broken)}, 500)
         return json_response({"status": "Healthy"})
 
     async def predictions(request: Request) -> Response:
-        started = time.perf_counter()
         name = request.path_params["model"]
-        version = request.path_params.get("version")
-        try:
-            model = registry.resolve(name, version)
+        body = await request.body()
+        headers = request.headers
+        handler: list[bool] = []
+
+        def decode(model: ModelVersion) -> InferenceRequest:
             if store.option(model.name, model.version).workers <= 0:
                 raise ModelNotReady(
                     f"No worker is available to serve request for model {name!r}: it is scaled "
                     f"to 0 workers (PUT /models/{name}?min_worker=1 on the management API)"
                 )
-            body = await request.body()
-            response = await _predict(model, body, request.headers)
-        except ServekitError as exc:
-            metrics.failure(name, version or "", PROTOCOL, exc.status)
-            raise
-        metrics.observe(name, model.version, PROTOCOL, time.perf_counter() - started)
-        return response
+            handler.append(model.metadata().platform == "torchserve")
+            return handler_request(body, headers) if handler[0] else numeric_request(body)
 
-    async def _predict(model: ModelVersion, body: bytes, headers: dict[str, str]) -> Response:
-        if model.runtime is not None and model.runtime.platform == "torchserve":
-            payload, meta = request_rows(body, headers)
-            data = np.empty((1, 1), dtype=object)
-            data[0, 0] = payload
-            meta_column = np.empty((1, 1), dtype=object)
-            meta_column[0, 0] = orjson.dumps(meta)
-            inference = InferenceRequest(
-                inputs=[Tensor("data", data, "BYTES"), Tensor("meta", meta_column, "BYTES")]
-            )
-            result = await registry.infer(model.name, model.version, inference)
-            out_meta = orjson.loads(result.output("meta").data.reshape(-1)[0])
-            extra = [(k.encode(), str(v).encode()) for k, v in (out_meta.get("headers") or {}).items()]
-            return Response(
-                bytes(result.output("output").data.reshape(-1)[0]),
-                status=int(out_meta.get("status") or 200),
-                content_type=str(out_meta.get("content_type") or "application/json").encode(),
-                headers=extra,
-            )
-        result = await registry.infer(model.name, model.version, numeric_request(body))
-        if len(result.outputs) == 1:
-            return json_response(result.outputs[0].data)
-        return json_response({t.name: t.data for t in result.outputs})
+        return await ctx.dataplane.serve(
+            Target(name, request.path_params.get("version")),
+            decode,
+            lambda result: handler_response(result) if handler[0] else numeric_response(result),
+            protocol=PROTOCOL,
+            timeout=header_timeout(headers),
+        )
 
     e = error_response
     return [
@@ -190,6 +194,33 @@ def inference_routes(ctx: ServerContext) -> list[Route]:
         route("POST", "/predictions/{model}/{version}", predictions, e),
         route("PUT", "/predictions/{model}/{version}", predictions, e),
     ]
+
+
+def handler_request(body: bytes, headers: dict[str, str]) -> InferenceRequest:
+    """A request for a TorchServe handler: the payload and its meta as one row."""
+    payload, meta = request_rows(body, headers)
+    data = np.empty((1, 1), dtype=object)
+    data[0, 0] = payload
+    meta_column = np.empty((1, 1), dtype=object)
+    meta_column[0, 0] = orjson.dumps(meta)
+    return InferenceRequest(inputs=[Tensor("data", data, "BYTES"), Tensor("meta", meta_column, "BYTES")])
+
+
+def handler_response(result: InferenceResponse) -> Response:
+    out_meta = orjson.loads(result.output("meta").data.reshape(-1)[0])
+    extra = [(k.encode(), str(v).encode()) for k, v in (out_meta.get("headers") or {}).items()]
+    return Response(
+        bytes(result.output("output").data.reshape(-1)[0]),
+        status=int(out_meta.get("status") or 200),
+        content_type=str(out_meta.get("content_type") or "application/json").encode(),
+        headers=extra,
+    )
+
+
+def numeric_response(result: InferenceResponse) -> Response:
+    if len(result.outputs) == 1:
+        return json_response(result.outputs[0].data)
+    return json_response({t.name: t.data for t in result.outputs})
 
 
 def management_routes(ctx: ServerContext) -> list[Route]:
@@ -217,9 +248,9 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         guard(request)
         limit = _int(request.query, "limit", 100, minimum=1)
         start = _int(request.query, "next_page_token", 0, minimum=0)
-        names = sorted(n for n, e in registry.models.items() if e.versions)
+        names = registry.names()
         page = names[start : start + limit]
-        rows = [{"modelName": n, "modelUrl": _url(store, registry.models[n].versions)} for n in page]
+        rows = [{"modelName": n, "modelUrl": _url(store, n, registry.version_names(n))} for n in page]
         out: dict[str, Any] = {"models": rows}
         if start + limit < len(names):
             out["nextPageToken"] = str(start + limit)
@@ -241,21 +272,28 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         except ModelLoadError as exc:
             raise InvalidInput(f"Failed to open model archive {path.name}: {exc.message}") from None
         name, version = candidate.name, candidate.parameters.version or ""
-        existing = registry.models.get(name)
-        if existing is not None and version in existing.versions:
+        if registry.has(name, version):
             raise Conflict(f"Model version {version} is already registered for model {name}")
-        store.keep(candidate, options)
-        model = await registry.load(candidate)
-        if not model.ready:
-            store.remove(name, version)
-            if name in registry.models and version in registry.models[name].versions:
-                await registry.unload(name, version)
-            raise InvalidInput(f"Failed to load model {name!r} version {version}: {model.reason}")
-        entry = registry.models[name]
-        default = version if entry.default_version is None else entry.default_version
-        # the other workers load it from the settings made here: no second download or unpacking
-        await changes.make(ctx, store, changes.registered(candidate, options, default))
+        synchronous = _flag(q, "synchronous", True)
+
+        async def load() -> None:
+            store.keep(candidate, options)
+            model = await registry.load(candidate)
+            if not model.ready:
+                store.remove(name, version)
+                if registry.has(name, version):
+                    await registry.unload(name, version)
+                raise InvalidInput(f"Failed to load model {name!r} version {version}: {model.reason}")
+            current = registry.default_version(name)
+            default = version if current is None else current
+            # the other workers load it from the settings made here: no second download or unpacking
+            await changes.make(ctx, changes.registered(candidate, options, default), wait=synchronous)
+
         message = f'Model "{name}" Version: {version} registered with {options.workers} initial workers'
+        if not synchronous:
+            _in_background(load(), f"registering model {name!r} version {version}")
+            return json_response({"status": "Processing worker updates..."}, 202)
+        await load()
         if options.workers == 0:
             message += ". Use scale workers API to add workers for the model."
         return json_response({"status": message})
@@ -263,13 +301,13 @@ def management_routes(ctx: ServerContext) -> list[Route]:
     async def describe(request: Request) -> Response:
         guard(request)
         p = request.path_params
-        entry = registry.entry(p["model"])
-        version = p.get("version")
+        name, version = p["model"], p.get("version")
         if version == "all":
-            models = sorted(entry.versions.values(), key=lambda m: version_sort_key(m.version))
+            models = list(reversed(registry.select(name)))
         else:
-            models = [_pick(registry, p["model"], version)]
-        return json_response([_describe(store, m, entry.default_version) for m in models])
+            models = [_pick(registry, name, version)]
+        default = registry.default_version(name)
+        return json_response([_describe(store, m, default) for m in models])
 
     async def scale(request: Request) -> Response:
         guard(request)
@@ -280,8 +318,9 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         maximum = _int(q, "max_worker", workers, minimum=0)
         if maximum < workers:
             raise InvalidInput(f"max_worker ({maximum}) is smaller than min_worker ({workers})")
-        await changes.make(ctx, store, changes.scaled(model.name, model.version, workers))
-        if q.get("synchronous", "false").lower() == "true":
+        synchronous = _flag(q, "synchronous", False)
+        await changes.make(ctx, changes.scaled(model.name, model.version, workers), wait=synchronous)
+        if synchronous:
             return json_response(
                 {"status": f"Workers scaled to {workers} for model: {model.name}, version: {model.version}"}
             )
@@ -290,11 +329,11 @@ def management_routes(ctx: ServerContext) -> list[Route]:
     async def set_default(request: Request) -> Response:
         guard(request)
         p = request.path_params
-        entry = registry.entry(p["model"])
         version = p["version"]
-        if version not in entry.versions:
+        registry.version_names(p["model"])  # the model must exist
+        if not registry.has(p["model"], version):
             raise ModelNotFound(f"Model version {version} does not exist for model {p['model']}")
-        await changes.make(ctx, store, changes.default_set(p["model"], version))
+        await changes.make(ctx, changes.default_set(p["model"], version))
         return json_response(
             {"status": f'Default version successfully updated for model "{p["model"]}" to "{version}"'}
         )
@@ -303,19 +342,17 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         guard(request)
         p = request.path_params
         name = p["model"]
-        entry = registry.entry(name)
-        version = p.get("version") or entry.default_version
-        if version is None:
-            newest = entry.newest() or next(iter(entry.versions.values()))
-            version = newest.version
-        if version not in entry.versions:
+        versions = registry.version_names(name)
+        default = registry.default_version(name)
+        version = p.get("version") or default or registry.current(name).version
+        if version not in versions:
             raise ModelNotFound(f"Model version {version} does not exist for model {name}")
-        if version == entry.default_version and len(entry.versions) > 1:
+        if version == default and len(versions) > 1:
             raise Conflict(
                 f"Cannot remove the default version {version} of model {name}; set another "
                 "version as default first"
             )
-        await changes.make(ctx, store, changes.unregistered(name, version))
+        await changes.make(ctx, changes.unregistered(name, version))
         return json_response({"status": f'Model "{name}" unregistered'})
 
     e = error_response
@@ -332,15 +369,42 @@ def management_routes(ctx: ServerContext) -> list[Route]:
     ]
 
 
-def _pick(registry: Any, name: str, version: str | None) -> ModelVersion:
-    entry = registry.entry(name)
+def _pick(registry: Registry, name: str, version: str | None) -> ModelVersion:
     if version:
-        model = entry.versions.get(version)
-        if model is None:
+        registry.version_names(name)  # the model must exist
+        found = registry.find(name, version)
+        if found is None:
             raise ModelNotFound(f"Model version {version} does not exist for model {name}")
-        return model  # type: ignore[no-any-return]
-    model = entry.newest() or next(iter(entry.versions.values()))
-    return model  # type: ignore[no-any-return]
+        return found
+    return registry.current(name)
+
+
+def _flag(query: dict[str, str], key: str, default: bool) -> bool:
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    raise InvalidInput(f"Parameter {key} must be true or false, got {raw[:32]!r}")
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None], what: str) -> None:
+    """Run a management change the call does not wait for; its failure is logged."""
+
+    async def run() -> None:
+        try:
+            await work
+        except ServekitError as exc:
+            log.error("Failed %s: %s", what, exc.message)
+        except Exception:
+            log.exception("Failed %s", what)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _describe(store: ModelStore, model: ModelVersion, default: str | None) -> dict[str, Any]:
@@ -368,17 +432,18 @@ def _describe(store: ModelStore, model: ModelVersion, default: str | None) -> di
     }
     if model.reason:
         out["reason"] = model.reason
-    if model.batcher is not None:
+    if model.ready:
+        stats = model.stats
         out["servekit"] = {
-            "inferenceCount": model.batcher.stats.inference_count,
-            "batches": {str(k): v for k, v in sorted(model.batcher.stats.batch_sizes.items())},
+            "inferenceCount": stats.inference_count,
+            "batches": {str(k): v for k, v in sorted(stats.batch_sizes.items())},
         }
     return out
 
 
-def _url(store: ModelStore, versions: dict[str, ModelVersion]) -> str:
+def _url(store: ModelStore, name: str, versions: list[str]) -> str:
     for version in versions:
-        url = store.option(versions[version].name, version).url
+        url = store.option(name, version).url
         if url:
             return url
     return ""
@@ -406,4 +471,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-__all__ = ["error_response", "inference_routes", "management_routes", "torchserve_mode"]
+def mounts(ctx: ServerContext) -> list[Mount]:
+    out = [Mount(MAIN, inference_routes(ctx), error_response)]
+    if torchserve_mode(ctx.settings):
+        out.append(Mount(TORCHSERVE_MANAGEMENT, management_routes(ctx), error_response))
+    return out
+
+
+async def start(ctx: ServerContext) -> None:
+    if torchserve_mode(ctx.settings):
+        await changes.settle(ctx)
+
+
+SKIN = Skin(name="torchserve", mounts=mounts, start=start, changes={changes.KIND: changes.apply})
+
+
+__all__ = ["SKIN", "error_response", "inference_routes", "management_routes", "torchserve_mode"]

@@ -1,11 +1,11 @@
 """TorchServe's management changes (register, scale, set default, unregister),
 applied the same way by the worker that answered the call and by its siblings.
 
-With several worker processes, the worker that serves a management call makes
-the change, then relays it through the supervisor as one line,
-``torchserve <JSON>``. Each sibling applies the changes in the order they were
-made; a worker that replaces a dead one has every past change replayed before
-it serves. Applying a change a second time changes nothing, and each change
+Each is one :class:`~servekit.server.lifecycle.Change` of kind ``torchserve``:
+the worker that serves a management call applies it, the supervisor relays it
+to every other worker (which apply it in the order they were made) and
+journals it for a worker that replaces a dead one. A call with
+``synchronous=true`` answers once every worker has applied it. Applying a change a second time changes nothing, and each change
 carries a stamp so that one relayed late (two calls answered by different
 workers one after the other) does not undo a newer one: every worker ends in
 the state of the last call.
@@ -24,22 +24,18 @@ import os
 import time
 from typing import Any
 
-import orjson
-
-from servekit.archive.store import ModelOptions, ModelStore, active_store
+from servekit.archive.store import ModelOptions, ModelStore, Stamp, active_store
 from servekit.config import ModelSettings
+from servekit.errors import InvalidInput, ModelLoadError
 from servekit.registry import Registry
-from servekit.server.context import ServerContext
-from servekit.server.runner import CONTROL_ACTIONS, WORKER_HOOKS, Worker
+from servekit.server.lifecycle import Change, ServerContext
 
 log = logging.getLogger("servekit.torchserve")
 
-ACTION = "torchserve"  # the control line's action; its argument is the change as JSON
+KIND = "torchserve"  # the kind of Change; its args are one of the dicts below
 
 
 # -- describing a change ----------------------------------------------------------
-Stamp = tuple[int, int]
-
 
 def _change(op: str, name: str, version: str, **fields: Any) -> dict[str, Any]:
     # CLOCK_MONOTONIC is one clock for every process of the machine, so a call
@@ -67,110 +63,88 @@ def unregistered(name: str, version: str) -> dict[str, Any]:
     return _change("unregister", name, version)
 
 
-async def make(ctx: ServerContext, store: ModelStore, change: dict[str, Any]) -> None:
-    """Apply a change here, then relay it to the other workers (none when this
-    is the only one). orjson escapes newlines, so the change stays one line."""
-    await apply(ctx.registry, store, change)
-    line = orjson.dumps(change).decode()
-    for hook in ctx.on_repository_change:
-        await hook(ACTION, line)
+async def make(ctx: ServerContext, change: dict[str, Any], *, wait: bool = True) -> None:
+    """Apply a change in this worker and every other one (see :meth:`ServerContext.change`)."""
+    await ctx.change(Change(KIND, change), wait=wait)
 
 
 # -- applying a change --------------------------------------------------------------
-# the stamp of the last change applied to each part of the state: a change
-# relayed late (made before one this worker applied since) leaves that part alone
-_applied: dict[tuple[str, str, str], Stamp] = {}
-
-
-def _newest(part: tuple[str, str, str], stamp: Stamp) -> bool:
-    if _applied.get(part, (-1, -1)) > stamp:
+def _newest(store: ModelStore, part: tuple[str, str, str], stamp: Stamp) -> bool:
+    """Whether ``stamp`` is not older than the last change applied to ``part``
+    (and then remember it): a change relayed late leaves that part alone."""
+    if store.stamps.get(part, (-1, -1)) > stamp:
         return False
-    _applied[part] = stamp
+    store.stamps[part] = stamp
     return True
 
 
-def _set_default(registry: Registry | None, store: ModelStore, name: str, version: str | None) -> None:
+async def _set_default(registry: Registry, store: ModelStore, name: str, version: str | None) -> None:
     if version is None:
         store.defaults.pop(name, None)
     else:
         store.defaults[name] = version
-    entry = registry.models.get(name) if registry is not None else None
-    if entry is not None and (version is None or version in entry.versions):
-        entry.default_version = version
+    await registry.set_default(name, version)
 
 
-async def apply(registry: Registry | None, store: ModelStore, change: dict[str, Any]) -> None:
+async def apply(ctx: ServerContext, change: Change) -> None:
     """Apply a change, made here or in another worker; applying it again, or
-    after a newer change to the same model, changes nothing. ``registry`` is
-    ``None`` in a worker that has not started yet: then only the model store
-    (its desired state) changes, and the worker loads what it holds when it starts."""
-    op, name, version = change["op"], str(change["name"]), str(change["version"])
-    stamp: Stamp = (int(change["stamp"][0]), int(change["stamp"][1]))
+    after a newer change to the same model, changes nothing."""
+    registry, store = ctx.registry, active_store(ctx.settings)
+    args = change.args
+    try:
+        op, name, version = str(args["op"]), str(args["name"]), str(args["version"])
+        stamp: Stamp = (int(args["stamp"][0]), int(args["stamp"][1]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise InvalidInput("a TorchServe change needs op, name, version and stamp") from None
     if op == "register":
-        settings = ModelSettings.model_validate(change["settings"])
-        if _newest(("model", name, version), stamp):
+        settings = ModelSettings.model_validate(args["settings"])
+        if _newest(store, ("model", name, version), stamp):
             workers = store.options[(name, version)].workers if (name, version) in store.options else None
-            store.keep(settings, ModelOptions(**change["options"]))
-            if not _newest(("workers", name, version), stamp) and workers is not None:
+            store.keep(settings, ModelOptions(**args["options"]))
+            if not _newest(store, ("workers", name, version), stamp) and workers is not None:
                 store.options[(name, version)].workers = workers
-            current = registry.find(name, version) if registry is not None else None
-            if registry is not None and (current is None or not current.ready or current.settings != settings):
-                await registry.load(settings)  # a failure is logged and shows in describe
-        if _newest(("default", name, ""), stamp):
-            _set_default(registry, store, name, change.get("default"))
+            current = registry.find(name, version)
+            if current is None or not current.ready or current.settings != settings:
+                model = await registry.load(settings)
+                if not model.ready:
+                    raise ModelLoadError(f"model {name!r} version {version} failed to load: {model.reason}")
+        if _newest(store, ("default", name, ""), stamp):
+            await _set_default(registry, store, name, args.get("default"))
     elif op == "scale":
-        if _newest(("workers", name, version), stamp):
-            store.option(name, version).workers = int(change["workers"])
+        if _newest(store, ("workers", name, version), stamp):
+            store.option(name, version).workers = int(args["workers"])
     elif op == "set-default":
-        if _newest(("default", name, ""), stamp):
-            _set_default(registry, store, name, version)
+        if _newest(store, ("default", name, ""), stamp):
+            await _set_default(registry, store, name, version)
     elif op == "unregister":
-        if _newest(("model", name, version), stamp):
+        if _newest(store, ("model", name, version), stamp):
             await _unregister(registry, store, name, version, stamp)
     else:
-        log.warning("Ignoring unknown TorchServe management change %r", op)
+        raise InvalidInput(f"unknown TorchServe management change {op[:32]!r}")
 
 
-async def _unregister(registry: Registry | None, store: ModelStore, name: str, version: str, stamp: Stamp) -> None:
+async def _unregister(registry: Registry, store: ModelStore, name: str, version: str, stamp: Stamp) -> None:
     default = store.defaults.get(name)
     store.remove(name, version)
-    if default == version and _newest(("default", name, ""), stamp):
-        _set_default(registry, store, name, None)
-    entry = registry.models.get(name) if registry is not None else None
-    if registry is None or entry is None or version not in entry.versions:
-        return
-    await registry.unload(name, version)
-    entry = registry.models.get(name)
-    if entry is not None and entry.default_version == version:
-        entry.default_version = None
+    if default == version and _newest(store, ("default", name, ""), stamp):
+        await _set_default(registry, store, name, None)
+    if registry.has(name, version):
+        await registry.unload(name, version)
 
 
-async def _apply_relayed(worker: Worker, line: str) -> None:
-    registry = worker.registry if worker.ctx is not None else None
-    await apply(registry, active_store(worker.settings), orjson.loads(line))
-
-
-async def settle(worker: Worker) -> None:
-    """Worker hook: finish what changes replayed before the worker started left
-    to it - load registered models it has not loaded, and set default versions."""
-    settings = worker.settings
-    if not (settings.model_store or settings.load_models or settings.ts_config) or worker.registry is None:
-        return
-    store = active_store(settings)
+async def settle(ctx: ServerContext) -> None:
+    """At a worker's start: load registered models it has not loaded, and set
+    the default versions the model store holds."""
+    store = active_store(ctx.settings)
     for (name, version), model_settings in list(store.models.items()):
-        if worker.registry.find(name, version) is None:
-            await worker.registry.load(model_settings)
+        if ctx.registry.find(name, version) is None:
+            await ctx.registry.load(model_settings)
     for name, version in list(store.defaults.items()):
-        _set_default(worker.registry, store, name, version)
-
-
-if settle not in WORKER_HOOKS:
-    WORKER_HOOKS.append(settle)
-CONTROL_ACTIONS[ACTION] = _apply_relayed
+        await ctx.registry.set_default(name, version)
 
 
 __all__ = [
-    "ACTION",
+    "KIND",
     "apply",
     "default_set",
     "make",

@@ -2,16 +2,14 @@
 served with ``grpc.aio`` in every worker next to the HTTP server, with gRPC
 health checking and server reflection.
 
-Importing this module registers the worker hook that starts the server on
-``settings.host:settings.grpc_port`` when ``settings.enable_grpc`` is set.
-gRPC binds with SO_REUSEPORT, so every worker process listens on the same port.
+Its skin starts the server on ``settings.host:settings.grpc_port`` in every
+worker when ``settings.enable_grpc`` is set. gRPC binds with SO_REUSEPORT, so every worker process listens on the same port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from servekit import __version__
+from servekit.dataplane import Target
 from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, ServekitError
 from servekit.protocols import v2_operations
 from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
@@ -30,8 +29,8 @@ from servekit.protocols.v2_grpc_codec import (
     split_request,
     stream_response,
 )
-from servekit.server.context import ServerContext
-from servekit.server.runner import WORKER_HOOKS, Worker
+from servekit.server.lifecycle import ServerContext, Skin, Stop
+from servekit.tensors import InferenceRequest
 
 log = logging.getLogger("servekit.grpc")
 
@@ -169,24 +168,23 @@ class InferenceServicer:
     async def _infer(
         self, message: pb.ModelInferRequest, raw_contents: list[memoryview], time_remaining: float | None
     ) -> bytes:
-        started = time.perf_counter()
         name, version = message.model_name, message.model_version or None
-        metrics = self.ctx.metrics
-        try:
-            if not name:
-                raise InvalidInput("request needs a model_name")
-            inference, raw = decode_request(message, raw_contents)
-            if time_remaining is not None and "timeout" not in inference.parameters:
-                # the client's deadline becomes the batcher's timeout (in µs, as
-                # Triton's parameter), so a request nobody waits for never runs
-                inference.parameters["timeout"] = max(1, int(time_remaining * 1e6))
-            response = await self.registry.infer(name, version, inference)
-        except ServekitError as exc:
-            metrics.failure(name, version or "", PROTOCOL, exc.status)
-            raise
-        out = encode_response(response, raw)
-        metrics.observe(name, response.model_version or "", PROTOCOL, time.perf_counter() - started)
-        return out
+        if not name:
+            raise InvalidInput("request needs a model_name")
+        raw: list[Any] = []
+
+        def decode(model: Any) -> InferenceRequest:
+            inference, raw_outputs = decode_request(message, raw_contents)
+            raw.append(raw_outputs)
+            return inference
+
+        return await self.ctx.dataplane.serve(
+            Target(name, version),
+            decode,
+            lambda response: encode_response(response, raw[0]),
+            protocol=PROTOCOL,
+            timeout=time_remaining,  # a request nobody waits for any more never runs
+        )
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -356,18 +354,15 @@ class GRPCServer:
         log.debug("gRPC server on %s stopped", self.address)
 
 
-async def start_in_worker(worker: Worker) -> None:
-    """Worker hook: serve V2 over gRPC in this worker when enabled."""
-    if not worker.settings.enable_grpc:
-        return
-    server = GRPCServer(worker.ctx)
+async def start(ctx: ServerContext) -> Stop:
+    """Serve V2 over gRPC in this worker."""
+    server = GRPCServer(ctx)
     await server.start()
-    log.debug("Worker %d serves gRPC on %s", worker.index, server.address)
-    worker.cleanups.append(server.stop)
+    log.debug("Worker %d serves gRPC on %s", ctx.index, server.address)
+    return server.stop
 
 
-if start_in_worker not in WORKER_HOOKS:
-    WORKER_HOOKS.append(start_in_worker)
+SKIN = Skin(name="v2-grpc", enabled=lambda settings: settings.enable_grpc, start=start)
 
 
-__all__ = ["GRPCServer", "InferenceServicer", "start_in_worker", "status_code"]
+__all__ = ["SKIN", "GRPCServer", "InferenceServicer", "status_code"]

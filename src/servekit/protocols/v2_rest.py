@@ -3,15 +3,16 @@ with the repository, statistics and binary tensor extensions."""
 
 from __future__ import annotations
 
-import time
-
 from servekit import __version__
+from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
 from servekit.protocols import v2_codec, v2_operations
 from servekit.protocols.v2_operations import metadata_dict, stats_dict
-from servekit.server.context import ServerContext
+from servekit.registry import ModelVersion
 from servekit.server.http import Request, Response, Route, json_response, route
+from servekit.server.lifecycle import MAIN, METRICS, Mount, ServerContext, Skin
 from servekit.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from servekit.tensors import InferenceRequest, InferenceResponse
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 PROTOCOL = "v2"
@@ -23,13 +24,13 @@ def error_response(exc: ServekitError) -> Response:
 
 def routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
-    metrics = ctx.metrics
+    dataplane = ctx.dataplane
 
     async def live(request: Request) -> Response:
         return json_response({"live": True})
 
     async def ready(request: Request) -> Response:
-        reason = v2_operations.not_ready_reason(registry)
+        reason = registry.not_ready_reason()
         if reason is None:
             return json_response({"ready": True})
         return json_response({"ready": False, "error": reason}, 503)
@@ -49,29 +50,32 @@ def routes(ctx: ServerContext) -> list[Route]:
         return json_response(v2_operations.model_metadata(registry, p["model"], p.get("version")))
 
     async def infer(request: Request) -> Response:
-        started = time.perf_counter()
         p = request.path_params
-        name, version = p["model"], p.get("version")
-        try:
-            model = registry.resolve(name, version)
-            body = await request.raw_body()
-            inference = v2_codec.decode_request(body, request.headers)
-            response = await registry.submit(model, inference)
-        except ServekitError as exc:
-            metrics.failure(name, version or "", PROTOCOL, exc.status)
-            raise
-        payload, header_length = v2_codec.encode_response(response, inference)
-        out = Response(payload)
-        if header_length is not None:
-            out.content_type = b"application/octet-stream"
-            out.headers.append((b"inference-header-content-length", str(header_length).encode()))
-        accept = request.headers.get("accept-encoding")
-        if accept:
-            out.body, encoding = v2_codec.compress(out.body, accept)
-            if encoding:
-                out.headers.append((b"content-encoding", encoding.encode()))
-        metrics.observe(name, response.model_version or "", PROTOCOL, time.perf_counter() - started)
-        return out
+        target = Target(p["model"], p.get("version"))
+        body = await request.raw_body()
+        headers = request.headers
+        inference: list[InferenceRequest] = []
+
+        def decode(model: ModelVersion) -> InferenceRequest:
+            inference.append(v2_codec.decode_request(body, headers))
+            return inference[0]
+
+        def encode(response: InferenceResponse) -> Response:
+            payload, header_length = v2_codec.encode_response(response, inference[0])
+            out = Response(payload)
+            if header_length is not None:
+                out.content_type = b"application/octet-stream"
+                out.headers.append((b"inference-header-content-length", str(header_length).encode()))
+            accept = headers.get("accept-encoding")
+            if accept:
+                out.body, encoding = v2_codec.compress(out.body, accept)
+                if encoding:
+                    out.headers.append((b"content-encoding", encoding.encode()))
+            return out
+
+        return await dataplane.serve(
+            target, decode, encode, protocol=PROTOCOL, timeout=header_timeout(headers)
+        )
 
     async def statistics(request: Request) -> Response:
         p = request.path_params
@@ -89,16 +93,13 @@ def routes(ctx: ServerContext) -> list[Route]:
 
     async def load(request: Request) -> Response:
         name = request.path_params["model"]
-        loaded = await v2_operations.repository_load(ctx, name)
-        return json_response({"name": name, "versions": [m.version for m in loaded], "state": "READY"})
+        versions = await v2_operations.repository_load(ctx, name)
+        return json_response({"name": name, "versions": versions, "state": "READY"})
 
     async def unload(request: Request) -> Response:
         name = request.path_params["model"]
-        unloaded = await v2_operations.repository_unload(ctx, name)
-        return json_response({"name": name, "versions": [m.version for m in unloaded], "state": "UNLOADED"})
-
-    async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(), content_type=METRICS_CONTENT_TYPE)
+        versions = await v2_operations.repository_unload(ctx, name)
+        return json_response({"name": name, "versions": versions, "state": "UNLOADED"})
 
     e = error_response
     out = [
@@ -118,9 +119,25 @@ def routes(ctx: ServerContext) -> list[Route]:
         route("POST", "/v2/repository/models/{model}/load", load, e),
         route("POST", "/v2/repository/models/{model}/unload", unload, e),
     ]
-    if ctx.settings.enable_metrics_endpoint:
-        out.append(route("GET", ctx.settings.metrics_endpoint, prometheus, e))
     return out
 
 
-__all__ = ["error_response", "metadata_dict", "routes", "stats_dict"]
+def metrics_routes(ctx: ServerContext) -> list[Route]:
+    async def prometheus(request: Request) -> Response:
+        return Response(ctx.metrics.render(), content_type=METRICS_CONTENT_TYPE)
+
+    return [route("GET", ctx.settings.metrics_endpoint, prometheus, error_response)]
+
+
+def mounts(ctx: ServerContext) -> list[Mount]:
+    out = [Mount(MAIN, routes(ctx), error_response)]
+    if ctx.settings.enable_metrics_endpoint:
+        out.append(Mount(MAIN, metrics_routes(ctx), error_response))
+        out.append(Mount(METRICS, metrics_routes(ctx), error_response))
+    return out
+
+
+SKIN = Skin(name="v2-rest", mounts=mounts)
+
+
+__all__ = ["SKIN", "error_response", "metadata_dict", "routes", "stats_dict"]

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from servekit.errors import ServekitError
+from servekit.errors import MethodNotAllowed, RouteNotFound, ServekitError
 from servekit.server.http import Receive, Request, Response, Router, Scope, Send
 
 log = logging.getLogger("servekit.server")
@@ -53,8 +53,8 @@ class App:
         try:
             if route is None:
                 if path_exists:
-                    raise _MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
-                raise _NotFound(f"no endpoint {scope['method']} {scope['path']}")
+                    raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
+                raise RouteNotFound(f"no endpoint {scope['method']} {scope['path']}")
             request.path_params = params
             response = await route.handler(request)
         except ServekitError as exc:
@@ -75,16 +75,6 @@ class App:
                 len(response.body),
                 (time.perf_counter() - started) * 1000,
             )
-
-
-class _NotFound(ServekitError):
-    status = 404
-    kind = "NotFound"
-
-
-class _MethodNotAllowed(ServekitError):
-    status = 405
-    kind = "MethodNotAllowed"
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

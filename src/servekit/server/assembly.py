@@ -1,80 +1,102 @@
-"""Putting the protocols together: which routes listen on which port."""
+"""Putting the server together: the skins, in order, and which listener
+(port) serves which routes. Nothing registers itself by being imported: a
+skin that is not listed here does not exist."""
 
 from __future__ import annotations
 
 from servekit.config import ServerSettings
-from servekit.library import runtime_cache
-from servekit.protocols import predict as predict_api
-from servekit.protocols import seldon, tfserving_grpc, v2_grpc, v2_rest
+from servekit.dataplane import DataPlane
+from servekit.protocols import (
+    predict,
+    seldon,
+    tfserving,
+    tfserving_grpc,
+    torchserve,
+    v2_grpc,
+    v2_rest,
+)
 from servekit.registry import Registry
+from servekit.repository import reconcile
 from servekit.repository.sources import ModelSources
 from servekit.server.app import App
-from servekit.server.context import ServerContext
-from servekit.server.http import Router, route
+from servekit.server.http import Router
+from servekit.server.lifecycle import (
+    MAIN,
+    METRICS,
+    TFSERVING_REST,
+    TORCHSERVE_MANAGEMENT,
+    Mount,
+    ServerContext,
+    Skin,
+)
 from servekit.server.metrics import Metrics
 
-# importing runtime_cache registers the worker hook that caches opted-in models' predictions
-PREDICTION_CACHE_HOOK = runtime_cache.install
-# importing v2_grpc registers its worker hook, which serves V2 over gRPC
-GRPC_WORKER_HOOK = v2_grpc.start_in_worker
-# and tfserving_grpc's, which serves TF Serving's gRPC API on --port
-TFSERVING_GRPC_WORKER_HOOK = tfserving_grpc.start_in_worker
+# The order matters: the first skin that mounts on a listener gives that
+# listener its error format for unknown paths, and routes match in this order.
+SKINS: list[Skin] = [
+    v2_rest.SKIN,  # V2 REST, its repository extension and /metrics
+    seldon.SKIN,  # Seldon's microservice API
+    predict.SKIN,  # /predict (Flask-style, typed models, Seldon form) and /openapi.json
+    tfserving.SKIN,  # TF Serving REST on --rest_api_port
+    torchserve.SKIN,  # TorchServe inference on the main port, management on its own
+    v2_grpc.SKIN,  # V2 over gRPC
+    tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads
+    reconcile.SKIN,  # repository load/unload/sync, labels, polling the sources
+]
 
 
 def build_context(
-    settings: ServerSettings, registry: Registry, sources: ModelSources
+    settings: ServerSettings, registry: Registry, sources: ModelSources, index: int = 0
 ) -> ServerContext:
+    metrics = Metrics()
     return ServerContext(
         settings=settings,
         registry=registry,
-        metrics=Metrics(),
-        find_model_settings=sources.find,
+        metrics=metrics,
+        dataplane=DataPlane(registry, metrics),
+        sources=sources,
+        index=index,
     )
 
 
-def listening_ports(settings: ServerSettings) -> list[tuple[str, int]]:
-    """(host, port) of every HTTP listener (gRPC is separate). TorchServe's
-    management API binds its own host, 127.0.0.1 unless told otherwise."""
-    from servekit.protocols.torchserve import torchserve_mode
-
-    ports = [settings.http_port]
-    if settings.enable_metrics_endpoint and settings.metrics_port not in ports:
-        ports.append(settings.metrics_port)
-    if settings.rest_api_port and settings.rest_api_port not in ports:
-        ports.append(settings.rest_api_port)
-    listeners = [(settings.host, port) for port in ports]
-    if torchserve_mode(settings) and settings.management_port not in ports:
-        listeners.append((settings.management_host, settings.management_port))
-    return listeners
-
-
-def build_app(ctx: ServerContext) -> tuple[App, list[tuple[str, int]]]:
-    settings = ctx.settings
-    main = Router(v2_rest.routes(ctx), on_error=v2_rest.error_response)
-    # Seldon's microservice API and the plain /predict API; POST /predict picks one
-    # by the body's shape (see servekit/protocols/predict.py)
-    main.add(seldon.routes(ctx) + predict_api.routes(ctx))
-    routers = {settings.http_port: main}
-    if settings.enable_metrics_endpoint and settings.metrics_port != settings.http_port:
-        metrics_routes = [r for r in main.routes if r.pattern.pattern == f"^{settings.metrics_endpoint}$"]
-        routers[settings.metrics_port] = Router(metrics_routes, on_error=v2_rest.error_response)
+def listener_addresses(settings: ServerSettings) -> dict[str, tuple[str, int]]:
+    """(host, port) of each listener that is on. TorchServe's management API
+    binds its own host, 127.0.0.1 unless told otherwise."""
+    out = {MAIN: (settings.host, settings.http_port)}
+    if settings.enable_metrics_endpoint:
+        out[METRICS] = (settings.host, settings.metrics_port)
     if settings.rest_api_port:
-        from servekit.protocols import tfserving
+        out[TFSERVING_REST] = (settings.host, settings.rest_api_port)
+    if torchserve.torchserve_mode(settings):
+        out[TORCHSERVE_MANAGEMENT] = (settings.management_host, settings.management_port)
+    return out
 
-        if settings.rest_api_port in routers:
-            routers[settings.rest_api_port].add(tfserving.routes(ctx))
-        else:
-            routers[settings.rest_api_port] = Router(
-                tfserving.routes(ctx), on_error=tfserving.error_response
-            )
-    # TorchServe: /ping and /predictions on the main port, management on its own
-    from servekit.protocols import torchserve
 
-    main.add(torchserve.inference_routes(ctx))
-    if torchserve.torchserve_mode(settings) and settings.management_port not in routers:
-        routers[settings.management_port] = Router(
-            torchserve.management_routes(ctx), on_error=torchserve.error_response
-        )
+def listening_ports(settings: ServerSettings) -> list[tuple[str, int]]:
+    """(host, port) of every HTTP socket (gRPC is separate), each port once."""
+    out: list[tuple[str, int]] = []
+    for host, port in listener_addresses(settings).values():
+        if port not in [p for _, p in out]:
+            out.append((host, port))
+    return out
+
+
+def build_app(ctx: ServerContext, skins: list[Skin]) -> tuple[App, list[tuple[str, int]]]:
+    settings = ctx.settings
+    addresses = listener_addresses(settings)
+    routers: dict[int, Router] = {}
+    for skin in skins:
+        if skin.mounts is None:
+            continue
+        for mount in skin.mounts(ctx):
+            address = addresses.get(mount.listener)
+            if address is None:
+                continue  # that listener is off
+            router = routers.get(address[1])
+            if router is None:
+                routers[address[1]] = router = Router(on_error=mount.on_error)
+            router.add(mount.routes)
+    main = routers.setdefault(settings.http_port, Router())
     app = App(routers, main, max_body=settings.max_request_size, access_log=settings.access_log)
     return app, listening_ports(settings)
 
@@ -90,7 +112,7 @@ def describe_ports(settings: ServerSettings) -> list[str]:
         lines.append(f"TF Serving REST API listening on http://{host}:{settings.rest_api_port}")
     if settings.port:
         lines.append(f"TF Serving gRPC API listening on {host}:{settings.port}")
-    if settings.model_store or settings.load_models or settings.ts_config:
+    if torchserve.torchserve_mode(settings):
         lines.append(
             "TorchServe management API listening on "
             f"http://{settings.management_host}:{settings.management_port}"
@@ -98,4 +120,4 @@ def describe_ports(settings: ServerSettings) -> list[str]:
     return lines
 
 
-__all__ = ["build_app", "build_context", "describe_ports", "listening_ports", "route"]
+__all__ = ["SKINS", "Mount", "build_app", "build_context", "describe_ports", "listening_ports"]

@@ -43,6 +43,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.change_failures = Counter(
+            "servekit_change_failures",
+            "Changes to the served models that a worker could not apply (unknown kinds included)",
+            ("kind",),
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def observe(self, model: str, version: str, protocol: str, seconds: float) -> None:
@@ -66,17 +72,21 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def share_across_processes() -> str:
+def share_across_processes() -> str | None:
     """Switch to prometheus_client's multiprocess mode before workers fork, so
-    ``/metrics`` on any worker reports the sum over all of them."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        path = tempfile.mkdtemp(prefix="servekit-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    ``/metrics`` on any worker reports the sum over all of them. Returns the
+    folder servekit made for it, or None when the user's
+    ``PROMETHEUS_MULTIPROC_DIR`` is used (servekit never deletes that one)."""
+    made = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        made = tempfile.mkdtemp(prefix="servekit-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
     # the value class is chosen when prometheus_client is imported; choose again
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-    return path
+    return made
 
 
-def remove_shared(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def remove_shared(made: str | None) -> None:
+    """Delete the folder :func:`share_across_processes` made, if it made one."""
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)

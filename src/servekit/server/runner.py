@@ -1,7 +1,9 @@
 """Process model: one worker per core, each a full server, sharing the ports
 with SO_REUSEPORT; a supervisor loads the models once before forking (so the
 workers share their memory copy-on-write), replaces workers that die and
-relays repository changes between them.
+relays every change to what is served between them (see
+:mod:`servekit.server.lifecycle`): a change that asks to wait is answered once
+every worker has applied it.
 
 With one worker, the supervisor is skipped and the server runs in-process.
 """
@@ -17,24 +19,23 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from servekit.config import ServerSettings
-from servekit.errors import ConfigError
+from servekit.errors import ConfigError, ServekitError
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
+from servekit.server.lifecycle import Change, ChangeFailed, ChangeHandler, ServerContext, Skin, Stop
 
 log = logging.getLogger("servekit.server")
 
-# set by protocol modules that need extra setup in a worker (gRPC, pollers …)
-WorkerHook = Callable[["Worker"], Awaitable[None]]
-WORKER_HOOKS: list[WorkerHook] = []
-# repository changes that protocol modules relay between workers themselves
-# (action -> handler of its argument); load/unload are built in
-ControlAction = Callable[["Worker", str], Awaitable[None]]
-CONTROL_ACTIONS: dict[str, ControlAction] = {}
+# kinds of change that carry a whole state: of a run of them the journal keeps the last
+COLLAPSIBLE = frozenset({"repository.sync"})
 
 
 def worker_count(settings: ServerSettings) -> int:
@@ -83,32 +84,46 @@ class LineReader:
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, data: bytes) -> list[str]:
+    def feed(self, data: bytes) -> list[bytes]:
         *lines, self._pending = (self._pending + data).split(b"\n")
-        return [line.decode() for line in lines if line]
+        return [line for line in lines if line]
+
+
+# the lines between a worker and the supervisor (each ends with a newline):
+#   worker -> supervisor  ready | change <Change> | applied <id> <reason JSON>
+#   supervisor -> worker  apply <Change> | done <id> <failures JSON>
+CHANGE_WAIT_SECONDS = 900.0  # a change that asks to wait gives up on slow workers after this
 
 
 class Worker:
-    """One serving process (or the only one): registry, HTTP and gRPC servers."""
+    """One serving process (or the only one): registry, data plane and skins."""
 
     def __init__(
         self,
         settings: ServerSettings,
         sources: ModelSources,
+        skins: list[Skin],
         registry: Registry | None = None,
         control: socket.socket | None = None,
         reuse_port: bool = False,
         index: int = 0,
+        journal: list[bytes] | None = None,
     ) -> None:
         self.settings = settings
         self.sources = sources
+        self.skins = [skin for skin in skins if skin.enabled(settings)]
         self.registry = registry
         self.control = control
         self.reuse_port = reuse_port
         self.index = index
+        self.journal = list(journal or [])
+        self.handlers = change_handlers(self.skins)
         self.tasks: list[asyncio.Task[Any]] = []
-        self.cleanups: list[Callable[[], Awaitable[None]]] = []
-        self.ctx: Any = None
+        self.stops: list[Stop] = []
+        self.ctx: ServerContext | None = None
+        self._waiting: dict[str, asyncio.Future[dict[int, str]]] = {}
+        self._control_reader = LineReader()
+        self._control_queue: asyncio.Queue[Change] = asyncio.Queue()
 
     async def run(self) -> None:
         from servekit.server.assembly import build_app, build_context
@@ -116,76 +131,145 @@ class Worker:
         settings = self.settings
         if self.registry is None:
             self.registry = Registry(settings)
-            if settings.load_models_at_startup:
-                await self.registry.apply(self.sources.wanted())
         else:
             self.registry.after_fork()
-            if settings.load_models_at_startup:
-                # what the supervisor left to the workers: runtimes that do not survive fork
-                await self.registry.apply(self.sources.wanted())
+        if settings.load_models_at_startup:
+            # in a forked worker: what the supervisor left to the workers
+            # (runtimes that do not survive fork)
+            await self.registry.apply(self.sources.wanted())
         # frameworks loaded with the models have pools of their own by now
         limit_loaded_pools(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        self.ctx = build_context(settings, self.registry, self.sources)
+        self.ctx = ctx = build_context(settings, self.registry, self.sources, self.index)
+        ctx.make_change = self.make_change
+        for line in self.journal:  # a replacement worker catches up before it serves
+            await self._apply_quietly(Change.decode(line))
         if self.control is not None:
-            self.ctx.on_repository_change.append(self._broadcast)
-            self._control_reader = LineReader()
-            self._control_queue: asyncio.Queue[str] = asyncio.Queue()
-            self.tasks.append(asyncio.get_running_loop().create_task(self._apply_controls()))
+            self.tasks.append(asyncio.get_running_loop().create_task(self._apply_relayed()))
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._on_control)
-        app, ports = build_app(self.ctx)
+        app, ports = build_app(ctx, self.skins)
         sockets = [listen(host, port, self.reuse_port) for host, port in ports]
-        for hook in WORKER_HOOKS:
-            await hook(self)
-        if self.control is not None:
-            self.control.sendall(b"ready\n")
-        else:
-            announce(settings)
         try:
+            for skin in self.skins:
+                if skin.start is not None:
+                    stop = await skin.start(ctx)
+                    if stop is not None:
+                        self.stops.append(stop)
+            if self.control is not None:
+                self.control.sendall(b"ready\n")
+            else:
+                announce(settings)
             await serve_http(app, sockets, settings)
         finally:
             for task in self.tasks:
                 task.cancel()
-            for cleanup in self.cleanups:
-                await cleanup()
+            for stop in reversed(self.stops):
+                await stop()
 
-    async def _broadcast(self, action: str, name: str) -> None:
-        assert self.control is not None
+    # -- changes ------------------------------------------------------------
+    async def apply_change(self, change: Change) -> None:
+        """The one function that applies a change, here or relayed from a sibling."""
+        assert self.ctx is not None
+        handler = self.handlers.get(change.kind)
+        if handler is None:
+            self.ctx.metrics.change_failures.labels(change.kind[:64]).inc()
+            log.error("Worker %d got a change of unknown kind %r", self.index, change.kind[:64])
+            raise ServekitError(f"unknown change kind {change.kind[:64]!r}")
         try:
-            self.control.sendall(f"{action} {name}\n".encode())
-        except OSError as exc:  # the supervisor is gone; this worker is shutting down
-            log.warning("Could not relay %s %s to the other workers: %s", action, name, exc)
+            await handler(self.ctx, change)
+        except Exception:
+            self.ctx.metrics.change_failures.labels(change.kind).inc()
+            raise
+
+    async def make_change(self, change: Change, wait: bool) -> None:
+        """Apply a change here, relay it to every other worker and, with
+        ``wait``, return once all have applied it."""
+        local: BaseException | None = None
+        try:
+            await self.apply_change(change)
+        except Exception as exc:
+            local = exc
+        failures: dict[int, str] = {}
+        if self.control is not None:
+            future: asyncio.Future[dict[int, str]] | None = None
+            if wait:
+                future = asyncio.get_running_loop().create_future()
+                self._waiting[change.id] = future
+            try:
+                self.control.sendall(b"change " + change.encode() + b"\n")
+            except OSError as exc:  # the supervisor is gone; this worker is shutting down
+                self._waiting.pop(change.id, None)
+                raise ServekitError(f"could not relay the change to the other workers: {exc}") from None
+            if future is not None:
+                try:
+                    failures = await asyncio.wait_for(future, CHANGE_WAIT_SECONDS)
+                except TimeoutError:
+                    raise ServekitError(
+                        f"the other workers did not apply the change within {CHANGE_WAIT_SECONDS:g} s"
+                    ) from None
+                finally:
+                    self._waiting.pop(change.id, None)
+        if local is not None:
+            raise local
+        if failures:
+            detail = "; ".join(f"worker {i}: {reason}" for i, reason in sorted(failures.items()))
+            raise ChangeFailed(f"applied here but not by every worker ({detail})", failures)
+
+    async def _apply_quietly(self, change: Change) -> str:
+        """Apply a relayed or replayed change; its error, as text ('' if none)."""
+        try:
+            await self.apply_change(change)
+        except ServekitError as exc:
+            log.error("Worker %d could not apply %s: %s", self.index, change.kind, exc.message)
+            return exc.message
+        except Exception as exc:
+            log.exception("Worker %d could not apply %s", self.index, change.kind)
+            return f"{type(exc).__name__}: {exc}"
+        return ""
 
     def _on_control(self) -> None:
         assert self.control is not None
-        data = self.control.recv(65536)
+        data = self.control.recv(1 << 20)
         if not data:
             asyncio.get_running_loop().remove_reader(self.control.fileno())
             return
         for line in self._control_reader.feed(data):
-            self._control_queue.put_nowait(line)
+            verb, _, rest = line.partition(b" ")
+            if verb == b"apply":
+                try:
+                    self._control_queue.put_nowait(Change.decode(rest))
+                except ServekitError as exc:
+                    log.error("Worker %d got a malformed change: %s", self.index, exc.message)
+            elif verb == b"done":
+                change_id, _, failures = rest.partition(b" ")
+                future = self._waiting.get(change_id.decode("ascii", "replace"))
+                if future is not None and not future.done():
+                    future.set_result({int(k): str(v) for k, v in orjson.loads(failures or b"{}").items()})
+            else:
+                log.error("Worker %d got an unknown control line %r", self.index, verb[:32])
 
-    async def _apply_controls(self) -> None:
-        """Apply relayed changes one at a time, in the order they were made."""
+    async def _apply_relayed(self) -> None:
+        """Apply relayed changes one at a time, in the order they were made,
+        answering the supervisor after each."""
+        assert self.control is not None
         while True:
-            action, _, name = (await self._control_queue.get()).partition(" ")
-            await self.apply_control(action, name)
+            change = await self._control_queue.get()
+            reason = await self._apply_quietly(change)
+            answer = b"applied " + change.id.encode() + b" " + orjson.dumps(reason) + b"\n"
+            try:
+                self.control.sendall(answer)
+            except OSError:
+                return
 
-    async def apply_control(self, action: str, name: str) -> None:
-        """Repeat a repository change made in a sibling worker."""
-        assert self.registry is not None
-        try:
-            if action == "load":
-                self.sources.unloaded.discard(name)
-                for settings in await self.sources.find(name):
-                    await self.registry.load(settings)
-            elif action == "unload":
-                self.sources.unloaded.add(name)
-                if name in self.registry.models:
-                    await self.registry.unload(name)
-            elif action in CONTROL_ACTIONS:
-                await CONTROL_ACTIONS[action](self, name)
-        except Exception:
-            log.exception("Worker %d could not apply %s %s", self.index, action, name)
+
+def change_handlers(skins: list[Skin]) -> dict[str, ChangeHandler]:
+    """Every kind of change and the one function that applies it."""
+    handlers: dict[str, ChangeHandler] = {}
+    for skin in skins:
+        for kind, handler in skin.changes.items():
+            if kind in handlers:
+                raise ConfigError(f"two skins apply changes of kind {kind!r} (the second is {skin.name})")
+            handlers[kind] = handler
+    return handlers
 
 
 def check_ports_free(settings: ServerSettings) -> None:
@@ -287,29 +371,44 @@ def run_loop(coro: Awaitable[None]) -> None:
         runner.run(coro)  # type: ignore[arg-type]
 
 
-def serve(settings: ServerSettings, sources: ModelSources) -> None:
+def serve(settings: ServerSettings, sources: ModelSources, skins: list[Skin]) -> None:
     workers = worker_count(settings)
     configure_threads(settings, workers)
     check_ports_free(settings)
     if workers <= 1:
-        run_loop(Worker(settings, sources).run())
+        run_loop(Worker(settings, sources, skins).run())
         return
     from servekit.server.metrics import remove_shared, share_across_processes
 
-    metrics_dir = share_across_processes()
+    made = share_across_processes()
     try:
-        Supervisor(settings, sources, workers).run()
+        Supervisor(settings, sources, skins, workers).run()
     finally:
-        remove_shared(metrics_dir)
+        remove_shared(made)
+
+
+@dataclass
+class _Pending:
+    """A relayed change the worker that made it waits on."""
+
+    origin: socket.socket
+    waiting: set[socket.socket]
+    failures: dict[int, str] = field(default_factory=dict)
 
 
 class Supervisor:
-    def __init__(self, settings: ServerSettings, sources: ModelSources, workers: int) -> None:
+    """Forks the workers, replaces those that die, and relays every change:
+    journalled, sent to every other worker, and answered to the worker that
+    made it once all have applied it."""
+
+    def __init__(self, settings: ServerSettings, sources: ModelSources, skins: list[Skin], workers: int) -> None:
         self.settings = settings
         self.sources = sources
+        self.skins = skins
         self.workers = workers
         self.children: dict[int, tuple[int, socket.socket]] = {}  # pid -> (index, control)
-        self.events: list[str] = []  # repository changes, replayed to new workers
+        self.journal: list[bytes] = []  # every change, replayed to new workers
+        self.pending: dict[str, _Pending] = {}
         self.stopping = False
         self.registry: Registry | None = None
 
@@ -334,23 +433,23 @@ class Supervisor:
             for key, _ in selector.select(timeout=0.2):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
-                data = sock.recv(65536)
+                data = sock.recv(1 << 20)
                 if not data:
                     selector.unregister(sock)
                     continue
                 for line in readers.setdefault(sock.fileno(), LineReader()).feed(data):
-                    if line == "ready":
+                    if line == b"ready":
                         ready += 1
                         if ready == self.workers:
                             announce(self.settings, self.workers)
                     else:
-                        self.events.append(line)
-                        self._relay(line, sock)
+                        self._on_line(line, sock)
             for pid, status in self._reap():
                 index, control = self.children.pop(pid)
                 with contextlib.suppress(KeyError):  # already dropped at end-of-file
                     selector.unregister(control)
                 readers.pop(control.fileno(), None)
+                self._forget(control)
                 control.close()
                 if not self.stopping:
                     log.warning("Worker %d (pid %d) died (%s); starting a new one", index, pid, status)
@@ -358,6 +457,66 @@ class Supervisor:
                     selector.register(control, selectors.EVENT_READ)
                     ready -= 1
         self._shutdown()
+
+    def _on_line(self, line: bytes, source: socket.socket) -> None:
+        verb, _, rest = line.partition(b" ")
+        if verb == b"change":
+            try:
+                change = Change.decode(rest)
+            except ServekitError as exc:
+                log.error("Ignoring a malformed change from a worker: %s", exc.message)
+                return
+            if self.journal and change.kind in COLLAPSIBLE and Change.decode(self.journal[-1]).kind == change.kind:
+                self.journal[-1] = rest  # it carries the whole state: the newest is enough
+            else:
+                self.journal.append(rest)
+            others = {control for _, control in self.children.values() if control is not source}
+            pending = self.pending[change.id] = _Pending(source, set())
+            for control in others:
+                try:
+                    control.sendall(b"apply " + rest + b"\n")
+                    pending.waiting.add(control)
+                except OSError:  # a dying worker; its replacement replays the journal
+                    pass
+            self._settle(change.id)
+        elif verb == b"applied":
+            change_id, _, reason_json = rest.partition(b" ")
+            key = change_id.decode("ascii", "replace")
+            found = self.pending.get(key)
+            if found is None:
+                return
+            found.waiting.discard(source)
+            reason = orjson.loads(reason_json) if reason_json else ""
+            if reason:
+                found.failures[self._index_of(source)] = str(reason)
+            self._settle(key)
+        else:
+            log.error("Ignoring an unknown control line %r from a worker", verb[:32])
+
+    def _settle(self, change_id: str) -> None:
+        """Answer the worker that made a change once no worker still applies it."""
+        pending = self.pending[change_id]
+        if pending.waiting:
+            return
+        del self.pending[change_id]
+        failures = {str(k): v for k, v in pending.failures.items()}
+        with contextlib.suppress(OSError):  # the worker that asked died meanwhile
+            pending.origin.sendall(b"done " + change_id.encode() + b" " + orjson.dumps(failures) + b"\n")
+
+    def _forget(self, control: socket.socket) -> None:
+        """A worker died: no change waits for it (its replacement replays the journal)."""
+        for change_id, pending in list(self.pending.items()):
+            if pending.origin is control:
+                del self.pending[change_id]
+            elif control in pending.waiting:
+                pending.waiting.discard(control)
+                self._settle(change_id)
+
+    def _index_of(self, control: socket.socket) -> int:
+        for index, sock in self.children.values():
+            if sock is control:
+                return index
+        return -1
 
     def _spawn(self, index: int) -> socket.socket:
         parent, child = socket.socketpair()
@@ -368,16 +527,11 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
-                worker = Worker(self.settings, self.sources, self.registry, child, True, index)
-                events = list(self.events)
-
-                async def main() -> None:
-                    for line in events:
-                        action, _, name = line.partition(" ")
-                        await worker.apply_control(action, name)
-                    await worker.run()
-
-                run_loop(main())
+                worker = Worker(
+                    self.settings, self.sources, self.skins, self.registry, child, True, index,
+                    journal=self.journal,
+                )
+                run_loop(worker.run())
             except BaseException:
                 log.exception("Worker %d failed", index)
                 code = 1
@@ -388,12 +542,6 @@ class Supervisor:
         child.close()
         self.children[pid] = (index, parent)
         return parent
-
-    def _relay(self, line: str, source: socket.socket) -> None:
-        for _, control in self.children.values():
-            if control is not source:
-                with contextlib.suppress(OSError):  # a dying worker; it is replaced
-                    control.sendall((line + "\n").encode())
 
     def _reap(self) -> list[tuple[int, str]]:
         dead = []

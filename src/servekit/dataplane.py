@@ -1,0 +1,228 @@
+"""The data plane: the one path from every protocol to a model.
+
+Every skin (V2 REST and gRPC, TF Serving REST and gRPC, TorchServe inference,
+Seldon, ``/predict``) decodes its wire format, calls :meth:`DataPlane.infer`
+(or :meth:`DataPlane.serve`, which also times the encoding) and encodes the
+answer. Everything that crosses protocols happens here, once::
+
+    skin ── Target(name, version | label) + decode ──► DataPlane.serve
+              resolve the version (registry, read-only)
+              request id, one deadline (protocol timeout, gRPC deadline, header)
+              prediction cache (models that opt in)
+              registry.submit ──► batcher ──► invoker ──► runtime.predict
+              metrics (same labels on success and failure), observers (spans, payloads)
+    skin ◄── encoded answer
+
+``decode`` may be the request itself or a function of the resolved version
+(for skins that build the request from the model's metadata); an error raised
+while decoding is counted like any other failure of the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from servekit.errors import ModelNotFound, ServekitError
+from servekit.library.prediction_cache import LRUCache, PredictionCache, cache_key, make_cache
+from servekit.library.runtime_cache import decode_response, encode_response, request_hash
+from servekit.library.settings import LibrarySettings
+from servekit.registry import ModelVersion, Registry
+from servekit.tensors import InferenceRequest, InferenceResponse
+
+if TYPE_CHECKING:
+    from servekit.server.metrics import Metrics
+
+T = TypeVar("T")
+Decode = InferenceRequest | Callable[[ModelVersion], InferenceRequest]
+
+# a client's timeout is bounded before it is used
+MAX_TIMEOUT_SECONDS = 3600.0
+# the metrics label of calls to names nobody serves (keeps /metrics bounded)
+UNKNOWN_MODEL = "(unknown)"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a call names: a model, and a version or a label (neither: the default)."""
+
+    name: str
+    version: str | None = None
+    label: str | None = None
+
+
+@dataclass(slots=True)
+class InferenceCall:
+    """One call through the data plane, as observers see it when it ends.
+    ``spans`` holds seconds per step: ``decode``, ``infer`` (queue and
+    predict, or the cache lookup) and ``encode``."""
+
+    protocol: str
+    target: Target
+    model: ModelVersion | None = None
+    request: InferenceRequest | None = None
+    response: InferenceResponse | None = None
+    error: ServekitError | None = None
+    cached: bool = False
+    spans: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class InferenceObserver(Protocol):
+    """Called once per call, after it ended (tracing, payload logging …)."""
+
+    def __call__(self, call: InferenceCall) -> None: ...
+
+
+def _identity(response: InferenceResponse) -> InferenceResponse:
+    return response
+
+
+class DataPlane:
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        observers: list[InferenceObserver] | None = None,
+        cache_factory: Callable[[], PredictionCache] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.observers: list[InferenceObserver] = list(observers or [])
+        self._cache_factory = cache_factory or (lambda: make_cache(LibrarySettings.from_env()))
+        self._cache: PredictionCache | None = None
+
+    def resolve(self, target: Target) -> ModelVersion:
+        """The ready version a target names (raises ModelNotFound / ModelNotReady)."""
+        return self.registry.resolve(target.name, target.version, target.label)
+
+    async def infer(
+        self, target: Target, decode: Decode, *, protocol: str, timeout: float | None = None
+    ) -> InferenceResponse:
+        """Run one request on the version ``target`` names; see :meth:`serve`."""
+        return await self.serve(target, decode, _identity, protocol=protocol, timeout=timeout)
+
+    async def serve(
+        self,
+        target: Target,
+        decode: Decode,
+        encode: Callable[[InferenceResponse], T],
+        *,
+        protocol: str,
+        timeout: float | None = None,
+    ) -> T:
+        """Resolve, decode, run and encode one call, measured as one.
+
+        ``timeout`` (seconds: a gRPC deadline, an HTTP header) and the request's
+        own ``timeout`` parameter (microseconds, Triton's) give one deadline,
+        the earlier of the two; a request still queued then is never run."""
+        started = time.perf_counter()
+        call = InferenceCall(protocol, target)
+        try:
+            model = call.model = self.resolve(target)
+            mark = time.perf_counter()
+            request = call.request = decode(model) if callable(decode) else decode
+            request.ensure_id()
+            request.deadline = _deadline(request, timeout)
+            now = time.perf_counter()
+            call.spans["decode"] = now - mark
+            response = call.response = await self._run(model, request, call)
+            mark = time.perf_counter()
+            call.spans["infer"] = mark - now
+            result = encode(response)
+            call.spans["encode"] = time.perf_counter() - mark
+        except Exception as exc:
+            error = exc if isinstance(exc, ServekitError) else ServekitError(type(exc).__name__)
+            call.error = error
+            call.seconds = time.perf_counter() - started
+            self.metrics.failure(*self._labels(call), protocol, error.status)
+            self._notify(call)
+            raise
+        call.seconds = time.perf_counter() - started
+        self.metrics.observe(model.name, model.version, protocol, call.seconds)
+        if self.observers:
+            self._notify(call)
+        return result
+
+    async def _run(
+        self, model: ModelVersion, request: InferenceRequest, call: InferenceCall
+    ) -> InferenceResponse:
+        if not model.settings.parameters.extra.get("cache_predictions"):
+            return await self.registry.submit(model, request)
+        cache = self.cache()
+        key = cache_key(model.name, model.version, request_hash(request))
+        hit = (await self._cache_call(cache, cache.get_many, [key]))[0]
+        if hit is not None:
+            call.cached = True
+            return decode_response(hit, model.name, model.version, request)
+        response = await self.registry.submit(model, request)
+        await self._cache_call(cache, cache.set_many, {key: encode_response(response)})
+        return response
+
+    def cache(self) -> PredictionCache:
+        """The prediction cache, made on first use (from ``SERVEKIT_CACHE_*``)."""
+        if self._cache is None:
+            self._cache = self._cache_factory()
+        return self._cache
+
+    @staticmethod
+    async def _cache_call(cache: PredictionCache, method: Callable[[Any], T], argument: Any) -> T:
+        # an in-process LRU answers in microseconds; a remote cache is a network
+        # round trip, which must not hold the event loop
+        if isinstance(cache, LRUCache):
+            return method(argument)
+        return await asyncio.to_thread(method, argument)
+
+    def _labels(self, call: InferenceCall) -> tuple[str, str]:
+        """(model, version) labels of a failed call: the resolved version when
+        there is one; a name nobody serves is counted under one label."""
+        if call.model is not None:
+            return call.model.name, call.model.version
+        target = call.target
+        if isinstance(call.error, ModelNotFound) and not self.registry.has(target.name):
+            return UNKNOWN_MODEL, ""
+        return target.name, target.version or ""
+
+    def _notify(self, call: InferenceCall) -> None:
+        for observer in self.observers:
+            observer(call)
+
+
+def _deadline(request: InferenceRequest, timeout: float | None) -> float | None:
+    seconds = timeout
+    value = request.parameters.get("timeout") if request.parameters else None
+    if value is not None and not isinstance(value, bool):
+        try:
+            micros = float(value)
+        except (TypeError, ValueError):
+            micros = 0.0
+        if micros > 0 and (seconds is None or micros / 1e6 < seconds):
+            seconds = micros / 1e6
+    if seconds is None or seconds != seconds:  # None or NaN
+        return None
+    return time.monotonic() + min(max(seconds, 0.0), MAX_TIMEOUT_SECONDS)
+
+
+def header_timeout(headers: dict[str, str]) -> float | None:
+    """A deadline sent as an HTTP header: ``X-Request-Timeout`` in seconds, or
+    gRPC-web/Envoy style ``grpc-timeout`` (``100m``, ``5S`` …); None if absent
+    or unreadable."""
+    raw = headers.get("x-request-timeout")
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        return value if value > 0 else None
+    raw = headers.get("grpc-timeout")
+    if raw and len(raw) <= 9 and raw[:-1].isdigit():
+        unit = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}.get(raw[-1])
+        return int(raw[:-1]) * unit if unit else None
+    return None
+
+
+__all__ = ["DataPlane", "Decode", "InferenceCall", "InferenceObserver", "Target", "header_timeout"]

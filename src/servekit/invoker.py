@@ -1,0 +1,60 @@
+"""How one loaded model version is called: the one place that decides whether
+``predict`` runs on the event loop or in a thread.
+
+- A runtime with an async ``predict`` (``is_async``) is awaited on the loop.
+- A synchronous ``predict`` runs in the registry's thread pool, except when the
+  model's recent calls took less than ``inline_limit`` seconds and the request
+  is small (at most :attr:`Invoker.INLINE_MAX_ROWS` rows): then handing the
+  call to a thread would cost more than the call itself holds the loop, and it
+  runs inline. The first call of a model always runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+
+from servekit.runtimes.base import Runtime
+from servekit.tensors import InferenceRequest, InferenceResponse
+
+
+class Invoker:
+    """Calls one runtime's ``predict``, inline or in ``executor`` (see module doc)."""
+
+    INLINE_MAX_ROWS = 64
+
+    def __init__(self, runtime: Runtime, executor: Executor, inline_limit: float) -> None:
+        self.runtime = runtime
+        self.executor = executor
+        self.inline_limit = inline_limit
+        self.recent: float | None = None  # moving average of call durations, seconds
+
+    def timed(self, request: InferenceRequest) -> InferenceResponse:
+        started = time.perf_counter()
+        try:
+            return self.runtime.predict(request)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.recent = elapsed if self.recent is None else 0.8 * self.recent + 0.2 * elapsed
+
+    def runs_inline(self, request: InferenceRequest) -> bool:
+        return (
+            self.recent is not None
+            and self.recent < self.inline_limit
+            and (not request.inputs or _rows(request) <= self.INLINE_MAX_ROWS)
+        )
+
+    async def __call__(self, request: InferenceRequest) -> InferenceResponse:
+        if self.runtime.is_async:
+            result: InferenceResponse = await self.runtime.predict(request)  # type: ignore[misc]
+            return result
+        if self.runs_inline(request):
+            return self.timed(request)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.timed, request)
+
+
+def _rows(request: InferenceRequest) -> int:
+    shape = request.inputs[0].data.shape
+    return shape[0] if shape else 1
