@@ -261,3 +261,37 @@ def test_an_allowed_url_is_downloaded_once(server: dict[str, Any], remote: dict[
     assert {manage(server, "GET", "/models/fetched").json()[0]["modelUrl"] for _ in range(10)} == {url}
     assert remote["fetched"] == ["/fetched.mar"]
     assert manage(server, "DELETE", "/models/fetched").status_code == 200
+
+
+def test_every_change_is_in_force_on_every_worker_when_the_call_returns(server: dict[str, Any]) -> None:
+    """No waiting: right after each call answers, every one of 40 predictions on
+    fresh connections (both workers answer some) sees the change, in 3 rounds."""
+    for round_ in range(3):
+        name = f"synced{round_}"
+        registered = manage(server, "POST", f"/models?url=echo.mar&model_name={name}&initial_workers=1")
+        assert registered.status_code == 200, registered.text
+        assert registered.json()["status"] == f'Model "{name}" Version: 1.0 registered with 1 initial workers'
+        seen = answers(server, name)
+        assert [status for status, _ in seen] == [200] * CALLS, seen
+
+        scaled = manage(server, "PUT", f"/models/{name}?min_worker=0&synchronous=true")
+        assert scaled.status_code == 200, scaled.text
+        seen = answers(server, name)
+        assert [status for status, _ in seen] == [503] * CALLS, seen
+        assert all("scaled to 0 workers" in json.loads(body)["message"] for _, body in seen)
+        assert {json.loads(body)["type"] for _, body in seen} == {"ServiceUnavailableException"}
+
+        removed = manage(server, "DELETE", f"/models/{name}")
+        assert removed.status_code == 200, removed.text
+        seen = answers(server, name)
+        assert [status for status, _ in seen] == [404] * CALLS, seen
+        assert {json.loads(body)["type"] for _, body in seen} == {"ModelNotFoundException"}
+
+
+def test_asynchronous_registration_answers_202_at_once(server: dict[str, Any]) -> None:
+    response = manage(server, "POST", "/models?url=echo.mar&model_name=later&initial_workers=1&synchronous=false")
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "Processing worker updates..."}
+    wait_until_every_worker(server, "/models/later", lambda d: d[0]["status"] == "READY")
+    assert [status for status, _ in answers(server, "later")] == [200] * CALLS
+    assert manage(server, "DELETE", "/models/later").status_code == 200

@@ -25,10 +25,10 @@ from servekit.errors import InvalidInput, ServekitError
 from servekit.protocols import seldon
 from servekit.protocols.json_values import default_model_name, tensor_values
 from servekit.protocols.v2_codec import loads
-from servekit.registry import Registry
+from servekit.registry import ModelVersion, Registry
 from servekit.server.http import Request, Response, Route, default_error, json_response, route
 from servekit.server.lifecycle import MAIN, Mount, ServerContext, Skin
-from servekit.tensors import InferenceRequest, ModelMetadata, Tensor
+from servekit.tensors import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
 
 PROTOCOL = "predict"
 SELDON_KEYS = frozenset({"data", "strData", "jsonData", "binData"})
@@ -68,28 +68,22 @@ def inputs_tensor(inputs: Any, meta: ModelMetadata) -> Tensor:
 
 
 # -- handlers ------------------------------------------------------------------
-async def infer(ctx: ServerContext, name: str, tensor: Tensor, timeout: float | None) -> Tensor:
-    response = await ctx.dataplane.infer(
-        Target(name), InferenceRequest(inputs=[tensor]), protocol=PROTOCOL, timeout=timeout
-    )
+def first_output(name: str, response: InferenceResponse) -> Tensor:
     if not response.outputs:
         raise ServekitError(f"model {name!r} returned no outputs")
     return response.outputs[0]
 
 
-async def flask_form(
-    ctx: ServerContext, name: str, document: Any, meta: ModelMetadata, timeout: float | None
-) -> Response:
+def flask_tensor(document: Any, meta: ModelMetadata) -> Tensor:
+    """Flask's ``{"inputs": [...]}``: rows of features, or a typed model's items."""
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if inputs is None:
         raise InvalidInput('send {"inputs": [[feature, ...], ...]}')
     if is_typed(meta):
         if not isinstance(inputs, list):
             raise InvalidInput("'inputs' must be a list of items")
-        output = await infer(ctx, name, items_tensor(inputs), timeout)
-        return json_response({"prediction": tensor_values(output)})
-    output = await infer(ctx, name, inputs_tensor(inputs, meta), timeout)
-    return json_response({"prediction": tensor_values(output)})
+        return items_tensor(inputs)
+    return inputs_tensor(inputs, meta)
 
 
 def _flask_shaped(document: Any, meta: ModelMetadata) -> bool:
@@ -101,32 +95,48 @@ def _flask_shaped(document: Any, meta: ModelMetadata) -> bool:
 
 
 async def predict_named(ctx: ServerContext, name: str, body: bytes, timeout: float | None) -> Response:
-    meta = model_metadata(ctx.registry, name)
-    document = loads(body)
-    if not is_typed(meta) or _flask_shaped(document, meta):
-        return await flask_form(ctx, name, document, meta, timeout)
-    output = await infer(ctx, name, items_tensor([document]), timeout)
-    if output.content_type == "json":
-        return Response(bytes(output.data.reshape(-1)[0]))
-    return json_response(tensor_values(output)[0])
+    flask: list[bool] = []
+
+    def decode(model: ModelVersion) -> InferenceRequest:
+        meta = model.metadata()
+        document = loads(body)
+        flask.append(not is_typed(meta) or _flask_shaped(document, meta))
+        tensor = flask_tensor(document, meta) if flask[0] else items_tensor([document])
+        return InferenceRequest(inputs=[tensor])
+
+    def encode(response: InferenceResponse) -> Response:
+        output = first_output(name, response)
+        if flask[0]:
+            return json_response({"prediction": tensor_values(output)})
+        if output.content_type == "json":
+            return Response(bytes(output.data.reshape(-1)[0]))
+        return json_response(tensor_values(output)[0])
+
+    return await ctx.dataplane.serve(Target(name), decode, encode, protocol=PROTOCOL, timeout=timeout)
 
 
 async def predict_batch(ctx: ServerContext, name: str, body: bytes, timeout: float | None) -> Response:
-    meta = model_metadata(ctx.registry, name)
-    if not is_typed(meta):
-        raise InvalidInput(
-            f"model {name!r} is not a typed library model; use POST /predict/{name} "
-            'with {"inputs": [...]}'
-        )
     document = loads(body)
-    if not isinstance(document, list):
-        raise InvalidInput("the body of /predict/batch/<name> must be a JSON list of items")
-    if not document:
+    if isinstance(document, list) and not document and is_typed(model_metadata(ctx.registry, name)):
         return Response(b"[]")
-    output = await infer(ctx, name, items_tensor(document), timeout)
-    if output.content_type == "json":
-        return Response(b"[" + b",".join(bytes(v) for v in output.data.reshape(-1)) + b"]")
-    return json_response(tensor_values(output))
+
+    def decode(model: ModelVersion) -> InferenceRequest:
+        if not is_typed(model.metadata()):
+            raise InvalidInput(
+                f"model {name!r} is not a typed library model; use POST /predict/{name} "
+                'with {"inputs": [...]}'
+            )
+        if not isinstance(document, list):
+            raise InvalidInput("the body of /predict/batch/<name> must be a JSON list of items")
+        return InferenceRequest(inputs=[items_tensor(document)])
+
+    def encode(response: InferenceResponse) -> Response:
+        output = first_output(name, response)
+        if output.content_type == "json":
+            return Response(b"[" + b",".join(bytes(v) for v in output.data.reshape(-1)) + b"]")
+        return json_response(tensor_values(output))
+
+    return await ctx.dataplane.serve(Target(name), decode, encode, protocol=PROTOCOL, timeout=timeout)
 
 
 def routes(ctx: ServerContext) -> list[Route]:

@@ -17,10 +17,17 @@ from servekit.tensors import (
 class Runtime:
     """Base class of every runtime, framework or user code.
 
-    ``predict`` is synchronous and runs in a worker thread, never on the event
-    loop. A runtime whose outputs line up row-for-row with its inputs along
-    axis 0 sets ``batch_axis = 0`` and is then fed by the adaptive batcher.
-    Runtimes with an async ``predict`` set ``is_async = True``.
+    The registry creates and loads a runtime in a thread, never on the event
+    loop. ``predict`` is called by the version's :class:`~servekit.invoker.Invoker`,
+    one call at a time (the adaptive batcher serialises them): a synchronous
+    ``predict`` runs in a thread of the registry's pool, except that a model
+    whose recent calls took less than ``inline_predict_ms`` (0.1 ms by default;
+    0 turns this off) runs small requests inline on the event loop, where a
+    thread hand-off would cost more than the call. So ``predict`` must not
+    block on I/O unless it is slow enough never to run inline. A runtime
+    whose outputs line up row-for-row with its inputs along axis 0 sets
+    ``batch_axis = 0`` and is then fed merged batches. Runtimes with an async
+    ``predict`` set ``is_async = True`` and are awaited on the loop.
     """
 
     platform: ClassVar[str] = ""

@@ -1,16 +1,36 @@
 """servekit's HTTP/1.1 server: an asyncio buffered protocol speaking ASGI.
 
 Why not uvicorn: a request body with a Content-Length is received straight
-into one buffer of that size (``recv_into``), with no per-chunk Python
-callbacks, copies or pause/resume round trips; a 60 MB binary tensor arrives
-in about half the time, and small requests skip the per-request machinery the
-application does not use (streaming bodies, lifespan, middleware). Headers
-and chunked bodies are parsed by httptools, the parser uvicorn uses.
+into one buffer (``recv_into``), with no per-chunk Python callbacks, copies or
+pause/resume round trips; a 60 MB binary tensor arrives in about half the
+time, and small requests skip the per-request machinery the application does
+not use (streaming bodies, lifespan, middleware). Request lines and headers
+are parsed by httptools, the parser uvicorn uses; chunked bodies are decoded
+here, so that a message ends exactly where its framing says.
 
-Supported: keep-alive and pipelined requests (answered in order), HTTP/1.0,
+Supported: keep-alive and pipelined requests (answered in order, one at a
+time, reading paused while answers wait for the client), HTTP/1.0,
 ``Expect: 100-continue``, chunked request bodies, the body-size limit before
-reading (the application answers 413 and the connection closes), idle
-timeouts and graceful shutdown.
+reading (the application answers 413 and the connection closes after a
+lingering read), idle and request-body timeouts and graceful shutdown.
+
+Defences, each against an attack on an earlier version:
+
+* a body buffer grows with the bytes received (it starts at most at 1 MiB and
+  doubles), so a Content-Length alone reserves nothing;
+* a body must keep arriving: ``body_timeout`` seconds without a byte, or a
+  mean rate under ``body_min_rate`` after the first ``body_timeout`` seconds,
+  and the server answers 408 and closes;
+* bytes after a chunked body's terminator start the next request;
+* pipelined requests are parsed in place (no copy of the rest of the buffer
+  per request); while a request is handled at most 64 KiB more are read, and
+  while the client does not read its answers nothing is read at all;
+* response heads with CR, LF or NUL in a header, or a status outside
+  200..599, become a generic 500 (no response splitting);
+* ``Connection: close`` closes after the answer whatever the method;
+* errors that leave request bytes unread (413, 400 …) half-close and read
+  and discard for up to ``linger_timeout`` seconds before closing, so the
+  client sees the answer rather than a reset.
 """
 
 from __future__ import annotations
@@ -19,6 +39,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -29,28 +50,43 @@ log = logging.getLogger("servekit.server")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
-_HEAD_LIMIT = 64 * 1024  # request line + headers
+_HEAD_LIMIT = 64 * 1024  # request line + headers (also chunked trailers)
 _BUFFER_SIZE = 16 * 1024
+_PIPELINE_LIMIT = _HEAD_LIMIT  # unparsed bytes read ahead while a request is handled
+_BUFFER_LIMIT = 2 * _HEAD_LIMIT + _BUFFER_SIZE  # the head buffer grows no larger (but always fits what it holds)
+_BODY_PREALLOC = 1024 * 1024  # a body buffer starts at most this large and doubles as bytes arrive
+_CHUNK_LINE_LIMIT = 4096  # a chunk-size line with its extensions
+_LINGER_LIMIT = 64 * 1024 * 1024  # bytes read and discarded after an error answer
 _ALIGNMENT = 64
 _REASONS = {
     200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content", 400: b"Bad Request",
     401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
-    408: b"Request Timeout", 409: b"Conflict", 413: b"Payload Too Large", 500: b"Internal Server Error",
-    501: b"Not Implemented", 503: b"Service Unavailable", 504: b"Gateway Timeout", 507: b"Insufficient Storage",
+    408: b"Request Timeout", 409: b"Conflict", 413: b"Payload Too Large", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 501: b"Not Implemented", 503: b"Service Unavailable",
+    504: b"Gateway Timeout", 507: b"Insufficient Storage",
 }
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
+_INVALID_RESPONSE = b"the server produced an invalid response"
+# chunk-size [ BWS ; chunk-ext ] with at most 16 hex digits (no overflow) and no control characters
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?")
+_TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*")
+# chunked decoding states
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+_resize = ctypes.pythonapi.PyByteArray_Resize  # grows a bytearray without zero-filling the new part
+_resize.argtypes = (ctypes.py_object, ctypes.c_ssize_t)
+_resize.restype = ctypes.c_int
 
 
 class _Head:
-    """httptools callbacks for one request's line and headers (and chunked body)."""
+    """httptools callbacks for one request's line and headers."""
 
-    __slots__ = ("chunks", "complete", "done", "headers", "url")
+    __slots__ = ("complete", "headers", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
-        self.done = False
-        self.chunks: list[bytes] = []
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -61,11 +97,17 @@ class _Head:
     def on_headers_complete(self) -> None:
         self.complete = True
 
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
 
-    def on_message_complete(self) -> None:
-        self.done = True
+class _Chunked:
+    """A chunked request body being decoded."""
+
+    __slots__ = ("body", "remaining", "state", "trailers")
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+        self.state = _SIZE
+        self.remaining = 0  # bytes of the current chunk still to come
+        self.trailers = 0  # bytes of trailer fields so far
 
 
 class HttpProtocol(asyncio.BufferedProtocol):
@@ -79,17 +121,37 @@ class HttpProtocol(asyncio.BufferedProtocol):
         # unparsed bytes are buffer[start:filled]; the buffer is never resized in
         # place (the transport may still hold a view of it), only replaced
         self.buffer = bytearray(_BUFFER_SIZE)
+        self.view = memoryview(self.buffer)
         self.start = 0
         self.filled = 0
-        self.body: bytearray | memoryview | None = None  # Content-Length body being received
+        self.scanned = 0  # buffer[start:scanned] holds no end of head and no bare LF
+        # a Content-Length body being received: body[shift : shift + received] of
+        # `length` bytes; the buffer holds `capacity` of them (plus _ALIGNMENT
+        # bytes of slack when its binary tensors are aligned) and grows as they come
+        self.body: bytearray | None = None
+        self.length = 0
         self.received = 0
+        self.capacity = 0
+        self.shift = 0
+        self.tensors = -1  # where a binary-tensor body's tensors start, else -1
+        self.chunk: _Chunked | None = None  # a chunked body being decoded
+        self.body_since = 0.0  # when the body began
+        self.progress_at = 0.0  # when a byte of it last arrived
         self.parser: httptools.HttpRequestParser | None = None
         self.head: _Head | None = None
-        self.chunked = False
         self.busy = False  # a request is being handled
         self.closing = False
         self.keep_alive = True
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.eof = False  # the client will send nothing more
+        self.reading = True
+        self.write_paused = False
+        self.unread_body = False  # the request's body is refused unread: linger before closing
+        self.lingering = False
+        self.linger_until = 0.0
+        self.discarded = 0
+        self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     # -- connection ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,13 +164,16 @@ class HttpProtocol(asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.connections.add(self)
-        self._arm_idle()
+        self.idle_since = self.loop.time()
+        self._schedule(self.idle_since + self.server.keep_alive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        self.body = self.chunk = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def close(self) -> None:
         self.closing = True
@@ -118,105 +183,206 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def shutdown(self) -> None:
         """Close now if idle, else after the response in progress."""
         self.keep_alive = False
-        if not self.busy and self.body is None and self.filled == self.start:
+        if not self.busy and self.body is None and self.chunk is None and self.filled == self.start:
             self.close()
 
-    def _arm_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-        self.idle_timer = self.loop.call_later(self.server.keep_alive_timeout, self._on_idle)
+    def pause_writing(self) -> None:
+        # the client does not read its answers: answer no more and read no more until it does
+        self.write_paused = True
+        self._update_reading()
 
-    def _on_idle(self) -> None:
-        if not self.busy and self.body is None:
-            self.close()
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy and not self.closing and not self.lingering:
+            self._parse()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        want = self.lingering or (
+            not self.write_paused and (not self.busy or self.filled - self.start < _PIPELINE_LIMIT)
+        )
+        if want != self.reading and not self.closing and self.transport is not None:
+            self.reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    # -- timeouts: one timer, looked at lazily ------------------------------------
+    def _schedule(self, when: float) -> None:
+        """Make sure the timer fires no later than ``when``."""
+        if self.timer is None or when < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(when, self._on_timer)
+            self.timer_at = when
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closing:
+            return
+        server = self.server
+        now = self.loop.time()
+        if self.lingering:
+            deadline = self.linger_until
+            if now >= deadline:
+                self.close()
+                return
+        elif self.busy:
+            deadline = now + server.keep_alive_timeout  # the application takes its time
+        elif self.body is not None or self.chunk is not None:
+            deadline = self._body_deadline()
+            if now >= deadline:
+                self._reject(408, b"the request body did not arrive in time; the connection is closed")
+                return
+        else:
+            deadline = self.idle_since + server.keep_alive_timeout
+            if now >= deadline:
+                self.close()
+                return
+        self._schedule(deadline)
+
+    def _body_deadline(self) -> float:
+        """A body must make progress (a byte every ``body_timeout`` seconds) and,
+        after ``body_timeout`` seconds, arrive at ``body_min_rate`` bytes/s."""
+        server = self.server
+        stalled = self.progress_at + server.body_timeout
+        if server.body_min_rate <= 0:
+            return stalled
+        received = self.received if self.body is not None else len(self.chunk.body) if self.chunk else 0
+        return min(stalled, self.body_since + server.body_timeout + received / server.body_min_rate)
+
+    def _begin_body_timer(self) -> None:
+        self.body_since = self.progress_at = self.loop.time()
+        self._schedule(self.body_since + self.server.body_timeout)
 
     # -- receiving ------------------------------------------------------------
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.body is not None:
-            return memoryview(self.body)[self.received :]
+            if self.received == self.capacity:
+                self._grow_body()
+            assert self.body is not None
+            return memoryview(self.body)[self.shift + self.received : self.shift + self.capacity]
+        if self.lingering:
+            return self.view  # read and discarded
         if len(self.buffer) - self.filled < 4096:
             pending = self.filled - self.start
-            fresh = bytearray(max(_BUFFER_SIZE, 2 * pending + 4096))
-            fresh[:pending] = self.buffer[self.start : self.filled]
-            self.buffer, self.start, self.filled = fresh, 0, pending
-        return memoryview(self.buffer)[self.filled :]
+            size = max(_BUFFER_SIZE, min(2 * pending + 4096, _BUFFER_LIMIT), pending + 4096)
+            fresh = bytearray(size)
+            fresh[:pending] = self.view[self.start : self.filled]
+            self.scanned = max(0, self.scanned - self.start)
+            self.buffer, self.view, self.start, self.filled = fresh, memoryview(fresh), 0, pending
+        return self.view[self.filled :]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.body is not None:
             self.received += nbytes
-            if self.received == len(self.body):
+            self.progress_at = self.loop.time()
+            if self.received == self.length:
                 self._body_complete()
             return
+        if self.lingering:
+            self.discarded += nbytes
+            if self.discarded > _LINGER_LIMIT:
+                self.close()
+            return
         self.filled += nbytes
+        if self.chunk is not None:
+            self.progress_at = self.loop.time()
         if not self.busy:
             self._parse()
-        elif self.filled - self.start > _HEAD_LIMIT and self.transport is not None:
-            self.transport.pause_reading()  # pipelined data waits for the response
+        if self.busy and self.filled - self.start >= _PIPELINE_LIMIT:
+            self._update_reading()  # pipelined data waits for the response
 
     def eof_received(self) -> bool | None:
+        self.eof = True
         self.keep_alive = False
         if not self.busy:
             self.close()
         return True
 
     def _parse(self) -> None:
-        """Consume what the buffer holds: a head, a chunked body or a body's start."""
-        while not self.busy and not self.closing and self.filled > self.start:
-            if self.chunked:
+        """Consume what the buffer holds: heads, chunked bodies or a body's start."""
+        buffer = self.buffer
+        while not self.busy and not self.closing and not self.write_paused and self.filled > self.start:
+            if self.chunk is not None:
                 if not self._feed_chunked():
                     return
                 continue
-            end = self.buffer.find(b"\r\n\r\n", self.start, self.filled)
+            start, filled = self.start, self.filled
+            end = buffer.find(b"\r\n\r\n", max(start, self.scanned - 3), filled)
             if end < 0:
-                if self.filled - self.start > _HEAD_LIMIT:
+                # a head must end in CRLF CRLF; one with a bare LF never would
+                newline = buffer.find(b"\n", max(start, self.scanned), filled)
+                while newline >= 0:
+                    if newline == start or buffer[newline - 1] != 13:
+                        self._reject(400, b"malformed HTTP request: lines must end with CRLF")
+                        return
+                    newline = buffer.find(b"\n", newline + 1, filled)
+                self.scanned = filled
+                if filled - start > _HEAD_LIMIT:
                     self._reject(431, b"request headers too large")
                 return
             if not self._start_request(end + 4):
                 return
 
     def _start_request(self, head_end: int) -> bool:
+        """Parse the head ending at ``head_end``; dispatch the request or begin its body.
+        True when the buffer is to be parsed further."""
         head = _Head()
         parser = httptools.HttpRequestParser(head)
         try:
-            parser.feed_data(bytes(self.buffer[self.start : head_end]))
+            parser.feed_data(self.view[self.start : head_end])
         except httptools.HttpParserUpgrade:
-            pass
+            pass  # CONNECT or Upgrade: answered as an ordinary request (or refused below)
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}".encode())
             return False
         if not head.complete:
             self._reject(400, b"malformed HTTP request")
             return False
-        self.head, self.parser = head, parser
-        self.keep_alive = parser.should_keep_alive()
-        rest = self.buffer[head_end : self.filled]
         self._consume(head_end - self.start)
-        length, chunked = _body_framing(head.headers)
-        if chunked:
-            # the parser reads the chunks; the connection closes after this request
-            # so that bytes past the message never reach the wrong request
-            self.chunked = True
-            self.keep_alive = False
+        if parser.get_method() == b"CONNECT":
+            self._reject(405, b"CONNECT is not supported")
+            return False
+        try:
+            length, coding, connection = _framing(head.headers)
+        except ValueError:
+            self._reject(400, b"malformed HTTP request: invalid Content-Length")
+            return False
+        self.head, self.parser = head, parser
+        if connection is None:
+            self.keep_alive = parser.get_http_version() == "1.1"
+        else:
+            tokens = {token.strip() for token in connection.lower().split(b",")}
+            self.keep_alive = b"close" not in tokens and (
+                b"keep-alive" in tokens or parser.get_http_version() == "1.1"
+            )
+        if coding is not None:
+            if coding.strip(b" \t").lower() != b"chunked":
+                self._reject(501, b"unsupported Transfer-Encoding; only chunked is")
+                return False
+            self.chunk = _Chunked()
+            self._begin_body_timer()
             self._continue_if_expected(head)
             return True
-        if length is None or length == 0 or head.done:
+        if not length:
             self._dispatch(b"")
             return True
         if length > self.server.max_body:
             # the application answers 413 from the Content-Length; the body stays unread
             self.keep_alive = False
+            self.unread_body = True
             self._dispatch(b"")
             return False
-        self._continue_if_expected(head)
-        if len(rest) >= length:
-            body = bytes(rest[:length])
+        available = self.filled - self.start
+        if available >= length:
+            body = bytes(self.view[self.start : self.start + length])
             self._consume(length)
             self._dispatch(body)
             return True
-        self.body = _body_buffer(length, head.headers)
-        self.body[: len(rest)] = rest
-        self.received = len(rest)
-        self._consume(len(rest))
+        self._continue_if_expected(head)
+        self._begin_body(length, head.headers)
         return False
 
     def _continue_if_expected(self, head: _Head) -> None:
@@ -224,56 +390,181 @@ class HttpProtocol(asyncio.BufferedProtocol):
             if name == b"expect" and value.lower() == b"100-continue" and self.transport is not None:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _feed_chunked(self) -> bool:
-        assert self.parser is not None and self.head is not None
-        data = bytes(self.buffer[self.start : self.filled])
-        self._consume(self.filled - self.start)
+    def _begin_body(self, length: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Receive a ``length``-byte body into a buffer that starts small and grows.
+        A request in Triton's binary tensor format gets its tensor bytes (after the
+        JSON header) 64-byte aligned, so numpy and BLAS work on them in place."""
+        self.tensors = _tensors_offset(length, headers)
+        self.length = length
+        self.capacity = min(length, _BODY_PREALLOC)
+        available = self.filled - self.start
+        if self.tensors < 0:
+            self.body = bytearray(self.capacity)
+            self.shift = 0
+        else:
+            self.body = bytearray(self.capacity + _ALIGNMENT)
+            self.shift = -(_address_of(self.body) + self.tensors) % _ALIGNMENT
+        self.body[self.shift : self.shift + available] = self.view[self.start : self.filled]
+        self.received = available
+        self._consume(available)
+        self._begin_body_timer()
+
+    def _grow_body(self) -> None:
+        """Double the body buffer (up to the body's length), keeping the alignment."""
+        body = self.body
+        assert body is not None
+        capacity = min(self.length, 2 * self.capacity)
+        slack = _ALIGNMENT if self.tensors >= 0 else 0
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed chunked body: {exc}".encode())
+            _resize(body, capacity + slack)  # realloc: large buffers move without a copy
+        except BufferError:  # a view of it is still held somewhere: grow into a new one
+            fresh = bytearray(capacity + slack)
+            shift = -(_address_of(fresh) + self.tensors) % _ALIGNMENT if slack else 0
+            fresh[shift : shift + self.received] = memoryview(body)[self.shift : self.shift + self.received]
+            self.body, self.shift = fresh, shift
+        else:
+            if slack:
+                address = _address_of(body)
+                shift = -(address + self.tensors) % _ALIGNMENT
+                if shift != self.shift:
+                    ctypes.memmove(address + shift, address + self.shift, self.received)
+                    self.shift = shift
+        self.capacity = capacity
+
+    def _body_complete(self) -> None:
+        body, shift, length = self.body, self.shift, self.length
+        assert body is not None
+        self.body = None
+        self.received = self.capacity = 0
+        if self.tensors < 0:
+            self._dispatch(body)  # exactly `length` bytes
+            return
+        body[:shift] = bytes(shift)  # the slack was never written: zero it
+        body[shift + length :] = bytes(len(body) - shift - length)
+        self._dispatch(memoryview(body)[shift : shift + length])
+
+    def _feed_chunked(self) -> bool:
+        """Decode what the buffer holds of a chunked body; True once it is whole
+        (and dispatched) with the bytes after it left for the next request."""
+        chunk = self.chunk
+        assert chunk is not None
+        buffer, view = self.buffer, self.view
+        start, filled = self.start, self.filled
+        try:
+            while start < filled:
+                state = chunk.state
+                if state == _DATA:
+                    take = min(chunk.remaining, filled - start)
+                    chunk.body += view[start : start + take]
+                    start += take
+                    chunk.remaining -= take
+                    if not chunk.remaining:
+                        chunk.state = _DATA_END
+                elif state == _DATA_END:
+                    if buffer[start] != 13 or (filled - start > 1 and buffer[start + 1] != 10):
+                        self._reject(400, b"malformed chunked body: chunk data not followed by CRLF")
+                        return False
+                    if filled - start < 2:
+                        return False
+                    start += 2
+                    chunk.state = _SIZE
+                else:  # a chunk-size line or a trailer line
+                    newline = buffer.find(b"\n", start, filled)
+                    if newline < 0:
+                        if filled - start > _CHUNK_LINE_LIMIT:
+                            self._reject(400, b"malformed chunked body: line too long")
+                            return False
+                        return False
+                    if newline == start or buffer[newline - 1] != 13:
+                        self._reject(400, b"malformed chunked body: lines must end with CRLF")
+                        return False
+                    line = bytes(view[start : newline - 1])
+                    start = newline + 1
+                    if state == _SIZE:
+                        match = _CHUNK_SIZE.fullmatch(line)
+                        if match is None:
+                            self._reject(400, b"malformed chunked body: invalid chunk size")
+                            return False
+                        size = int(match.group(1), 16)
+                        if not size:
+                            chunk.state = _TRAILER
+                        elif len(chunk.body) + size > self.server.max_body:
+                            start = filled
+                            self._too_large()
+                            return False
+                        else:
+                            chunk.remaining = size
+                            chunk.state = _DATA
+                    elif line:
+                        chunk.trailers += len(line) + 2
+                        if chunk.trailers > _HEAD_LIMIT:
+                            self._reject(431, b"chunked trailers too large")
+                            return False
+                        if _TRAILER_LINE.fullmatch(line) is None:
+                            self._reject(400, b"malformed chunked body: invalid trailer field")
+                            return False
+                    else:  # the end of the message
+                        self.chunk = None
+                        self._consume(start - self.start)
+                        start = self.start
+                        self._dispatch(chunk.body)
+                        return True
             return False
-        size = sum(len(c) for c in self.head.chunks)
-        if size > self.server.max_body:
-            self.keep_alive = False
-            self.chunked = False
-            self._dispatch(b"", too_large=True)
-            return False
-        if not self.head.done:
-            return False
-        self.chunked = False
-        self._dispatch(b"".join(self.head.chunks))
-        return True
+        finally:
+            if self.chunk is chunk and not self.closing and not self.lingering:
+                self._consume(start - self.start)
+
+    def _too_large(self) -> None:
+        """A chunked body past the limit: the application answers 413, the rest is discarded."""
+        self.chunk = None
+        self.keep_alive = False
+        self.unread_body = True
+        self.start = self.filled = self.scanned = 0
+        self._dispatch(b"", too_large=True)
 
     def _consume(self, count: int) -> None:
         self.start += count
         if self.start >= self.filled:
-            self.start = self.filled = 0
-
-    def _body_complete(self) -> None:
-        body = self.body
-        self.body = None
-        self.received = 0
-        assert body is not None
-        self._dispatch(body)
+            self.start = self.filled = self.scanned = 0
 
     def _reject(self, status: int, message: bytes) -> None:
+        """Answer an error the request caused and close (after a lingering read)."""
+        self.head = self.parser = None
+        self.body = self.chunk = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
                 b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b""), len(message), message)
             )
-        self.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close after the answer and discard what the client still sends
+        (bounded in time and bytes): closing with unread bytes resets the
+        connection, and a client still sending would lose the answer."""
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing() or self.eof or not transport.can_write_eof():
+            self.close()
+            return
+        self.lingering = True
+        self.keep_alive = False
+        self.start = self.filled = self.scanned = 0
+        transport.write_eof()
+        self.linger_until = self.loop.time() + self.server.linger_timeout
+        self._schedule(self.linger_until)
+        self._update_reading()
 
     # -- handling ---------------------------------------------------------------
     def _dispatch(self, body: bytes | bytearray | memoryview, too_large: bool = False) -> None:
         head, parser = self.head, self.parser
         assert head is not None and parser is not None
         self.head = self.parser = None
+        try:
+            url = httptools.parse_url(head.url)
+        except httptools.HttpParserError:
+            self._reject(400, b"malformed HTTP request: invalid request target")
+            return
         self.busy = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-        url = httptools.parse_url(head.url)
         raw_path = url.path or b"/"
         scope: dict[str, Any] = {
             "type": "http",
@@ -310,20 +601,25 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     def _request_done(self) -> None:
         self.busy = False
+        if self.closing:
+            return
+        if self.unread_body:
+            self._linger()
+            return
         if not self.keep_alive or self.server.stopping:
             self.close()
             return
-        if self.transport is not None:
-            self.transport.resume_reading()
-        self._arm_idle()
+        self.idle_since = self.loop.time()
+        self._schedule(self.idle_since + self.server.keep_alive_timeout)
         if self.filled > self.start:
             self._parse()
+        self._update_reading()
 
 
 class _Cycle:
     """One request/response: the ASGI ``receive`` and ``send`` callables."""
 
-    __slots__ = ("body", "complete", "head_only", "headers_sent", "protocol", "read", "started")
+    __slots__ = ("body", "complete", "head_only", "headers_sent", "invalid", "protocol", "read", "started")
 
     def __init__(self, protocol: HttpProtocol, body: bytes | bytearray | memoryview, head_only: bool) -> None:
         self.protocol = protocol
@@ -332,6 +628,7 @@ class _Cycle:
         self.read = False
         self.started = False
         self.complete = False
+        self.invalid = False  # the application's response head was refused: a 500 goes instead
         self.headers_sent: bytes = b""
 
     async def receive(self) -> dict[str, Any]:
@@ -345,7 +642,7 @@ class _Cycle:
         kind = message["type"]
         if kind == "http.response.start":
             status = int(message["status"])
-            lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
+            lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
             has_length = False
             for name, value in message.get("headers", ()):
                 if name.lower() == b"content-length":
@@ -356,11 +653,18 @@ class _Cycle:
             if not self.protocol.keep_alive:
                 lines.append(b"connection: close\r\n")
             lines.append(b"\r\n")
-            self.headers_sent = b"".join(lines)
+            head = b"".join(lines)
+            # every line ends in the CRLF added here: any other CR or LF (or a NUL)
+            # came from a header and would split the response
+            if not 200 <= status <= 599 or head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines) or (
+                b"\0" in head
+            ):
+                head = self._refuse(status, message.get("headers", ()))
+            self.headers_sent = head
             self.started = True
             return
         if kind == "http.response.body":
-            body = message.get("body", b"")
+            body = b"" if self.invalid else message.get("body", b"")
             more = message.get("more_body", False)
             if transport is not None and not transport.is_closing():
                 if self.headers_sent:
@@ -372,28 +676,79 @@ class _Cycle:
             if not more:
                 self.complete = True
 
+    def _refuse(self, status: int, headers: Any) -> bytes:
+        """The head of a generic 500 (body included) instead of an invalid response."""
+        self.invalid = True
+        server = self.protocol.server
+        if not server.invalid_response_logged:
+            server.invalid_response_logged = True
+            log.error(
+                "The application's response was refused and answered with 500: status %r, headers %r "
+                "(a status must be 200..599; header names and values must not contain CR, LF or NUL); "
+                "further such responses are logged at debug level", status, headers,
+            )
+        else:
+            log.debug("Invalid response refused: status %r, headers %r", status, headers)
+        return (
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s\r\n%s"
+            % (
+                len(_INVALID_RESPONSE),
+                b"" if self.protocol.keep_alive else b"connection: close\r\n",
+                b"" if self.head_only else _INVALID_RESPONSE,
+            )
+        )
+
     def write_error(self, status: int, message: bytes) -> None:
         transport = self.protocol.transport
         if transport is not None and not transport.is_closing():
             transport.write(
-                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n%s"
-                % (status, _REASONS.get(status, b""), len(message), message)
+                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s\r\n%s"
+                % (
+                    status,
+                    _REASONS.get(status, b""),
+                    len(message),
+                    b"" if self.protocol.keep_alive else b"connection: close\r\n",
+                    b"" if self.head_only else message,
+                )
             )
         self.complete = True
 
 
 class HttpServer:
-    """Serves an ASGI app on listening sockets until :meth:`stop`."""
+    """Serves an ASGI app on listening sockets until :meth:`stop`.
 
-    def __init__(self, app: ASGIApp, *, max_body: int, keep_alive_timeout: float = 30.0) -> None:
+    ``keep_alive_timeout``: an idle connection (or one whose request head is
+    still incomplete) closes after this many seconds. ``body_timeout`` and
+    ``body_min_rate``: a request body that goes ``body_timeout`` seconds
+    without a byte, or arrives slower than ``body_min_rate`` bytes/s on average
+    once ``body_timeout`` seconds have passed, is answered 408 and the
+    connection closed. ``linger_timeout``: after an error answer that leaves
+    request bytes unread, how long what the client still sends is read and
+    discarded before closing.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        keep_alive_timeout: float = 30.0,
+        body_timeout: float = 30.0,
+        body_min_rate: float = 4096.0,
+        linger_timeout: float = 5.0,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.keep_alive_timeout = keep_alive_timeout
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
+        self.linger_timeout = linger_timeout
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.stopping = False
+        self.invalid_response_logged = False
         self._stopped = asyncio.Event()
 
     async def serve(self, sockets: list[socket.socket]) -> None:
@@ -415,18 +770,14 @@ class HttpServer:
         self._stopped.set()
 
 
-def _body_buffer(length: int, headers: list[tuple[bytes, bytes]]) -> bytearray | memoryview:
-    """Where a body of ``length`` bytes is received. A request in Triton's binary
-    tensor format gets its tensor bytes (after the JSON header) 64-byte aligned,
-    so numpy and BLAS work on them in place instead of copying them to align."""
+def _tensors_offset(length: int, headers: list[tuple[bytes, bytes]]) -> int:
+    """Where a body in Triton's binary tensor format has its tensors, else -1."""
     for name, value in headers:
         if name == b"inference-header-content-length" and value.isdigit():
             header = int(value)
             if 0 < header < length:
-                raw = bytearray(length + _ALIGNMENT)
-                shift = -(_address_of(raw) + header) % _ALIGNMENT
-                return memoryview(raw)[shift : shift + length]
-    return bytearray(length)
+                return header
+    return -1
 
 
 def _address_of(buffer: bytearray) -> int:
@@ -437,18 +788,20 @@ def _address_of(buffer: bytearray) -> int:
         del anchor
 
 
-def _body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bytes | None, bytes | None]:
+    """Content-Length, Transfer-Encoding and Connection (httptools has refused
+    malformed, duplicate and conflicting lengths)."""
     length: int | None = None
-    chunked = False
+    coding: bytes | None = None
+    connection: bytes | None = None
     for name, value in headers:
         if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                length = None
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    return length, chunked
+            length = int(value)
+        elif name == b"transfer-encoding":
+            coding = value if coding is None else coding + b"," + value
+        elif name == b"connection":
+            connection = value if connection is None else connection + b"," + value
+    return length, coding, connection
 
 
 def _unquote(path: bytes) -> str:

@@ -1,0 +1,125 @@
+"""With two workers, a change to what is served is in force on every worker
+when the call that made it answers, and every protocol is measured.
+
+Each check sends 40 requests on fresh connections (the kernel spreads them
+over both workers) right after the call returns, with no waiting."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import joblib
+import pytest
+import requests
+from servers import ServerProcess
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+CALLS = 40
+FRESH = {"Connection": "close"}
+ROW = [5.1, 3.5, 1.4, 0.2]
+V2_BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("one-model")
+    X, y = load_iris(return_X_y=True)
+    (root / "iris").mkdir()
+    joblib.dump(LogisticRegression(max_iter=500).fit(X, y), root / "iris" / "model.joblib")
+    (root / "iris" / "model-settings.json").write_text(json.dumps(
+        {"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+         "parameters": {"uri": "./model.joblib", "version": "1"}}))
+    with ServerProcess(["serve", str(root)], workers=2) as proc:
+        yield proc
+
+
+def infer_statuses(url: str) -> list[int]:
+    return [
+        requests.post(f"{url}/v2/models/iris/infer", json=V2_BODY, headers=FRESH, timeout=30).status_code
+        for _ in range(CALLS)
+    ]
+
+
+def test_repository_load_and_unload_are_in_force_everywhere_on_return(served: ServerProcess) -> None:
+    url = served.url
+    for _ in range(3):
+        unloaded = requests.post(f"{url}/v2/repository/models/iris/unload", headers=FRESH, timeout=60)
+        assert unloaded.status_code == 200, unloaded.text
+        assert unloaded.json() == {"name": "iris", "versions": ["1"], "state": "UNLOADED"}
+        assert infer_statuses(url) == [404] * CALLS
+        index = requests.post(f"{url}/v2/repository/index", json={}, headers=FRESH, timeout=30).json()
+        assert {"name": "iris", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"} in index
+
+        loaded = requests.post(f"{url}/v2/repository/models/iris/load", headers=FRESH, timeout=60)
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json() == {"name": "iris", "versions": ["1"], "state": "READY"}
+        assert infer_statuses(url) == [200] * CALLS
+
+
+def test_loading_an_unknown_model_changes_nothing(served: ServerProcess) -> None:
+    response = requests.post(f"{served.url}/v2/repository/models/nope/load", headers=FRESH, timeout=30)
+    assert response.status_code == 404
+    assert "no model named 'nope'" in response.json()["error"]
+    assert infer_statuses(served.url) == [200] * CALLS
+
+
+def samples(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of the metric ``name``."""
+    pattern = re.compile(rf"^{name}\{{(?P<labels>[^}}]*)\}} (?P<value>\S+)$", re.MULTILINE)
+    return [
+        (dict(re.findall(r'(\w+)="([^"]*)"', found["labels"])), float(found["value"]))
+        for found in pattern.finditer(metrics)
+    ]
+
+
+def counted(metrics: str, protocol: str, model: str = "iris", **extra: str) -> float:
+    wanted = {"model": model, "protocol": protocol, **extra}
+    metric = "servekit_model_request_failures_total" if "status" in extra else "servekit_model_requests_total"
+    return sum(v for labels, v in samples(metrics, metric) if wanted.items() <= labels.items())
+
+
+def test_every_protocol_is_counted(served: ServerProcess) -> None:
+    metrics_url = f"http://127.0.0.1:{served.metrics_port}/metrics"
+    before = requests.get(metrics_url, timeout=30).text
+    for _ in range(20):
+        flask = requests.post(f"{served.url}/predict/iris", json={"inputs": [ROW]}, headers=FRESH, timeout=30)
+        assert flask.status_code == 200 and flask.json() == {"prediction": [0]}
+        seldon = requests.post(f"{served.url}/predict", json={"data": {"ndarray": [ROW]}}, headers=FRESH,
+                               timeout=30)
+        assert seldon.status_code == 200 and seldon.json()["data"]["ndarray"] == [0]
+    failed = requests.post(f"{served.url}/predict/iris", json={"wrong": 1}, headers=FRESH, timeout=30)
+    assert failed.status_code == 400
+    after = requests.get(metrics_url, timeout=30).text
+    assert counted(after, "predict") - counted(before, "predict") == 21
+    assert counted(after, "seldon") - counted(before, "seldon") == 20
+    # a failure carries the resolved version, like a success
+    assert counted(after, "predict", status="400", version="1") >= 1
+
+
+def test_unknown_names_share_one_metrics_label(served: ServerProcess) -> None:
+    for i in range(5):
+        r = requests.post(f"{served.url}/v2/models/random{i}/infer", json=V2_BODY, headers=FRESH, timeout=30)
+        assert r.status_code == 404 and "random" in r.json()["error"]
+    metrics = requests.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=30).text
+    assert "random0" not in metrics
+    assert 'model="(unknown)"' in metrics
+
+
+def test_a_header_deadline_that_passed_is_not_run(served: ServerProcess) -> None:
+    response = requests.post(f"{served.url}/v2/models/iris/infer", json=V2_BODY,
+                             headers={**FRESH, "X-Request-Timeout": "0.000000001"}, timeout=30)
+    assert response.status_code == 504
+    assert "timed out" in response.json()["error"]
+
+
+def test_user_metrics_folder_is_kept(tmp_path: Path, served: ServerProcess) -> None:
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    repo = Path(served.args[1])
+    with ServerProcess(["serve", str(repo)], workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as proc:
+        assert requests.post(f"{proc.url}/v2/models/iris/infer", json=V2_BODY, timeout=30).status_code == 200
+    assert folder.is_dir() and any(folder.iterdir())
