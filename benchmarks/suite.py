@@ -45,6 +45,7 @@ class Config:
     wrk: bool = True
     bench: bool = False
     big: bool = False
+    before: bool = False  # servekit from --before-src (an older checkout), for before/after runs
 
 
 CONFIGS = [
@@ -80,7 +81,8 @@ class Suite:
             command = [sys.executable, "-m", "servekit", "serve", str(self.repo), *ports]
             if config.parallel_workers is not None:
                 command += ["--parallel-workers", str(config.parallel_workers)]
-            return Server(config.name, command, self.repo, log, self.port, models)
+            env = {"PYTHONPATH": str(Path(self.args.before_src).resolve())} if config.before else {}
+            return Server(config.name, command, self.repo, log, self.port, models, env=env)
         if config.kind == "mlserver":
             mlserver = str(Path(self.args.mlserver).resolve())
             return Server(config.name, [mlserver, "start", str(self.repo)], self.repo, log,
@@ -238,6 +240,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=12.0, help="wrk run length")
     parser.add_argument("--quick", action="store_true", help="3 s runs: a smoke run of the whole suite")
     parser.add_argument("--only", default=None, help="comma-separated configuration names")
+    parser.add_argument("--before-src", default=None,
+                        help="the src/ folder of an older servekit checkout: adds 'servekit-before', "
+                             "measured like 'servekit' in the same run")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -259,8 +264,11 @@ def main() -> int:
     if chosen is not None and previous.is_file():
         # a partial re-run keeps the other configurations' numbers from the last run
         results["configs"] = json.loads(previous.read_text()).get("configs", {})
+    configs = list(CONFIGS)
+    if args.before_src:
+        configs.insert(1, Config("servekit-before", "servekit", bench=True, big=True, before=True))
     try:
-        for config in CONFIGS:
+        for config in configs:
             if chosen is None or config.name in chosen:
                 results["configs"][config.name] = suite.run_config(config)
                 results["configs"][config.name].update(measured_at=time.strftime("%Y-%m-%d %H:%M"),

@@ -1,0 +1,120 @@
+"""The worker's lifecycle without a server: typed changes, one function that
+applies them, skins mounted on their listeners, and the router."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from servekit.config import ModelParameters, ModelSettings, ServerSettings
+from servekit.errors import ConfigError, InvalidInput, ServekitError
+from servekit.registry import Registry
+from servekit.repository.sources import ModelSources
+from servekit.server.assembly import SKINS, build_app, build_context, listening_ports
+from servekit.server.http import Response, Router, route
+from servekit.server.lifecycle import MAIN, Change, Mount, ServerContext, Skin
+from servekit.server.runner import Worker, change_handlers
+
+HERE = str(Path(__file__).resolve().parent)
+
+
+def test_a_change_is_one_line_whatever_its_names() -> None:
+    change = Change("repository.load", {"name": "q\nunload echo"})
+    line = change.encode()
+    assert b"\n" not in line
+    assert Change.decode(line) == change
+
+
+@pytest.mark.parametrize("line", [b"not json", b"[]", b'{"kind": 1, "args": {}, "id": "x"}',
+                                  b'{"kind": "k", "args": [], "id": "x"}'])
+def test_a_malformed_change_is_refused(line: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        Change.decode(line)
+
+
+def test_two_skins_cannot_apply_the_same_kind() -> None:
+    async def handler(ctx: ServerContext, change: Change) -> None:
+        return None
+
+    skins = [Skin("a", changes={"k": handler}), Skin("b", changes={"k": handler})]
+    with pytest.raises(ConfigError, match="kind 'k'"):
+        change_handlers(skins)
+
+
+def make_worker(tmp_path: Path) -> Worker:
+    settings = ServerSettings(parallel_workers=1)
+    sources = ModelSources(settings)
+    model = ModelSettings(name="double", implementation="plugin_runtimes.Doubler", source_dir=HERE,
+                          parameters=ModelParameters(version="1"))
+    sources.add(lambda: [model])
+    return Worker(settings, sources, SKINS)
+
+
+def test_one_worker_applies_changes_and_refuses_unknown_kinds(tmp_path: Path) -> None:
+    worker = make_worker(tmp_path)
+
+    async def scenario() -> None:
+        worker.registry = Registry(worker.settings)
+        await worker.registry.apply(worker.sources.wanted())
+        ctx = worker.ctx = build_context(worker.settings, worker.registry, worker.sources)
+        ctx.make_change = worker.make_change
+        await ctx.change(Change("repository.unload", {"name": "double"}))
+        assert not ctx.registry.has("double") and "double" in ctx.sources.unloaded
+        await ctx.change(Change("repository.load", {"name": "double"}))
+        assert ctx.registry.resolve("double").version == "1"
+        with pytest.raises(ServekitError, match="unknown change kind 'nonsense'"):
+            await ctx.change(Change("nonsense", {}))
+        assert ctx.metrics.registry.get_sample_value(
+            "servekit_change_failures_total", {"kind": "nonsense"}) == 1
+        with pytest.raises(InvalidInput, match="needs a model name"):
+            await ctx.change(Change("repository.load", {}))
+
+    asyncio.run(scenario())
+
+
+def test_skins_mount_on_their_listeners() -> None:
+    async def scenario() -> None:
+        settings = ServerSettings(http_port=9100, metrics_port=9102, rest_api_port=9100)
+        registry = Registry(settings)
+        ctx = build_context(settings, registry, ModelSources(settings))
+        app, ports = build_app(ctx, SKINS)
+        assert ports == [("127.0.0.1", 9100), ("127.0.0.1", 9102)]
+        main = app.routers[9100]
+        assert main.match("POST", "/v2/models/m/infer")[0] is not None
+        assert main.match("POST", "/v1/models/m:predict")[0] is not None  # TF REST on the same port
+        assert main.match("GET", "/metrics")[0] is not None
+        metrics_only = app.routers[9102]
+        assert metrics_only.match("GET", "/metrics")[0] is not None
+        assert metrics_only.match("POST", "/v2/models/m/infer")[0] is None
+        # TorchServe's management API exists only in TorchServe mode
+        assert listening_ports(ServerSettings(http_port=9100, metrics_port=9102)) == [
+            ("127.0.0.1", 9100), ("127.0.0.1", 9102)]
+
+    asyncio.run(scenario())
+
+
+def test_a_disabled_skin_mounts_nothing() -> None:
+    async def handler(request: object) -> Response:
+        return Response(b"x")
+
+    skin = Skin("off", enabled=lambda settings: False,
+                mounts=lambda ctx: [Mount(MAIN, [route("GET", "/off", handler)], lambda e: Response())])
+    worker = Worker(ServerSettings(), ModelSources(ServerSettings()), [skin])
+    assert worker.skins == []
+
+
+def test_router_matches_method_and_path() -> None:
+    async def handler(request: object) -> Response:
+        return Response(b"x")
+
+    router = Router([route("GET", "/models/{name}", handler), route("POST", "/files/{rest:path}", handler)])
+    found, params, exists = router.match("GET", "/models/iris")
+    assert found is not None and params == {"name": "iris"} and exists
+    found, _, exists = router.match("DELETE", "/models/iris")
+    assert found is None and exists  # 405, not 404
+    found, params, _ = router.match("POST", "/files/a/b/c")
+    assert found is not None and params == {"rest": "a/b/c"}
+    assert router.match("HEAD", "/models/iris")[0] is not None
+    assert router.match("GET", "/nothing") == (None, {}, False)
