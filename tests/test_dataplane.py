@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
-from servekit.dataplane import MAX_TIMEOUT_SECONDS, DataPlane, InferenceCall, Target, _deadline, header_timeout
+from servekit.dataplane import (
+    MAX_TIMEOUT_SECONDS,
+    DataPlane,
+    InferenceCall,
+    Target,
+    _deadline,
+    header_timeout,
+)
 from servekit.errors import InvalidInput, ModelNotFound, RequestTimedOut
 from servekit.library.prediction_cache import LRUCache
 from servekit.registry import ModelVersion, Registry
