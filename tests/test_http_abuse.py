@@ -462,6 +462,16 @@ def test_pipelined_client_that_never_reads_is_held_back(srv: Running) -> None:
         sender.join(10)
 
 
+def test_half_closed_client_gets_every_answer(srv: Running) -> None:
+    """Pipelined requests then EOF (``nc -N``): all answered, then the server closes."""
+    with Client(srv.port) as client:
+        client.send(b"".join(b"GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+                    + b"GET /echo/incomplete HTTP/1.1\r\n")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert [client.reply().json()["path"] for _ in range(5)] == [f"/echo/{i}" for i in range(5)]
+        assert client.closed() and client.data == b""
+
+
 def test_hundred_pipelined_requests_in_order(srv: Running) -> None:
     with Client(srv.port) as client:
         client.send(b"".join(

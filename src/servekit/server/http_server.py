@@ -196,6 +196,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if not self.busy and not self.closing and not self.lingering:
             self._parse()
         self._update_reading()
+        self._close_if_finished()
 
     def _update_reading(self) -> None:
         want = self.lingering or (
@@ -295,11 +296,17 @@ class HttpProtocol(asyncio.BufferedProtocol):
             self._update_reading()  # pipelined data waits for the response
 
     def eof_received(self) -> bool | None:
+        # the client sends nothing more (it may still read): the complete requests
+        # it sent are answered, then the connection closes
         self.eof = True
-        self.keep_alive = False
-        if not self.busy:
-            self.close()
+        self._close_if_finished()
         return True
+
+    def _close_if_finished(self) -> None:
+        """After the client's EOF, close once nothing more can be answered (what
+        is left unparsed when idle is an incomplete request)."""
+        if self.eof and (self.lingering or (not self.busy and not self.write_paused)):
+            self.close()
 
     def _parse(self) -> None:
         """Consume what the buffer holds: heads, chunked bodies or a body's start."""
@@ -614,6 +621,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if self.filled > self.start:
             self._parse()
         self._update_reading()
+        self._close_if_finished()
 
 
 class _Cycle:
