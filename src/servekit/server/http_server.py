@@ -499,6 +499,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
                             start = filled
                             self._too_large()
                             return False
+                        elif filled - start >= size + 2 and buffer[start + size] == 13 and buffer[start + size + 1] == 10:
+                            chunk.body += view[start : start + size]  # the whole chunk is here: no state change
+                            start += size + 2
                         else:
                             chunk.remaining = size
                             chunk.state = _DATA
