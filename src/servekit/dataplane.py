@@ -121,43 +121,57 @@ class DataPlane:
         own ``timeout`` parameter (microseconds, Triton's) give one deadline,
         the earlier of the two; a request still queued then is never run."""
         started = time.perf_counter()
-        call = InferenceCall(protocol, target)
+        observed = bool(self.observers)
+        model: ModelVersion | None = None
+        request: InferenceRequest | None = None
+        response: InferenceResponse | None = None
+        cached: list[bool] = []
+        spans: dict[str, float] = {}
         try:
-            model = call.model = self.resolve(target)
-            mark = time.perf_counter()
-            request = call.request = decode(model) if callable(decode) else decode
+            model = self.resolve(target)
+            mark = time.perf_counter() if observed else 0.0
+            request = decode(model) if callable(decode) else decode
             request.ensure_id()
-            request.deadline = _deadline(request, timeout)
-            now = time.perf_counter()
-            call.spans["decode"] = now - mark
-            response = call.response = await self._run(model, request, call)
-            mark = time.perf_counter()
-            call.spans["infer"] = mark - now
+            if timeout is not None or request.parameters:
+                request.deadline = _deadline(request, timeout)
+            if observed:
+                now = time.perf_counter()
+                spans["decode"] = now - mark
+                mark = now
+            if model.settings.parameters.extra.get("cache_predictions"):
+                response = await self._cached(model, request, cached)
+            else:
+                response = await self.registry.submit(model, request)
+            if observed:
+                now = time.perf_counter()
+                spans["infer"] = now - mark
+                mark = now
             result = encode(response)
-            call.spans["encode"] = time.perf_counter() - mark
+            if observed:
+                spans["encode"] = time.perf_counter() - mark
         except Exception as exc:
             error = exc if isinstance(exc, ServekitError) else ServekitError(type(exc).__name__)
-            call.error = error
-            call.seconds = time.perf_counter() - started
+            call = InferenceCall(protocol, target, model, request, response, error, bool(cached), spans,
+                                 time.perf_counter() - started)
             self.metrics.failure(*self._labels(call), protocol, error.status)
             self._notify(call)
             raise
-        call.seconds = time.perf_counter() - started
-        self.metrics.observe(model.name, model.version, protocol, call.seconds)
-        if self.observers:
-            self._notify(call)
+        seconds = time.perf_counter() - started
+        self.metrics.observe(model.name, model.version, protocol, seconds)
+        if observed:
+            self._notify(InferenceCall(protocol, target, model, request, response, None, bool(cached),
+                                       spans, seconds))
         return result
 
-    async def _run(
-        self, model: ModelVersion, request: InferenceRequest, call: InferenceCall
+    async def _cached(
+        self, model: ModelVersion, request: InferenceRequest, cached: list[bool]
     ) -> InferenceResponse:
-        if not model.settings.parameters.extra.get("cache_predictions"):
-            return await self.registry.submit(model, request)
+        """Answer from the prediction cache, or run the request and keep its answer."""
         cache = self.cache()
         key = cache_key(model.name, model.version, request_hash(request))
         hit = (await self._cache_call(cache, cache.get_many, [key]))[0]
         if hit is not None:
-            call.cached = True
+            cached.append(True)
             return decode_response(hit, model.name, model.version, request)
         response = await self.registry.submit(model, request)
         await self._cache_call(cache, cache.set_many, {key: encode_response(response)})

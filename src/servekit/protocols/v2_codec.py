@@ -99,9 +99,12 @@ def loads(body: bytes | bytearray | memoryview) -> Any:
 
 
 # -- requests -----------------------------------------------------------------
-def decode_request(body: bytes | bytearray | memoryview, headers: dict[str, str]) -> InferenceRequest:
-    """A V2 infer request from a JSON body, or JSON header + binary tensors."""
-    body = decompress(body, headers.get("content-encoding"))
+def decode_request(
+    body: bytes | bytearray | memoryview, headers: dict[str, str], max_body: int = DEFAULT_MAX_DECOMPRESSED
+) -> InferenceRequest:
+    """A V2 infer request from a JSON body, or JSON header + binary tensors; a
+    compressed body may inflate to at most ``max_body`` bytes."""
+    body = decompress(body, headers.get("content-encoding"), max_body)
     header_length = headers.get(HEADER_LENGTH)
     binary: memoryview | None = None
     if header_length is not None:

@@ -57,7 +57,7 @@ def routes(ctx: ServerContext) -> list[Route]:
         inference: list[InferenceRequest] = []
 
         def decode(model: ModelVersion) -> InferenceRequest:
-            inference.append(v2_codec.decode_request(body, headers))
+            inference.append(v2_codec.decode_request(body, headers, request.max_body))
             return inference[0]
 
         def encode(response: InferenceResponse) -> Response:
