@@ -321,8 +321,8 @@ def test_messages_match_tensorflow_serving() -> None:
 def test_tf_serving_mode_listens_on_8500_unless_told(tmp_path: Path) -> None:
     from servekit.config import ServerSettings
     from servekit.errors import ConfigError
+    from servekit.fronts.tfserving.source import configure_tfserving
     from servekit.repository.sources import ModelSources
-    from servekit.repository.tfserving_source import configure_tfserving
     from servekit.server.runner import check_ports_free
 
     settings = ServerSettings(model_name="m", model_base_path=str(tmp_path))

@@ -25,8 +25,8 @@ from servers import ServerProcess, free_port
 from test_torchserve_management import make_archive
 
 from servekit.config import ServerSettings
+from servekit.fronts.torchserve.mode import torchserve_settings
 from servekit.server.runner import worker_count
-from servekit.torchserve_mode import torchserve_settings
 
 CALLS = 40  # fresh connections per check: both workers answer some of them
 FRESH = {"Connection": "close"}

@@ -16,14 +16,14 @@ from tfserving_support import CFG1, CFG2
 
 from servekit.config import ModelSettings, ServerSettings, VersionPolicy
 from servekit.errors import ConfigError
-from servekit.repository.base_path import VersionWatcher, incomplete_reason, versioned_settings
-from servekit.repository.discovery import discover
-from servekit.repository.model_config import (
+from servekit.fronts.tfserving.model_config import (
     PROTO_FILE,
     ModelServerConfig,
     parse_model_config,
     read_model_config,
 )
+from servekit.repository.base_path import VersionWatcher, incomplete_reason, versioned_settings
+from servekit.repository.discovery import discover
 from servekit.repository.sources import ModelSources
 from servekit.repository.version_policy import select_versions
 

@@ -6,12 +6,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from servekit import __version__, bench, torchserve_mode
+from servekit import __version__, bench
 from servekit.archive import writer as archive_writer
 from servekit.config import load_server_settings
 from servekit.errors import ServekitError
+from servekit.fronts.seldon import cli as seldon_cli
+from servekit.fronts.torchserve import mode as torchserve_mode
 from servekit.library.commands import LIBRARY_COMMANDS
-from servekit.protocols import seldon_cli
 from servekit.server_flags import add_server_flags, server_overrides, setup_logging
 
 # subcommand name -> (configure parser, run); other modules add theirs
@@ -25,8 +26,8 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from servekit.fronts.tfserving.source import configure_tfserving
     from servekit.repository.sources import ModelSources
-    from servekit.repository.tfserving_source import configure_tfserving
     from servekit.server.assembly import SKINS
     from servekit.server.runner import serve
 

@@ -6,9 +6,9 @@ typed API of library models, with an OpenAPI document.
   its item as the body and answers its output (``{"inputs": …}`` still works
   when the item type has no ``inputs`` field).
 - ``POST /predict/batch/{name}``: a JSON list of items -> the list of outputs.
-- ``POST /predict``: the only served model (or ``default_model``). The body
-  decides the API: ``data``/``strData``/``jsonData``/``binData`` is Seldon's
-  microservice form (answered in Seldon's form), anything else as above.
+- ``POST /predict``: the only served model (or ``default_model``), as above.
+  (With Seldon's front on, a body in Seldon's form is answered by it first:
+  see :mod:`servekit.fronts.seldon.api`.)
 - ``GET /openapi.json``: request/response schemas derived from the models' types.
 """
 
@@ -22,7 +22,6 @@ import orjson
 from servekit import __version__
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
-from servekit.protocols import seldon
 from servekit.protocols.json_values import default_model_name, tensor_values
 from servekit.protocols.v2_codec import loads
 from servekit.registry import ModelVersion, Registry
@@ -31,7 +30,6 @@ from servekit.server.lifecycle import MAIN, Mount, ServerContext, Skin
 from servekit.tensors import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
 
 PROTOCOL = "predict"
-SELDON_KEYS = frozenset({"data", "strData", "jsonData", "binData"})
 
 
 def error_response(exc: ServekitError) -> Response:
@@ -149,15 +147,8 @@ def routes(ctx: ServerContext) -> list[Route]:
         return await predict_batch(ctx, request.path_params["name"], await request.body(), timeout)
 
     async def nameless(request: Request) -> Response:
-        body = await request.body()
-        document = loads(body)
         timeout = header_timeout(request.headers)
-        if isinstance(document, dict) and SELDON_KEYS & set(document):
-            try:
-                return await seldon.predict(ctx, default_model_name(ctx), document, timeout)
-            except ServekitError as exc:
-                return seldon.error_response(exc)
-        return await predict_named(ctx, default_model_name(ctx), body, timeout)
+        return await predict_named(ctx, default_model_name(ctx), await request.body(), timeout)
 
     async def openapi(request: Request) -> Response:
         return json_response(openapi_document(ctx))

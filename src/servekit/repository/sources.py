@@ -15,7 +15,7 @@ from servekit.repository.base_path import VersionWatcher
 from servekit.repository.discovery import discover
 
 if TYPE_CHECKING:
-    from servekit.repository.tfserving_source import TFServingSource
+    from servekit.fronts.tfserving.source import TFServingSource
 
 log = logging.getLogger("servekit.repository")
 

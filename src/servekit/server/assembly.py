@@ -6,15 +6,11 @@ from __future__ import annotations
 
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
-from servekit.protocols import (
-    predict,
-    seldon,
-    tfserving,
-    tfserving_grpc,
-    torchserve,
-    v2_grpc,
-    v2_rest,
-)
+from servekit.fronts.seldon import api as seldon
+from servekit.fronts.tfserving import grpc_api as tfserving_grpc
+from servekit.fronts.tfserving import rest as tfserving
+from servekit.fronts.torchserve import api as torchserve
+from servekit.protocols import predict, v2_grpc, v2_rest
 from servekit.registry import Registry
 from servekit.repository import reconcile
 from servekit.repository.sources import ModelSources
@@ -35,8 +31,8 @@ from servekit.server.metrics import Metrics
 # listener its error format for unknown paths, and routes match in this order.
 SKINS: list[Skin] = [
     v2_rest.SKIN,  # V2 REST, its repository extension and /metrics
-    seldon.SKIN,  # Seldon's microservice API
-    predict.SKIN,  # /predict (Flask-style, typed models, Seldon form) and /openapi.json
+    seldon.SKIN,  # Seldon's microservice API, and /predict bodies in Seldon's form
+    predict.SKIN,  # /predict (Flask-style, typed models) and /openapi.json
     tfserving.SKIN,  # TF Serving REST on --rest_api_port
     torchserve.SKIN,  # TorchServe inference on the main port, management on its own
     v2_grpc.SKIN,  # V2 over gRPC

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
-from servekit.protocols import tfserving_codec as codec
-from servekit.protocols import tfserving_operations as operations
+from servekit.fronts.tfserving import codec, operations
 from servekit.registry import ModelVersion
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import TFSERVING_REST, Mount, ServerContext, Skin

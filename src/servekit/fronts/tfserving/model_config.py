@@ -193,4 +193,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate"]:
         _regenerate()
     else:
-        print("usage: python -m servekit.repository.model_config --regenerate")
+        print("usage: python -m servekit.fronts.tfserving.model_config --regenerate")

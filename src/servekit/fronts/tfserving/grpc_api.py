@@ -22,17 +22,18 @@ import grpc
 
 from servekit.dataplane import Target
 from servekit.errors import InvalidInput, ModelLoadError, ServekitError
-from servekit.protocols import tfserving_codec, tfserving_operations
-from servekit.protocols import tfserving_grpc_codec as codec
+from servekit.fronts.tfserving import codec as tfserving_codec
+from servekit.fronts.tfserving import grpc_codec as codec
+from servekit.fronts.tfserving import operations as tfserving_operations
+from servekit.fronts.tfserving.model_config import ModelConfigEntry, ModelServerConfig, entries_of
+from servekit.fronts.tfserving.source import TFServingSource, tfserving_source
 from servekit.protocols.generated.tfserving import tensorflow_error_pb2 as errpb
 from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
 from servekit.protocols.generated.tfserving import tensorflow_serving_pb2 as pb
 from servekit.protocols.grpc_errors import rpc, status_code
 from servekit.protocols.v2_grpc import server_options
 from servekit.registry import ModelVersion
-from servekit.repository.model_config import ModelConfigEntry, ModelServerConfig, entries_of
 from servekit.repository.reconcile import Reconciler
-from servekit.repository.tfserving_source import TFServingSource, tfserving_source
 from servekit.server.lifecycle import Change, ServerContext, Skin, Stop
 from servekit.tensors import InferenceRequest, RequestedOutput, Tensor
 

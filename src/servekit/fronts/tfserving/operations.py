@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from servekit.protocols import tfserving_codec as codec
+from servekit.fronts.tfserving import codec
 from servekit.registry import ModelState, ModelVersion, Registry
 from servekit.tensors import InferenceRequest, TensorSpec
 

@@ -1,7 +1,8 @@
 """Seldon Core's microservice REST API (the Python wrapper's), for any served model.
 
 ``POST /api/v1.0/predictions`` (and ``/api/v0.1/predictions``, and ``/predict``
-when the body is in Seldon's form) with one of::
+when the body is in Seldon's form; any other ``/predict`` body goes on to the
+plain ``/predict`` API) with one of::
 
     {"data": {"names": [...], "ndarray": [[...]]}}
     {"data": {"names": [...], "tensor": {"shape": [...], "values": [...]}}}
@@ -23,6 +24,7 @@ import orjson
 
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
+from servekit.protocols import predict as plain
 from servekit.protocols.json_values import default_model_name, tensor_values
 from servekit.protocols.v2_codec import loads
 from servekit.server.http import Request, Response, Route, json_response, route
@@ -30,6 +32,8 @@ from servekit.server.lifecycle import MAIN, Mount, ServerContext, Skin
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
 PROTOCOL = "seldon"
+# the top-level keys of a Seldon message
+SELDON_KEYS = frozenset({"data", "strData", "jsonData", "binData"})
 
 
 def error_response(exc: ServekitError) -> Response:
@@ -137,6 +141,18 @@ def routes(ctx: ServerContext) -> list[Route]:
         document = loads(await request.body())
         return await predict(ctx, default_model_name(ctx), document, header_timeout(request.headers))
 
+    async def nameless(request: Request) -> Response:
+        """``POST /predict``: Seldon's form here, anything else to the plain API."""
+        body = await request.body()
+        timeout = header_timeout(request.headers)
+        document = loads(body)
+        if isinstance(document, dict) and SELDON_KEYS & set(document):
+            try:
+                return await predict(ctx, default_model_name(ctx), document, timeout)
+            except ServekitError as exc:
+                return error_response(exc)
+        return await plain.predict_named(ctx, default_model_name(ctx), body, timeout)
+
     async def ping(request: Request) -> Response:
         return Response(b"pong", content_type=b"text/plain; charset=utf-8")
 
@@ -145,6 +161,7 @@ def routes(ctx: ServerContext) -> list[Route]:
         route("POST", "/api/v1.0/predictions", predictions, e),
         route("POST", "/api/v0.1/predictions", predictions, e),
         route("GET", "/health/ping", ping, e),
+        route("POST", "/predict", nameless, plain.error_response),
     ]
 
 

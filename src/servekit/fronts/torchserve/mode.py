@@ -143,7 +143,7 @@ def torchserve_settings(settings: ServerSettings, args: argparse.Namespace) -> S
     if "grpc_port" not in explicit:
         defaults["grpc_port"] = TORCHSERVE_GRPC_PORT
     # parallel_workers keeps its default, one worker process per core: management
-    # changes reach every worker (servekit.protocols.torchserve_changes)
+    # changes reach every worker (servekit.fronts.torchserve.changes)
     return settings.merged(defaults) if defaults else settings
 
 

@@ -43,7 +43,7 @@ from servekit.errors import (
     ServekitError,
     Unauthorized,
 )
-from servekit.protocols import torchserve_changes as changes
+from servekit.fronts.torchserve import changes
 from servekit.registry import ModelVersion, Registry
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import MAIN, TORCHSERVE_MANAGEMENT, Mount, ServerContext, Skin

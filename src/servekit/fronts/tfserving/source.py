@@ -14,8 +14,8 @@ from pathlib import Path
 
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ConfigError
+from servekit.fronts.tfserving.model_config import ModelConfigEntry, read_model_config
 from servekit.repository.base_path import VersionWatcher, versioned_settings
-from servekit.repository.model_config import ModelConfigEntry, read_model_config
 from servekit.repository.sources import ModelSources
 from servekit.repository.version_policy import describe
 
