@@ -22,6 +22,7 @@ from pathlib import Path
 from servekit.archive.reader import is_archive, open_archive
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
 from servekit.errors import ConfigError, Forbidden, InvalidInput, ModelNotFound
+from servekit.repository.sources import ModelSources
 
 log = logging.getLogger("servekit.archive")
 
@@ -239,14 +240,14 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-_ACTIVE: dict[int, tuple[ServerSettings, ModelStore]] = {}
+def model_store(sources: ModelSources) -> ModelStore:
+    """The model store of the server these sources belong to (TorchServe's front
+    keeps it with them), made from their settings on first use; made before
+    the workers fork, so each starts from the same desired state."""
+    store = sources.fronts.get(FRONT)
+    if not isinstance(store, ModelStore):
+        store = sources.fronts[FRONT] = ModelStore.from_settings(sources.settings)
+    return store
 
 
-def active_store(settings: ServerSettings) -> ModelStore:
-    """The store of the server with these settings (made before workers fork,
-    so they share it); other settings get a store of their own."""
-    found = _ACTIVE.get(id(settings))
-    if found is None or found[0] is not settings:
-        found = (settings, ModelStore.from_settings(settings))
-        _ACTIVE[id(settings)] = found
-    return found[1]
+FRONT = "torchserve"  # the store's key in ModelSources.fronts

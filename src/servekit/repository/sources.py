@@ -7,15 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ServekitError
 from servekit.repository.base_path import VersionWatcher
 from servekit.repository.discovery import discover
-
-if TYPE_CHECKING:
-    from servekit.fronts.tfserving.source import TFServingSource
 
 log = logging.getLogger("servekit.repository")
 
@@ -34,8 +31,9 @@ class ModelSources:
         # how often sources want to be re-read (seconds > 0); see repository.reconcile
         self.poll_seconds: list[float] = []
         self.watcher = VersionWatcher()
-        # TF Serving's models (flags or config file); see tfserving_source.tfserving_source
-        self.tfserving: TFServingSource | None = None
+        # what a front keeps with the sources, by the front's name (its model
+        # store, its config): made before the workers fork, so each starts from it
+        self.fronts: dict[str, Any] = {}
 
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)

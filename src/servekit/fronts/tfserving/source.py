@@ -118,6 +118,9 @@ class TFServingSource:
         return {entry.name: dict(entry.labels) for entry in self.entries}
 
 
+FRONT = "tfserving"  # its key in ModelSources.fronts
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
@@ -169,13 +172,13 @@ def configure_tfserving(
 def _attach(sources: ModelSources, source: TFServingSource) -> None:
     sources.add(source.desired)
     sources.add_labels(source.labels)
-    sources.tfserving = source
+    sources.fronts[FRONT] = source
 
 
 def tfserving_source(sources: ModelSources) -> TFServingSource:
     """The TF Serving source of ``sources``; one without models is added when
     the server was started without TF Serving's flags."""
-    if sources.tfserving is None:
+    if FRONT not in sources.fronts:
         _attach(sources, TFServingSource(sources.watcher, entries=[]))
-    assert sources.tfserving is not None
-    return sources.tfserving
+    source: TFServingSource = sources.fronts[FRONT]
+    return source

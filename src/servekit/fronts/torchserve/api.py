@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servekit.archive.store import ModelOptions, ModelStore, active_store, settings_for
+from servekit.archive.store import ModelOptions, ModelStore, model_store, settings_for
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import (
     Conflict,
@@ -149,7 +149,7 @@ def numeric_request(body: bytes) -> InferenceRequest:
 # -- routes ---------------------------------------------------------------------
 def inference_routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
-    store = active_store(ctx.settings)
+    store = model_store(ctx.sources)
 
     async def ping(request: Request) -> Response:
         broken = []
@@ -226,7 +226,7 @@ def numeric_response(result: InferenceResponse) -> Response:
 def management_routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
     settings = ctx.settings
-    store = active_store(settings)
+    store = model_store(ctx.sources)
     token = settings.management_token
     loopback_only = _is_loopback(settings.management_host) and not _is_loopback(settings.host)
 

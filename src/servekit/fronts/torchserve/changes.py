@@ -24,7 +24,7 @@ import os
 import time
 from typing import Any
 
-from servekit.archive.store import ModelOptions, ModelStore, Stamp, active_store
+from servekit.archive.store import ModelOptions, ModelStore, Stamp, model_store
 from servekit.config import ModelSettings
 from servekit.errors import InvalidInput, ModelLoadError
 from servekit.registry import Registry
@@ -89,7 +89,7 @@ async def _set_default(registry: Registry, store: ModelStore, name: str, version
 async def apply(ctx: ServerContext, change: Change) -> None:
     """Apply a change, made here or in another worker; applying it again, or
     after a newer change to the same model, changes nothing."""
-    registry, store = ctx.registry, active_store(ctx.settings)
+    registry, store = ctx.registry, model_store(ctx.sources)
     args = change.args
     try:
         op, name, version = str(args["op"]), str(args["name"]), str(args["version"])
@@ -135,7 +135,7 @@ async def _unregister(registry: Registry, store: ModelStore, name: str, version:
 async def settle(ctx: ServerContext) -> None:
     """At a worker's start: load registered models it has not loaded, and set
     the default versions the model store holds."""
-    store = active_store(ctx.settings)
+    store = model_store(ctx.sources)
     for (name, version), model_settings in list(store.models.items()):
         if ctx.registry.find(name, version) is None:
             await ctx.registry.load(model_settings)

@@ -164,11 +164,11 @@ def _explicit_fields(args: argparse.Namespace) -> set[str]:
 def configure_torchserve(settings: ServerSettings, sources: Any) -> bool:
     """Add the model store as a model source and set up the management token.
     Returns whether TorchServe mode is on."""
-    from servekit.archive.store import active_store
+    from servekit.archive.store import model_store
 
     if not (settings.model_store or settings.load_models or settings.ts_config):
         return False
-    store = active_store(settings)
+    store = model_store(sources)
     sources.add(store.desired)
     if settings.management_token:
         log.info("Management API requires the configured management_token as a bearer token")
