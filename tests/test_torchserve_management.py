@@ -143,6 +143,38 @@ def test_missing_or_wrong_token_is_refused(server: dict[str, Any]) -> None:
     assert call(server, "GET", "/models").json() == {"models": []}  # nothing was registered
 
 
+def test_v2_repository_changes_need_the_management_token(server: dict[str, Any]) -> None:
+    """TorchServe mode's token also guards V2's repository API on the inference port."""
+    refused = requests.post(f"{server['url']}/v2/repository/models/echo/unload", timeout=30)
+    assert refused.status_code == 401 and "Bearer" in refused.json()["error"]
+
+
+@pytest.mark.parametrize("query", [
+    "model_name=q%0Aunload%20echo", "model_name=" + "n" * 200, "model_name=-dash",
+])
+def test_invalid_model_names_are_refused(server: dict[str, Any], query: str) -> None:
+    assert_error(call(server, "POST", f"/models?url=echo.mar&{query}"), 400, "letters, digits")
+    assert call(server, "GET", "/models").json() == {"models": []}
+
+
+@pytest.mark.parametrize("query", [
+    "initial_workers=99999999999999999999", "initial_workers=100000", "batch_size=-1",
+    "max_batch_delay=99999999999",
+])
+def test_numbers_from_the_management_api_are_bounded(server: dict[str, Any], query: str) -> None:
+    response = call(server, "POST", f"/models?url=echo.mar&{query}")
+    assert_error(response, 400, "Parameter")
+    assert call(server, "GET", "/models").json() == {"models": []}
+
+
+def test_scaling_to_a_huge_number_is_refused(server: dict[str, Any]) -> None:
+    assert call(server, "POST", "/models?url=other.mar&model_name=scaled").status_code == 200
+    assert_error(call(server, "PUT", "/models/scaled?min_worker=99999999999999999999"), 400, "min_worker")
+    described = call(server, "GET", "/models/scaled").json()
+    assert described[0]["minWorkers"] == 0 and described[0]["workers"] == []
+    assert call(server, "DELETE", "/models/scaled").status_code == 200
+
+
 @pytest.mark.parametrize("url", [
     "../outside/secret.mar", "..%2Foutside%2Fsecret.mar", "sub/echo.mar",
     "/etc/passwd", "file:///etc/passwd", "http://example.com/evil.mar",

@@ -91,3 +91,17 @@ def test_set() -> tuple[pd.DataFrame, pd.Series]:
 def server(repository: Path) -> Iterator[ServerProcess]:
     with ServerProcess(["serve", str(repository), "--max-request-size", str(8 * 1024 * 1024)]) as proc:
         yield proc
+
+
+@pytest.fixture(scope="session")
+def iris_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small model: LogisticRegression on iris as ``iris`` version 1."""
+    from sklearn.datasets import load_iris
+
+    root = tmp_path_factory.mktemp("one-model")
+    X, y = load_iris(return_X_y=True)
+    (root / "iris").mkdir()
+    joblib.dump(LogisticRegression(max_iter=500).fit(X, y), root / "iris" / "model.joblib")
+    write_settings(root / "iris", {"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+                                   "parameters": {"uri": "./model.joblib", "version": "1"}})
+    return root

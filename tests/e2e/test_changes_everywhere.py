@@ -6,17 +6,13 @@ over both workers) right after the call returns, with no waiting."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import joblib
 import pytest
 import requests
 from servers import ServerProcess
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
 
 CALLS = 40
 FRESH = {"Connection": "close"}
@@ -25,15 +21,8 @@ V2_BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data":
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("one-model")
-    X, y = load_iris(return_X_y=True)
-    (root / "iris").mkdir()
-    joblib.dump(LogisticRegression(max_iter=500).fit(X, y), root / "iris" / "model.joblib")
-    (root / "iris" / "model-settings.json").write_text(json.dumps(
-        {"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
-         "parameters": {"uri": "./model.joblib", "version": "1"}}))
-    with ServerProcess(["serve", str(root)], workers=2) as proc:
+def served(iris_repository: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(["serve", str(iris_repository)], workers=2) as proc:
         yield proc
 
 

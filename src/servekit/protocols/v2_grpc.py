@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from servekit import __version__
 from servekit.dataplane import Target
 from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, ServekitError
+from servekit.names import check_name
 from servekit.protocols import v2_operations
 from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
 from servekit.protocols.grpc_errors import rpc, status_code
@@ -29,6 +30,7 @@ from servekit.protocols.v2_grpc_codec import (
     split_request,
     stream_response,
 )
+from servekit.server.auth import require_token
 from servekit.server.lifecycle import ServerContext, Skin, Stop
 from servekit.tensors import InferenceRequest
 
@@ -252,6 +254,7 @@ class InferenceServicer:
                 f"servekit loads models as they are in the repository; load parameters "
                 f"({', '.join(sorted(request.parameters))}) are not supported"
             )
+        require_token(self.ctx.settings, authorization(context))
         await v2_operations.repository_load(self.ctx, _model_name(request.model_name))
         return pb.RepositoryModelLoadResponse()
 
@@ -260,6 +263,7 @@ class InferenceServicer:
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
         # servekit has no ensembles, so Triton's unload_dependents changes nothing
+        require_token(self.ctx.settings, authorization(context))
         unknown = sorted(set(request.parameters) - {"unload_dependents"})
         if unknown:
             raise InvalidInput(f"unload parameters {', '.join(unknown)} are not supported")
@@ -270,7 +274,15 @@ class InferenceServicer:
 def _model_name(name: str) -> str:
     if not name:
         raise InvalidInput("request needs a model_name")
-    return name
+    return check_name(name)
+
+
+def authorization(context: Any) -> str | None:
+    """The call's ``authorization`` metadata (gRPC's form of the HTTP header)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
 
 
 # -- server -------------------------------------------------------------------------

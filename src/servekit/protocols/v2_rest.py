@@ -6,9 +6,11 @@ from __future__ import annotations
 from servekit import __version__
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
+from servekit.names import check_name
 from servekit.protocols import v2_codec, v2_operations
 from servekit.protocols.v2_operations import metadata_dict, stats_dict
 from servekit.registry import ModelVersion
+from servekit.server.auth import require_token
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import MAIN, METRICS, Mount, ServerContext, Skin
 from servekit.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -92,12 +94,14 @@ def routes(ctx: ServerContext) -> list[Route]:
         return json_response(await v2_operations.repository_index(ctx, only_ready))
 
     async def load(request: Request) -> Response:
-        name = request.path_params["model"]
+        require_token(ctx.settings, request.headers.get("authorization"))
+        name = check_name(request.path_params["model"])
         versions = await v2_operations.repository_load(ctx, name)
         return json_response({"name": name, "versions": versions, "state": "READY"})
 
     async def unload(request: Request) -> Response:
-        name = request.path_params["model"]
+        require_token(ctx.settings, request.headers.get("authorization"))
+        name = check_name(request.path_params["model"])
         versions = await v2_operations.repository_unload(ctx, name)
         return json_response({"name": name, "versions": versions, "state": "UNLOADED"})
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from servekit.config import ModelSettings
 from servekit.errors import InvalidInput, ModelLoadError, ModelNotFound, ServekitError
+from servekit.names import check_name
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.server.lifecycle import Change, ServerContext, Skin, Stop
@@ -143,7 +144,7 @@ def _name(change: Change) -> str:
     name = change.args.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"change {change.kind} needs a model name")
-    return name
+    return check_name(name)
 
 
 async def apply_load(ctx: ServerContext, change: Change) -> None:

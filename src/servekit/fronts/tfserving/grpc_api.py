@@ -27,13 +27,15 @@ from servekit.fronts.tfserving import grpc_codec as codec
 from servekit.fronts.tfserving import operations as tfserving_operations
 from servekit.fronts.tfserving.model_config import ModelConfigEntry, ModelServerConfig, entries_of
 from servekit.fronts.tfserving.source import TFServingSource, tfserving_source
+from servekit.names import check_name
 from servekit.protocols.generated.tfserving import tensorflow_error_pb2 as errpb
 from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
 from servekit.protocols.generated.tfserving import tensorflow_serving_pb2 as pb
 from servekit.protocols.grpc_errors import rpc, status_code
-from servekit.protocols.v2_grpc import server_options
+from servekit.protocols.v2_grpc import authorization, server_options
 from servekit.registry import ModelVersion
 from servekit.repository.reconcile import Reconciler
+from servekit.server.auth import require_token
 from servekit.server.lifecycle import Change, ServerContext, Skin, Stop
 from servekit.tensors import InferenceRequest, RequestedOutput, Tensor
 
@@ -181,6 +183,7 @@ class ModelServicer:
 
     @_rpc
     async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        require_token(self.ctx.settings, authorization(context))
         config = request.config
         kind = config.WhichOneof("config")
         if kind != "model_config_list":
@@ -210,7 +213,10 @@ def _entries(ctx: ServerContext, payload: bytes) -> tuple[TFServingSource, list[
     # TF Serving's ModelServerConfig and the repository's share field numbers
     message = ModelServerConfig.FromString(payload)
     source = tfserving_source(ctx.sources)
-    return source, entries_of(message, source.folder)
+    entries = entries_of(message, source.folder)
+    for entry in entries:
+        check_name(entry.name)
+    return source, entries
 
 
 async def check_config(ctx: ServerContext, payload: bytes) -> None:

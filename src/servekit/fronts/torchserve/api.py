@@ -17,7 +17,6 @@ as soon as they have loaded it too.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import os
@@ -44,7 +43,9 @@ from servekit.errors import (
     Unauthorized,
 )
 from servekit.fronts.torchserve import changes
+from servekit.names import check_name, check_version
 from servekit.registry import ModelVersion, Registry
+from servekit.server.auth import require_token
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import MAIN, TORCHSERVE_MANAGEMENT, Mount, ServerContext, Skin
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
@@ -65,6 +66,13 @@ ERROR_TYPES = {
     504: "RequestTimeoutException",
 }
 
+
+# bounds of the numbers a management call may give (each is used to size something)
+MAX_WORKERS = 256
+MAX_BATCH_SIZE = 65536
+MAX_BATCH_DELAY_MS = 3_600_000
+MAX_PAGE = 1000
+MAX_PAGE_TOKEN = 10**9
 
 # servekit's errors by TorchServe's exception names; others by status (ERROR_TYPES)
 ERROR_NAMES: list[tuple[type[ServekitError], str]] = [
@@ -227,7 +235,6 @@ def management_routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
     settings = ctx.settings
     store = model_store(ctx.sources)
-    token = settings.management_token
     loopback_only = _is_loopback(settings.management_host) and not _is_loopback(settings.host)
 
     def guard(request: Request) -> None:
@@ -235,19 +242,12 @@ def management_routes(ctx: ServerContext) -> list[Route]:
             client = request.scope.get("client")
             if client and not _is_loopback(client[0]):
                 raise Unauthorized("the management API only serves this machine (management_host is loopback)")
-        if token:
-            given = request.headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-                raise Unauthorized(
-                    "Token Authorization failed: send 'Authorization: Bearer <key>' with the "
-                    "management key printed at startup (key_file.json)"
-                )
+        require_token(settings, request.headers.get("authorization"))
 
     async def list_models(request: Request) -> Response:
         guard(request)
-        limit = _int(request.query, "limit", 100, minimum=1)
-        start = _int(request.query, "next_page_token", 0, minimum=0)
+        limit = min(_int(request.query, "limit", 100, minimum=1, maximum=MAX_PAGE_TOKEN), MAX_PAGE)
+        start = _int(request.query, "next_page_token", 0, minimum=0, maximum=MAX_PAGE_TOKEN)
         names = registry.names()
         page = names[start : start + limit]
         rows = [{"modelName": n, "modelUrl": _url(store, n, registry.version_names(n))} for n in page]
@@ -262,16 +262,18 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         path = store.resolve(q.get("url", ""))
         options = ModelOptions(
             url=q.get("url", ""),
-            workers=_int(q, "initial_workers", 0, minimum=0),
-            batch_size=_int(q, "batch_size", 1, minimum=1),
-            max_batch_delay_ms=_int(q, "max_batch_delay", 100, minimum=0),
+            workers=_int(q, "initial_workers", 0, minimum=0, maximum=MAX_WORKERS),
+            batch_size=_int(q, "batch_size", 1, minimum=1, maximum=MAX_BATCH_SIZE),
+            max_batch_delay_ms=_int(q, "max_batch_delay", 100, minimum=0, maximum=MAX_BATCH_DELAY_MS),
             handler=q.get("handler") or None,
         )
         try:
-            candidate = settings_for(path, q.get("model_name") or None, options)
+            requested = q.get("model_name") or None
+            candidate = settings_for(path, check_name(requested) if requested else None, options)
         except ModelLoadError as exc:
             raise InvalidInput(f"Failed to open model archive {path.name}: {exc.message}") from None
-        name, version = candidate.name, candidate.parameters.version or ""
+        name = check_name(candidate.name)
+        version = check_version(candidate.parameters.version or "", "model version")
         if registry.has(name, version):
             raise Conflict(f"Model version {version} is already registered for model {name}")
         synchronous = _flag(q, "synchronous", True)
@@ -314,8 +316,8 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         p = request.path_params
         model = _pick(registry, p["model"], p.get("version"))
         q = request.query
-        workers = _int(q, "min_worker", 1, minimum=0)
-        maximum = _int(q, "max_worker", workers, minimum=0)
+        workers = _int(q, "min_worker", 1, minimum=0, maximum=MAX_WORKERS)
+        maximum = _int(q, "max_worker", workers, minimum=0, maximum=MAX_WORKERS)
         if maximum < workers:
             raise InvalidInput(f"max_worker ({maximum}) is smaller than min_worker ({workers})")
         synchronous = _flag(q, "synchronous", False)
@@ -449,16 +451,18 @@ def _url(store: ModelStore, name: str, versions: list[str]) -> str:
     return ""
 
 
-def _int(query: dict[str, str], key: str, default: int, minimum: int) -> int:
+def _int(query: dict[str, str], key: str, default: int, minimum: int, maximum: int) -> int:
     raw = query.get(key)
     if raw is None or raw == "":
         return default
+    if len(raw) > 12:
+        raise InvalidInput(f"Parameter {key} must be an integer from {minimum} to {maximum}")
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"Parameter {key} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise InvalidInput(f"Parameter {key} must be at least {minimum}, got {value}")
+        raise InvalidInput(f"Parameter {key} must be an integer, got {raw[:12]!r}") from None
+    if not minimum <= value <= maximum:
+        raise InvalidInput(f"Parameter {key} must be from {minimum} to {maximum}, got {value}")
     return value
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from servekit.archive.store import ModelOptions, ModelStore, Stamp, model_store
 from servekit.config import ModelSettings
 from servekit.errors import InvalidInput, ModelLoadError
+from servekit.names import check_name, check_version
 from servekit.registry import Registry
 from servekit.server.lifecycle import Change, ServerContext
 
@@ -92,7 +93,8 @@ async def apply(ctx: ServerContext, change: Change) -> None:
     registry, store = ctx.registry, model_store(ctx.sources)
     args = change.args
     try:
-        op, name, version = str(args["op"]), str(args["name"]), str(args["version"])
+        op = str(args["op"])
+        name, version = check_name(args["name"]), check_version(args["version"])
         stamp: Stamp = (int(args["stamp"][0]), int(args["stamp"][1]))
     except (KeyError, TypeError, ValueError, IndexError):
         raise InvalidInput("a TorchServe change needs op, name, version and stamp") from None
