@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from servekit.server.metrics import Metrics
 
 T = TypeVar("T")
+_NO_SPANS: dict[str, float] = {}  # shared, never written: spans are kept only when observed
 Decode = InferenceRequest | Callable[[ModelVersion], InferenceRequest]
 
 # a client's timeout is bounded before it is used
@@ -125,8 +126,8 @@ class DataPlane:
         model: ModelVersion | None = None
         request: InferenceRequest | None = None
         response: InferenceResponse | None = None
-        cached: list[bool] = []
-        spans: dict[str, float] = {}
+        cached: list[bool] | None = None
+        spans: dict[str, float] = {} if observed else _NO_SPANS
         try:
             model = self.resolve(target)
             mark = time.perf_counter() if observed else 0.0
@@ -139,6 +140,7 @@ class DataPlane:
                 spans["decode"] = now - mark
                 mark = now
             if model.settings.parameters.extra.get("cache_predictions"):
+                cached = []
                 response = await self._cached(model, request, cached)
             else:
                 response = await self.registry.submit(model, request)

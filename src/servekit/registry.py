@@ -76,16 +76,30 @@ class ModelEntry:
     versions: dict[str, ModelVersion] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     default_version: str | None = None
+    # newest()'s answer, kept until the registry changes this entry (touch())
+    _newest: ModelVersion | None = field(default=None, repr=False)
+
+    def touch(self) -> None:
+        """Forget the cached answer of :meth:`newest` (versions, states or default changed)."""
+        self._newest = None
 
     def newest(self) -> ModelVersion | None:
+        """The default version if it is ready, else the highest ready one."""
+        cached = self._newest
+        if cached is not None and cached.ready:
+            return cached
         ready = [v for v in self.versions.values() if v.ready]
         if not ready:
             return None
+        chosen = None
         if self.default_version is not None:
             for v in ready:
                 if v.version == self.default_version:
-                    return v
-        return max(ready, key=lambda v: version_sort_key(v.version))
+                    chosen = v
+        if chosen is None:
+            chosen = max(ready, key=lambda v: version_sort_key(v.version))
+        self._newest = chosen
+        return chosen
 
 
 def version_sort_key(version: str) -> tuple[Any, ...]:
@@ -260,6 +274,7 @@ class Registry:
             entry = self._models.get(name)
             if entry is not None and (version is None or version in entry.versions):
                 entry.default_version = version
+                entry.touch()
 
     def _unversioned(self, name: str) -> ModelVersion | None:
         entry = self._models.get(name)
@@ -281,6 +296,7 @@ class Registry:
         except Exception as exc:
             message = exc.message if isinstance(exc, ServekitError) else f"{type(exc).__name__}: {exc}"
             model.state = ModelState.UNAVAILABLE
+            entry.touch()
             model.reason = message
             if previous is not None and previous.ready:
                 log.error(
@@ -297,6 +313,7 @@ class Registry:
         model.load_seconds = time.perf_counter() - started
         model.state = ModelState.AVAILABLE
         entry.versions[model.version] = model
+        entry.touch()
         log.info(
             "Loaded model %r version %s in %.2f s",
             settings.name, model.version or "-", model.load_seconds,
@@ -328,11 +345,14 @@ class Registry:
         entry = self._models.get(model.name)
         if entry is not None and entry.versions.get(model.version) is model:
             del entry.versions[model.version]
+            entry.touch()
             if not entry.versions:
                 del self._models[model.name]
             elif entry.default_version == model.version:
                 entry.default_version = None
         model.state = ModelState.UNLOADING
+        if entry is not None:
+            entry.touch()
         await self._release(model)
         log.info("Unloaded model %r version %s", model.name, model.version or "-")
         self._notify("unloaded", model)

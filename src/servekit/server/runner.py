@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import selectors
@@ -154,6 +155,10 @@ class Worker:
                     stop = await skin.start(ctx)
                     if stop is not None:
                         self.stops.append(stop)
+            # what start-up made lives as long as the worker: keep it out of the
+            # collector's generations, so collections under load stay short
+            gc.collect()
+            gc.freeze()
             if self.control is not None:
                 self.control.sendall(b"ready\n")
             else:
