@@ -183,3 +183,44 @@ def test_max_batch_time_waits_for_a_fuller_batch(wait: float) -> None:
 
     asyncio.run(scenario())
     assert recorder.calls == [4]
+
+
+def test_a_request_that_waits_the_queue_time_gets_503_and_never_runs() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    batcher = AdaptiveBatcher(recorder, batchable=False, max_queue_time=0.05, name="iris")
+
+    async def scenario() -> list[InferenceResponse | BaseException]:
+        first = asyncio.ensure_future(batcher.submit(request(IRIS.data[:1])))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.ensure_future(batcher.submit(request(IRIS.data[i : i + 1]))) for i in range(3)]
+        results = await asyncio.gather(*waiting, return_exceptions=True)  # the model is still busy
+        gate.set()
+        return [*results, await first]
+
+    *late, first = asyncio.run(scenario())
+    assert isinstance(first, InferenceResponse)
+    assert all(isinstance(r, Overloaded) for r in late), late
+    assert "waited 0.05 s in the queue" in late[0].message and late[0].retry_after == 1
+    assert recorder.calls == [1]  # only the first request ever ran
+
+
+def test_a_cancelled_waiter_is_dropped_before_it_runs() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    batcher = AdaptiveBatcher(recorder, batchable=False, name="iris")
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(batcher.submit(request(IRIS.data[:1])))
+        await asyncio.sleep(0.01)
+        abandoned = asyncio.ensure_future(batcher.submit(request(IRIS.data[1:3])))
+        await asyncio.sleep(0.01)
+        abandoned.cancel()
+        kept = asyncio.ensure_future(batcher.submit(request(IRIS.data[3:6])))
+        await asyncio.sleep(0.01)
+        gate.set()
+        await first
+        assert (await kept).outputs[0].data.shape == (3,)
+
+    asyncio.run(scenario())
+    assert recorder.calls == [1, 3]  # the abandoned 2-row request never ran

@@ -28,6 +28,8 @@ from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 
+# a timer may fire this much before its time (the event loop's clock resolution)
+_SLACK = 0.001
 # request parameters that describe the transport, not the computation
 TRANSPORT_PARAMETERS = frozenset({"binary_data_output", "timeout", "headers"})
 
@@ -56,6 +58,7 @@ class _Pending:
     future: asyncio.Future[InferenceResponse]
     enqueued_ns: int
     deadline: float | None
+    queue_deadline: float | None  # monotonic time after which it may no longer wait to start
 
 
 class AdaptiveBatcher:
@@ -69,6 +72,7 @@ class AdaptiveBatcher:
         max_batch_size: int = 0,
         max_batch_time: float = 0.0,
         max_queue_size: int = 1024,
+        max_queue_time: float = 0.0,
         name: str = "",
     ) -> None:
         self._predict = predict
@@ -76,12 +80,14 @@ class AdaptiveBatcher:
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
         self.max_queue_size = max_queue_size
+        self.max_queue_time = max_queue_time
         self.name = name
         self.stats = ModelStats()
         self._queue: deque[_Pending] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._direct = False  # a request is running in its caller's task
         self._wakeup: asyncio.Event | None = None
+        self._sweeper: asyncio.TimerHandle | None = None  # see _sweep
 
     async def idle(self) -> None:
         """Wait until every queued request has been answered."""
@@ -108,6 +114,7 @@ class AdaptiveBatcher:
             )
         loop = asyncio.get_running_loop()
         key, rows = self._key(request)
+        queue_time = self.max_queue_time
         pending = _Pending(
             request=request,
             key=key,
@@ -115,6 +122,7 @@ class AdaptiveBatcher:
             future=loop.create_future(),
             enqueued_ns=time.perf_counter_ns(),
             deadline=deadline,
+            queue_deadline=time.monotonic() + queue_time if queue_time > 0 else None,
         )
         self._queue.append(pending)
         if self._direct:
@@ -123,6 +131,8 @@ class AdaptiveBatcher:
             self._worker = loop.create_task(self._drain())
         elif self._wakeup is not None:
             self._wakeup.set()
+        if pending.queue_deadline is not None and self._sweeper is None:
+            self._sweeper = loop.call_later(queue_time, self._sweep)
         if timeout is None:
             return await pending.future
         try:
@@ -133,6 +143,32 @@ class AdaptiveBatcher:
             raise RequestTimedOut(
                 f"request to model {self.name!r} timed out after {timeout:g} s"
             ) from None
+        except asyncio.CancelledError:
+            pending.future.cancel()  # nobody waits for it any more: it is dropped before it runs
+            raise
+
+    def _sweep(self) -> None:
+        """Answer 503 (Retry-After) to the requests that waited the queue time
+        without starting; they never run. One timer per model, set for the
+        oldest queued request (the queue is in arrival order)."""
+        self._sweeper = None
+        now = time.monotonic() + _SLACK
+        queue = self._queue
+        while queue and (queue[0].future.done() or (
+                queue[0].queue_deadline is not None and queue[0].queue_deadline <= now)):
+            pending = queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(self._queued_too_long())
+        if queue and queue[0].queue_deadline is not None:
+            delay = max(queue[0].queue_deadline - time.monotonic(), 0.0)
+            self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep)
+
+    def _queued_too_long(self) -> Overloaded:
+        return Overloaded(
+            f"request to model {self.name!r} waited {self.max_queue_time:g} s in the queue without "
+            "starting (max_queue_time); the model is overloaded: retry later or add workers",
+            retry_after=max(1, round(self.max_queue_time / 2)),
+        )
 
     async def _run_direct(self, request: InferenceRequest) -> InferenceResponse:
         """An idle model runs a request in the caller's task: no queue entry, no
@@ -222,6 +258,9 @@ class AdaptiveBatcher:
                 pending.future.set_exception(
                     RequestTimedOut(f"request to model {self.name!r} timed out in the queue")
                 )
+                continue
+            if pending.queue_deadline is not None and pending.queue_deadline < now:
+                pending.future.set_exception(self._queued_too_long())
                 continue
             if not batch:
                 batch.append(pending)

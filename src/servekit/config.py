@@ -37,6 +37,8 @@ class ServerSettings(BaseModel):
     load_models_at_startup: bool = True
     max_request_size: int = 512 * 1024 * 1024
     max_queue_size: int = 1024  # queued requests per model before 503
+    max_queue_time: float = 30.0  # seconds a request may wait in a model's queue before 503; 0 = no limit
+    drain_seconds: float = 30.0  # on SIGTERM: time for requests in flight to finish
     inline_predict_ms: float = 0.1  # models faster than this run on the event loop; 0 = never
     gil_switch_interval_ms: float = 0.25  # sys.setswitchinterval in workers
     http_server: Literal["servekit", "uvicorn"] = "servekit"  # the HTTP/1.1 implementation
@@ -156,6 +158,7 @@ class ModelSettings(BaseModel):
     max_batch_time: float = 0.0  # seconds to wait for more requests (MLServer's meaning)
     adaptive_batching: bool = True
     max_queue_size: int | None = None
+    max_queue_time: float | None = None  # seconds; None: the server's max_queue_time
     version_policy: VersionPolicy | None = None
     version_labels: dict[str, str] = Field(default_factory=dict)  # label -> version
     source_dir: str = ""  # folder of the settings file; relative URIs resolve against it

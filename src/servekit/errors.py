@@ -17,10 +17,14 @@ class ServekitError(Exception):
     """Base of every error servekit reports to a client."""
 
     status: int = 500
+    # seconds after which a retry may succeed (sent as Retry-After), when known
+    retry_after: int | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class InvalidInput(ServekitError):
@@ -54,9 +58,11 @@ class ModelNotReady(ServekitError):
 
 
 class Overloaded(ServekitError):
-    """The model's queue is full; the client should back off and retry (503)."""
+    """The model's queue is full, or a request waited in it longer than the
+    queue time; the client should back off and retry (503, Retry-After)."""
 
     status = 503
+    retry_after = 1
 
 
 class RequestTimedOut(ServekitError):

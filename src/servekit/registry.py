@@ -228,12 +228,21 @@ class Registry:
         return await batcher.submit(request)
 
     # -- state changes ------------------------------------------------------
+    # A change, once started, runs to its end even if the call that asked for it
+    # is cancelled (its client went away): a half-made change would leave a
+    # version LOADING for ever. Each public change is shielded for that.
     async def load(self, settings: ModelSettings) -> ModelVersion:
         """Load one version; replaces a loaded one only once the new is ready."""
+        return await asyncio.shield(self._locked_load(settings))
+
+    async def _locked_load(self, settings: ModelSettings) -> ModelVersion:
         async with self._lock:
             return await self._load(settings)
 
     async def unload(self, name: str, version: str | None = None) -> list[ModelVersion]:
+        return await asyncio.shield(self._locked_unload(name, version))
+
+    async def _locked_unload(self, name: str, version: str | None) -> list[ModelVersion]:
         async with self._lock:
             entry = self._entry(name)
             if version and version not in entry.versions:
@@ -249,6 +258,9 @@ class Registry:
         ``retry_failed=False`` (used by pollers) leaves a version that failed to
         load alone until its settings change, instead of retrying it every pass.
         """
+        await asyncio.shield(self._locked_apply(list(desired), retry_failed))
+
+    async def _locked_apply(self, desired: list[ModelSettings], retry_failed: bool) -> None:
         async with self._lock:
             wanted = {(s.name, s.parameters.version or ""): s for s in desired}
             for (name, version), settings in wanted.items():
@@ -338,6 +350,9 @@ class Registry:
             max_batch_size=settings.max_batch_size,
             max_batch_time=settings.max_batch_time,
             max_queue_size=settings.max_queue_size or self.settings.max_queue_size,
+            max_queue_time=(
+                settings.max_queue_time if settings.max_queue_time is not None else self.settings.max_queue_time
+            ),
             name=settings.name,
         )
 

@@ -234,12 +234,16 @@ def test_access_log_behind_a_flag(repository, server: ServerProcess) -> None:  #
         r = requests.post(f"{proc.url}/v2/models/logistic/versions/1/infer", json=body)
         assert r.status_code == 200
         requests.get(f"{proc.url}/v2/models/nope")
+        requests.get(f"{proc.url}/v2/models/x%0AFAKE%20LINE")
         import time
 
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "/v2/models/nope" not in proc.log():
+        while time.monotonic() < deadline and "FAKE LINE" not in proc.log():
             time.sleep(0.1)
         log = proc.log()
     assert '"POST /v2/models/logistic/versions/1/infer" 200' in log
     assert '"GET /v2/models/nope" 404' in log
+    # a newline in the path stays inside its own line, escaped
+    assert '"GET /v2/models/x\\nFAKE LINE" 404' in log
+    assert not any(line.startswith("FAKE") for line in log.splitlines())
     assert '"POST /v2/models' not in server.log()  # off by default

@@ -59,6 +59,8 @@ class App:
             response = await route.handler(request)
         except ServekitError as exc:
             response = on_error(exc)
+            if exc.retry_after is not None:
+                response.headers.append((b"retry-after", str(exc.retry_after).encode()))
         except Exception as exc:
             log.exception("Unhandled error on %s %s", scope["method"], scope["path"])
             response = on_error(
@@ -70,7 +72,8 @@ class App:
                 '%s "%s %s" %d %d %.2fms',
                 request.client,
                 scope["method"],
-                scope["path"],
+                # escaped: a %0A in a path must not start a line of its own
+                scope["path"].encode("unicode_escape").decode("ascii"),
                 response.status,
                 len(response.body),
                 (time.perf_counter() - started) * 1000,

@@ -113,6 +113,7 @@ class _Chunked:
 class HttpProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.cycle: _Cycle | None = None  # the request being answered
         self.app = server.app
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
@@ -593,6 +594,12 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if too_large:
             scope["headers"] = [*head.headers, (b"content-length", str(self.server.max_body + 1).encode())]
         cycle = _Cycle(self, body, scope["method"] == "HEAD")
+        if self.server.stopping:  # draining: requests in flight finish, new ones are refused
+            self.keep_alive = False
+            cycle.write_error(503, b"the server is shutting down; retry shortly")
+            self._request_done()
+            return
+        self.cycle = cycle
         task = self.loop.create_task(self._run(scope, cycle))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
@@ -611,6 +618,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     def _request_done(self) -> None:
         self.busy = False
+        self.cycle = None
         if self.closing:
             return
         if self.unread_body:
@@ -735,7 +743,9 @@ class HttpServer:
     once ``body_timeout`` seconds have passed, is answered 408 and the
     connection closed. ``linger_timeout``: after an error answer that leaves
     request bytes unread, how long what the client still sends is read and
-    discarded before closing.
+    discarded before closing. ``drain_timeout``: after :meth:`stop`, how long
+    requests in flight may take to finish; new requests on open connections are
+    answered 503 meanwhile, and those still running at the end get a 503.
     """
 
     def __init__(
@@ -747,8 +757,10 @@ class HttpServer:
         body_timeout: float = 30.0,
         body_min_rate: float = 4096.0,
         linger_timeout: float = 5.0,
+        drain_timeout: float = 30.0,
     ) -> None:
         self.app = app
+        self.drain_timeout = drain_timeout
         self.max_body = max_body
         self.keep_alive_timeout = keep_alive_timeout
         self.body_timeout = body_timeout
@@ -772,8 +784,13 @@ class HttpServer:
         for connection in list(self.connections):
             connection.shutdown()
         if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=10)
+            await asyncio.wait(list(self.tasks), timeout=self.drain_timeout)
         for connection in list(self.connections):
+            cycle = connection.cycle
+            if cycle is not None and not cycle.started:
+                # still not answered after the drain time: say so rather than reset
+                connection.keep_alive = False
+                cycle.write_error(503, b"the server shut down before the request was answered; retry")
             connection.close()
 
     def stop(self) -> None:

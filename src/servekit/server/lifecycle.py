@@ -17,6 +17,7 @@ assembly (:mod:`servekit.server.assembly`) lists the skins, the runner
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -109,7 +110,9 @@ class ServerContext:
         """Apply ``change`` in this worker and every other one. With ``wait``,
         return once every worker has applied it; raise the first error of
         this worker's, or :class:`ChangeFailed` naming the workers that failed."""
-        await self.make_change(change, wait)
+        # shielded: a caller that goes away does not stop a change half-way
+        # (applied here but not relayed)
+        await asyncio.shield(self.make_change(change, wait))
 
 
 # what a skin does in each worker

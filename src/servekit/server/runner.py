@@ -236,6 +236,9 @@ class Worker:
         data = self.control.recv(1 << 20)
         if not data:
             asyncio.get_running_loop().remove_reader(self.control.fileno())
+            # the supervisor is gone (killed): a worker never outlives it
+            log.error("Worker %d lost its supervisor; stopping", self.index)
+            os.kill(os.getpid(), signal.SIGTERM)
             return
         for line in self._control_reader.feed(data):
             verb, _, rest = line.partition(b" ")
@@ -277,6 +280,19 @@ def change_handlers(skins: list[Skin]) -> dict[str, ChangeHandler]:
     return handlers
 
 
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (prctl
+    PR_SET_PDEATHSIG), so a supervisor killed with -9 leaves no orphan workers;
+    elsewhere the control socket's end-of-file stops the worker instead."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG; SIGTERM drains
+    except (OSError, AttributeError):
+        pass
+
+
 def check_ports_free(settings: ServerSettings) -> None:
     """Fail at start with a clear message when a port is taken (SO_REUSEPORT
     would otherwise let two servers share a port silently)."""
@@ -313,7 +329,7 @@ async def serve_http(app: Any, sockets: list[socket.socket], settings: ServerSet
     else:
         from servekit.server.http_server import HttpServer
 
-        server = HttpServer(app, max_body=settings.max_request_size)
+        server = HttpServer(app, max_body=settings.max_request_size, drain_timeout=settings.drain_seconds)
         stop = server.stop
         serving = server.serve(sockets)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -530,6 +546,7 @@ class Supervisor:
             parent.close()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            die_with_parent()
             code = 0
             try:
                 worker = Worker(
@@ -571,7 +588,7 @@ class Supervisor:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.settings.drain_seconds + 5
         while self.children and time.monotonic() < deadline:
             for pid, _ in self._reap():
                 self.children.pop(pid, None)

@@ -1,0 +1,132 @@
+"""Overload and shutdown: a request that waits the queue time gets 503 with
+Retry-After and never runs; SIGTERM lets requests in flight finish (or
+answers them after the drain time); workers never outlive their supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from servers import ServerProcess
+
+SLEEPER = '''
+import time
+import numpy as np
+from servekit.runtimes.base import Runtime
+
+
+class Sleeper(Runtime):
+    """Sleeps the seconds it is given, then answers them."""
+
+    def predict(self, request):
+        seconds = float(request.inputs[0].data.reshape(-1)[0])
+        time.sleep(seconds)
+        return self.response(request, [self.tensor(seconds)])
+
+    @staticmethod
+    def tensor(seconds):
+        from servekit.tensors import Tensor
+        return Tensor("slept", np.array([seconds]))
+'''
+
+
+@pytest.fixture(scope="module")
+def slow_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("slow")
+    (root / "slow").mkdir()
+    (root / "slow" / "sleeper.py").write_text(SLEEPER)
+    (root / "slow" / "model-settings.json").write_text(json.dumps(
+        {"name": "slow", "implementation": "sleeper.Sleeper", "parameters": {"version": "1"}}))
+    return root
+
+
+def sleep_body(seconds: float) -> dict[str, Any]:
+    return {"inputs": [{"name": "s", "shape": [1], "datatype": "FP64", "data": [seconds]}]}
+
+
+def test_overload_answers_503_with_retry_after_within_the_queue_time(slow_repository: Path) -> None:
+    args = ["serve", str(slow_repository), "--no-enable-grpc", "--max-queue-time", "0.3"]
+    with ServerProcess(args) as proc:
+        url = f"{proc.url}/v2/models/slow/infer"
+        results: list[requests.Response] = []
+
+        def call(seconds: float) -> None:
+            results.append(requests.post(url, json=sleep_body(seconds), timeout=60))
+
+        first = threading.Thread(target=call, args=(2.0,))
+        first.start()
+        time.sleep(0.3)  # let the 2 s request start
+        queued = [threading.Thread(target=call, args=(0.0,)) for _ in range(4)]
+        for thread in queued:
+            thread.start()
+        for thread in queued:
+            thread.join()
+        overloaded = [r for r in results if r.status_code == 503]
+        assert len(overloaded) == 4, [r.text for r in results]
+        assert all(r.headers["retry-after"] == "1" for r in overloaded)
+        assert all("waited 0.3 s in the queue" in r.json()["error"] for r in overloaded)
+        first.join()
+        assert results[-1].status_code == 200 and results[-1].json()["outputs"][0]["data"] == [2.0]
+        stats = requests.get(f"{proc.url}/v2/models/slow/stats", timeout=10).json()["model_stats"][0]
+        assert stats["execution_count"] == 1  # the refused requests never ran
+
+
+def test_sigterm_lets_requests_in_flight_finish(slow_repository: Path) -> None:
+    proc = ServerProcess(["serve", str(slow_repository), "--no-enable-grpc", "--drain-seconds", "10"])
+    with proc:
+        assert proc.proc is not None
+        result: list[requests.Response] = []
+        thread = threading.Thread(target=lambda: result.append(
+            requests.post(f"{proc.url}/v2/models/slow/infer", json=sleep_body(1.5), timeout=60)))
+        thread.start()
+        time.sleep(0.5)
+        os.kill(proc.proc.pid, signal.SIGTERM)
+        thread.join()
+        assert result[0].status_code == 200 and result[0].json()["outputs"][0]["data"] == [1.5]
+        assert proc.proc.wait(timeout=30) == 0
+
+
+def test_requests_still_running_after_the_drain_time_get_an_answer(slow_repository: Path) -> None:
+    proc = ServerProcess(["serve", str(slow_repository), "--no-enable-grpc", "--drain-seconds", "0.5"])
+    with proc:
+        assert proc.proc is not None
+        result: list[requests.Response] = []
+        thread = threading.Thread(target=lambda: result.append(
+            requests.post(f"{proc.url}/v2/models/slow/infer", json=sleep_body(5), timeout=60)))
+        thread.start()
+        time.sleep(0.5)
+        os.kill(proc.proc.pid, signal.SIGTERM)
+        thread.join()
+        assert result[0].status_code == 503
+        assert "shut down before the request was answered" in result[0].text
+
+
+def running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(slow_repository: Path) -> None:
+    proc = ServerProcess(["serve", str(slow_repository), "--no-enable-grpc"], workers=2)
+    with proc:
+        assert proc.proc is not None
+        pid = proc.proc.pid
+        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        assert len(workers) == 2
+        os.kill(pid, signal.SIGKILL)
+        proc.proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            alive = [w for w in workers if running(w)]
+            time.sleep(0.1)
+        assert alive == [], f"workers {alive} outlived their supervisor"
