@@ -39,6 +39,9 @@ class ServerSettings(BaseModel):
     max_queue_size: int = 1024  # queued requests per model before 503
     max_queue_time: float = 30.0  # seconds a request may wait in a model's queue before 503; 0 = no limit
     drain_seconds: float = 30.0  # on SIGTERM: time for requests in flight to finish
+    keep_alive_seconds: float = 30.0  # an idle connection, or an incomplete request head, closes after this
+    body_timeout_seconds: float = 30.0  # a request body with no byte for this long (or < 4 KiB/s) gets 408
+    max_connections: int = 4096  # open connections per worker; more are answered 503 and closed
     inline_predict_ms: float = 0.1  # models faster than this run on the event loop; 0 = never
     gil_switch_interval_ms: float = 0.25  # sys.setswitchinterval in workers
     http_server: Literal["servekit", "uvicorn"] = "servekit"  # the HTTP/1.1 implementation

@@ -130,3 +130,30 @@ def test_workers_do_not_outlive_a_killed_supervisor(slow_repository: Path) -> No
             alive = [w for w in workers if running(w)]
             time.sleep(0.1)
         assert alive == [], f"workers {alive} outlived their supervisor"
+
+
+def test_connections_over_the_limit_are_refused_with_503(slow_repository: Path) -> None:
+    import socket
+
+    with ServerProcess(["serve", str(slow_repository), "--no-enable-grpc", "--max-connections", "3"]) as proc:
+        idle = [socket.create_connection(("127.0.0.1", proc.http_port), timeout=10) for _ in range(3)]
+        try:
+            time.sleep(0.2)  # the server has accepted all three
+            with socket.create_connection(("127.0.0.1", proc.http_port), timeout=10) as extra:
+                answer = extra.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        finally:
+            for sock in idle:
+                sock.close()
+        # once they are gone, the server serves again
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                live = requests.get(f"{proc.url}/v2/health/live", timeout=10)
+                if live.status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the server did not serve after the idle connections closed"
+            time.sleep(0.1)
+        assert live.json() == {"live": True}

@@ -67,6 +67,10 @@ _REASONS = {
 }
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
 _INVALID_RESPONSE = b"the server produced an invalid response"
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\n"
+    b"connection: close\r\ncontent-length: 52\r\n\r\nthis server has too many connections; retry shortly\n"
+)
 # chunk-size [ BWS ; chunk-ext ] with at most 16 hex digits (no overflow) and no control characters
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?")
 _TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*")
@@ -164,6 +168,12 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if len(self.server.connections) >= self.server.max_connections:
+            # over the limit: say so and close, rather than hold one more socket
+            self.closing = True
+            self.transport.write(_TOO_MANY_CONNECTIONS)
+            self.transport.close()
+            return
         self.server.connections.add(self)
         self.idle_since = self.loop.time()
         self._schedule(self.idle_since + self.server.keep_alive_timeout)
@@ -746,6 +756,8 @@ class HttpServer:
     discarded before closing. ``drain_timeout``: after :meth:`stop`, how long
     requests in flight may take to finish; new requests on open connections are
     answered 503 meanwhile, and those still running at the end get a 503.
+    ``max_connections``: a connection over this many open ones is answered 503
+    and closed at once.
     """
 
     def __init__(
@@ -758,8 +770,10 @@ class HttpServer:
         body_min_rate: float = 4096.0,
         linger_timeout: float = 5.0,
         drain_timeout: float = 30.0,
+        max_connections: int = 4096,
     ) -> None:
         self.app = app
+        self.max_connections = max_connections
         self.drain_timeout = drain_timeout
         self.max_body = max_body
         self.keep_alive_timeout = keep_alive_timeout

@@ -329,7 +329,14 @@ async def serve_http(app: Any, sockets: list[socket.socket], settings: ServerSet
     else:
         from servekit.server.http_server import HttpServer
 
-        server = HttpServer(app, max_body=settings.max_request_size, drain_timeout=settings.drain_seconds)
+        server = HttpServer(
+            app,
+            max_body=settings.max_request_size,
+            keep_alive_timeout=settings.keep_alive_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            drain_timeout=settings.drain_seconds,
+            max_connections=settings.max_connections,
+        )
         stop = server.stop
         serving = server.serve(sockets)
     for sig in (signal.SIGINT, signal.SIGTERM):
