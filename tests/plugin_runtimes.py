@@ -34,3 +34,10 @@ class Doubler(Runtime):
 class Broken(Runtime):
     def load(self) -> None:
         raise RuntimeError("weights missing")
+
+
+class Raiser(Runtime):
+    """Fails every prediction the way a model with a shape bug does."""
+
+    def predict(self, request: InferenceRequest) -> InferenceResponse:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x9 and 10x16)")

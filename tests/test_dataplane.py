@@ -17,6 +17,7 @@ from servekit.dataplane import (
     MAX_TIMEOUT_SECONDS,
     DataPlane,
     InferenceCall,
+    ModelFailed,
     Target,
     _deadline,
     header_timeout,
@@ -144,3 +145,23 @@ def test_observers_see_every_call_with_its_spans() -> None:
     assert set(ok.spans) == {"decode", "infer", "encode"} and ok.error is None
     assert ok.model is not None and ok.model.version == "1" and ok.response is not None
     assert isinstance(failed.error, ModelNotFound) and failed.model is None
+
+
+def test_a_model_that_raises_answers_its_error_and_the_request_id() -> None:
+    async def scenario() -> tuple[ModelFailed, DataPlane]:
+        dataplane, _ = await plane(ModelSettings(
+            name="raiser", implementation="plugin_runtimes.Raiser", source_dir=HERE,
+            parameters=ModelParameters(version="3")))
+        with pytest.raises(ModelFailed) as failure:
+            await dataplane.infer(Target("raiser"), InferenceRequest([Tensor("x", np.zeros((1, 9)))], id="req-7"),
+                                  protocol="test")
+        return failure.value, dataplane
+
+    error, dataplane = asyncio.run(scenario())
+    assert error.status == 500
+    assert error.message == (
+        "model 'raiser' raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x9 and 10x16) "
+        "(request id req-7; the traceback is in the server log)"
+    )
+    assert sample(dataplane.metrics, "servekit_model_request_failures_total", model="raiser", version="3",
+                  protocol="test", status="500") == 1

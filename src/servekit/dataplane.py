@@ -21,6 +21,7 @@ while decoding is counted like any other failure of the call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from servekit.tensors import InferenceRequest, InferenceResponse
 
 if TYPE_CHECKING:
     from servekit.server.metrics import Metrics
+
+log = logging.getLogger("servekit.dataplane")
 
 T = TypeVar("T")
 _NO_SPANS: dict[str, float] = {}  # shared, never written: spans are kept only when observed
@@ -152,12 +155,14 @@ class DataPlane:
             if observed:
                 spans["encode"] = time.perf_counter() - mark
         except Exception as exc:
-            error = exc if isinstance(exc, ServekitError) else ServekitError(type(exc).__name__)
+            error = exc if isinstance(exc, ServekitError) else _model_failed(exc, target, model, request)
             call = InferenceCall(protocol, target, model, request, response, error, bool(cached), spans,
                                  time.perf_counter() - started)
             self.metrics.failure(*self._labels(call), protocol, error.status)
             self._notify(call)
-            raise
+            if error is exc:
+                raise
+            raise error from exc
         seconds = time.perf_counter() - started
         self.metrics.observe(model.name, model.version, protocol, seconds)
         if observed:
@@ -208,6 +213,29 @@ class DataPlane:
             observer(call)
 
 
+class ModelFailed(ServekitError):
+    """The model (or the code around it) raised: its type and message, with
+    the request id that finds the traceback in the log (500 in every protocol)."""
+
+    status = 500
+
+
+def _model_failed(
+    exc: Exception, target: Target, model: ModelVersion | None, request: InferenceRequest | None
+) -> ModelFailed:
+    request_id = request.id if request is not None and request.id else "-"
+    name = model.name if model is not None else target.name
+    version = model.version if model is not None else target.version or ""
+    log.error(
+        "Model %r version %s failed on request %s", name, version or "-", request_id, exc_info=exc
+    )
+    detail = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+    return ModelFailed(
+        f"model {name!r} raised {type(exc).__name__}" + (f": {detail}" if detail else "")
+        + f" (request id {request_id}; the traceback is in the server log)"
+    )
+
+
 def _deadline(request: InferenceRequest, timeout: float | None) -> float | None:
     seconds = timeout
     value = request.parameters.get("timeout") if request.parameters else None
@@ -241,4 +269,12 @@ def header_timeout(headers: dict[str, str]) -> float | None:
     return None
 
 
-__all__ = ["DataPlane", "Decode", "InferenceCall", "InferenceObserver", "Target", "header_timeout"]
+__all__ = [
+    "DataPlane",
+    "Decode",
+    "InferenceCall",
+    "InferenceObserver",
+    "ModelFailed",
+    "Target",
+    "header_timeout",
+]
