@@ -66,3 +66,15 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pyt
     assert main(["serve", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("servekit: invalid server settings") and "Traceback" not in err
+
+
+def test_a_repository_that_does_not_exist_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert f"model repository '{tmp_path / 'missing'}' does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--http-port", "--grpc-port", "--metrics-port"])
+def test_an_impossible_port_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str) -> None:
+    assert main(["serve", str(tmp_path), flag, "99999"]) == 2
+    assert "99999 is not a TCP port (0 to 65535)" in capsys.readouterr().err

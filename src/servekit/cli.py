@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable
 
 from servekit import __version__, bench
 from servekit.archive import writer as archive_writer
 from servekit.config import load_server_settings
-from servekit.errors import ServekitError
+from servekit.errors import ConfigError, ServekitError
 from servekit.fronts.seldon import cli as seldon_cli
 from servekit.fronts.torchserve import mode as torchserve_mode
 from servekit.library.commands import LIBRARY_COMMANDS
@@ -32,6 +33,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from servekit.server.runner import serve
 
     folder = args.folder
+    if folder is not None and not Path(folder).is_dir():
+        what = "is a file, not a folder" if Path(folder).exists() else "does not exist"
+        raise ConfigError(f"model repository {folder!r} {what}; give the folder that holds the models")
     if torchserve_mode.wants_background(args):
         return torchserve_mode.start_background(args, args.argv)
     settings = load_server_settings(folder or ".", server_overrides(args))

@@ -76,6 +76,13 @@ class ServerSettings(BaseModel):
     allow_version_labels_for_unavailable_models: bool = False
     port: int | None = None  # TF Serving's gRPC API (--port); 8500 in TF Serving mode, else off
 
+    @field_validator("http_port", "grpc_port", "metrics_port", "rest_api_port", "management_port", "port")
+    @classmethod
+    def _a_port(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 65535:
+            raise ValueError(f"{value} is not a TCP port (0 to 65535)")
+        return value
+
     def merged(self, overrides: dict[str, Any]) -> ServerSettings:
         data = self.model_dump()
         data.update({k: v for k, v in overrides.items() if v is not None})

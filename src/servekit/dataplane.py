@@ -227,7 +227,8 @@ def _model_failed(
     name = model.name if model is not None else target.name
     version = model.version if model is not None else target.version or ""
     log.error(
-        "Model %r version %s failed on request %s", name, version or "-", request_id, exc_info=exc
+        "Model %r%s failed on request %s", name, f" version {version}" if version else "", request_id,
+        exc_info=exc,
     )
     detail = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
     return ModelFailed(

@@ -169,8 +169,11 @@ class Registry:
             return model
         model = entry.versions.get(version)
         if model is None:
-            known = ", ".join(sorted(entry.versions, key=version_sort_key))
-            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions: {known})")
+            known = ", ".join(v for v in sorted(entry.versions, key=version_sort_key) if v)
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r} "
+                + (f"(versions: {known})" if known else "(it has no numbered versions; leave the version out)")
+            )
         if not model.ready:
             raise ModelNotReady(
                 f"model {name!r} version {version!r} is {model.state.value}"
@@ -311,10 +314,7 @@ class Registry:
             entry.touch()
             model.reason = message
             if previous is not None and previous.ready:
-                log.error(
-                    "Could not reload model %r version %s (keeping the loaded one): %s",
-                    settings.name, model.version or "-", message,
-                )
+                log.error("Could not reload %s (keeping the loaded one): %s", described(model), message)
             else:
                 entry.versions[model.version] = model
                 log.error("Could not load model %r: %s", settings.name, message)
@@ -326,10 +326,7 @@ class Registry:
         model.state = ModelState.AVAILABLE
         entry.versions[model.version] = model
         entry.touch()
-        log.info(
-            "Loaded model %r version %s in %.2f s",
-            settings.name, model.version or "-", model.load_seconds,
-        )
+        log.info("Loaded %s in %.2f s", described(model), model.load_seconds)
         self._notify("loaded", model)
         if previous is not None and previous is not model and previous.runtime is not None:
             await self._release(previous)
@@ -369,7 +366,7 @@ class Registry:
         if entry is not None:
             entry.touch()
         await self._release(model)
-        log.info("Unloaded model %r version %s", model.name, model.version or "-")
+        log.info("Unloaded %s", described(model))
         self._notify("unloaded", model)
 
     async def _release(self, model: ModelVersion) -> None:
@@ -387,6 +384,11 @@ class Registry:
     def _notify(self, event: str, model: ModelVersion) -> None:
         for listener in self.listeners:
             listener(event, model)
+
+
+def described(model: ModelVersion) -> str:
+    """``model 'iris' version 2``, or ``model 'iris'`` for one without versions."""
+    return f"model {model.name!r}" + (f" version {model.version}" if model.version else "")
 
 
 def _by_label(entry: ModelEntry, label: str | None, version: str | None) -> str | None:

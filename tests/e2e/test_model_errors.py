@@ -41,7 +41,7 @@ def test_v2_rest(served: ServerProcess) -> None:
     response = requests.post(f"{served.url}/v2/models/raiser/infer", json=body, timeout=30)
     assert response.status_code == 500
     assert response.json() == {"error": MESSAGE + " (request id abc-1; the traceback is in the server log)"}
-    assert "Model 'raiser' version - failed on request abc-1" in served.log()
+    assert "Model 'raiser' failed on request abc-1" in served.log()
     assert "Traceback" in served.log()
 
 
