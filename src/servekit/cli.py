@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from servekit import __version__, bench
 from servekit.archive import writer as archive_writer
@@ -61,6 +61,18 @@ COMMANDS: dict[str, Command] = {
 }
 # the model library's commands: describe, time, assets
 COMMANDS.update(LIBRARY_COMMANDS)
+SUMMARIES = {
+    "serve": "serve a model repository (MLServer's layout), TF Serving base paths or a TorchServe "
+             "model store, over every API",
+    "start": "the same as serve (MLServer's spelling: servekit start .)",
+    "archive": "make a model archive (.mar), as torch-model-archiver does",
+    "stop": "stop a server started in the background with --start, as torchserve --stop",
+    "bench": "measure a running server: requests per second, latency, server-side queue and compute time",
+    "microservice": "serve a Python class with Seldon's microservice API, as seldon-core-microservice",
+    "describe": "show a library model's types, assets and test cases",
+    "time": "time a library model's predictions in this process",
+    "assets": "push, fetch and list model assets in the asset store",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"servekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (configure, run) in COMMANDS.items():
-        command = sub.add_parser(name)
+        summary = SUMMARIES.get(name, "")
+        command = sub.add_parser(name, help=summary, description=summary)
         configure(command)
         command.set_defaults(run=run)
     argv = torchserve_mode.torchserve_argv(list(sys.argv[1:] if argv is None else argv))

@@ -29,10 +29,12 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in ServerSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         annotation = field.annotation
+        where = f"default {field.default!r}; settings.json {name!r}; env SERVEKIT_{name.upper()}"
         if annotation is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=where)
         else:
-            group.add_argument(flag, dest=name, default=None, metavar=name.upper())
+            group.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=where)
         if "_" in name:  # TF Serving's spelling too: --rest_api_port=9001, --model_base_path=…
             action = _TFBoolFlag if annotation is bool else "store"
             group.add_argument("--" + name, dest=name, action=action, default=None, help=argparse.SUPPRESS)
