@@ -62,3 +62,10 @@ bench: $(STAMP)
 # BENCH_ARGS=--quick for a smoke run)
 bench-torchserve: $(STAMP)
 	benchmarks/torchserve/run.sh $(BENCH_ARGS)
+
+# Soak run (about 4 min; not part of `make test`): a 2-worker server under mixed load over
+# every protocol, live model changes and worker kills, then a kill -9 of its supervisor;
+# see benchmarks/soak/README.md. SOAK_ARGS="--seconds 600" runs longer.
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak/soak.py $(SOAK_ARGS)
