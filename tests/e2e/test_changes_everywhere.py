@@ -112,3 +112,50 @@ def test_user_metrics_folder_is_kept(tmp_path: Path, served: ServerProcess) -> N
     with ServerProcess(["serve", str(repo)], workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as proc:
         assert requests.post(f"{proc.url}/v2/models/iris/infer", json=V2_BODY, timeout=30).status_code == 200
     assert folder.is_dir() and any(folder.iterdir())
+
+
+def test_a_worker_killed_while_a_change_waits_for_it_does_not_take_the_server_down(
+    served: ServerProcess,
+) -> None:
+    """The relayed change sits unread in the stopped worker's socket; killing it
+    resets that socket under the supervisor, which must carry on."""
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    assert served.proc is not None
+    supervisor = served.proc.pid
+    workers = sorted(int(p) for p in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split())
+    stopped = workers[1]
+    os.kill(stopped, signal.SIGSTOP)
+    answers: list[int] = []
+
+    def unload() -> None:
+        for _ in range(10):  # a connection that lands on the stopped worker fails once it is killed
+            try:
+                answers.append(requests.post(f"{served.url}/v2/repository/models/iris/unload",
+                                             headers=FRESH, timeout=60).status_code)
+                return
+            except requests.ConnectionError:
+                continue
+
+    thread = threading.Thread(target=unload)
+    thread.start()
+    time.sleep(1.0)
+    os.kill(stopped, signal.SIGKILL)
+    thread.join()
+    assert answers == [200]
+    # the supervisor lives and replaces the worker; the replacement replays the unload
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        if len(now) == 2 and str(stopped) not in now:
+            break
+        time.sleep(0.1)
+    assert served.proc.poll() is None
+    assert infer_statuses(served.url) == [404] * CALLS
+    loaded = requests.post(f"{served.url}/v2/repository/models/iris/load", headers=FRESH, timeout=60)
+    assert loaded.status_code == 200, loaded.text
+    assert infer_statuses(served.url) == [200] * CALLS

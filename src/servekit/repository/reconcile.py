@@ -50,10 +50,13 @@ class Reconciler:
         await self.relabel(labels)
         await self.registry.apply(desired, retry_failed=False)
 
-    async def relabel(self, labels: dict[str, dict[str, str]]) -> None:
-        """Set each model's labels; a label may only name a ready version unless allowed."""
+    async def relabel(self, labels: dict[str, dict[str, str]], only: set[str] | None = None) -> None:
+        """Set each model's labels (of the models in ``only``, if given); a label
+        may only name a ready version unless allowed."""
         registry = self.registry
         for name in registry.names():
+            if only is not None and name not in only:
+                continue
             current = registry.labels(name)
             result: dict[str, str] = {}
             for label, version in labels.get(name, {}).items():
@@ -84,10 +87,10 @@ def desired_state(sources: ModelSources) -> dict[str, Any]:
     """What the sources want now (versions with their settings, labels), as the
     arguments of a :data:`SYNC` change: every worker applies exactly this, so
     a version folder that worker 0 saw settle is loaded everywhere."""
-    desired = sources.wanted()
+    desired = sources.read()
     return {
         "desired": [s.model_dump(mode="json") for s in desired],
-        "labels": sources.labels(desired),
+        "labels": sources.read_labels(desired),
     }
 
 
@@ -95,7 +98,9 @@ async def poll(ctx: ServerContext, interval: float) -> None:
     """Re-read the sources every ``interval`` seconds; when what they want
     changed (a version folder appeared or went, a config file changed), make
     one change that every worker applies. Only worker 0 polls."""
-    last = desired_state(ctx.sources)
+    # None: the first pass always sends what it reads, so a worker 0 that
+    # replaces a dead one tells the others of a change the dead one never sent
+    last: dict[str, Any] | None = None
     while True:
         await asyncio.sleep(interval)
         try:
@@ -157,7 +162,7 @@ async def apply_load(ctx: ServerContext, change: Change) -> None:
     failed = [m for m in loaded if not m.ready]
     if failed:
         raise ModelLoadError(f"model {name!r} failed to load: {failed[0].reason}")
-    await reconciler(ctx).relabel(ctx.sources.labels(ctx.sources.wanted()))
+    await reconciler(ctx).relabel(ctx.sources.labels(found), only={name})
 
 
 async def apply_unload(ctx: ServerContext, change: Change) -> None:
@@ -171,8 +176,11 @@ async def apply_sync(ctx: ServerContext, change: Change) -> None:
     rows, labels = change.args.get("desired"), change.args.get("labels")
     if not isinstance(rows, list) or not isinstance(labels, dict):
         raise InvalidInput(f"change {SYNC} needs the desired versions and labels")
-    desired = [ModelSettings.model_validate(row) for row in rows]
-    await reconciler(ctx).run(desired, {str(k): dict(v) for k, v in labels.items()})
+    ctx.sources.pin(
+        [ModelSettings.model_validate(row) for row in rows],
+        {str(k): {str(a): str(b) for a, b in dict(v).items()} for k, v in labels.items()},
+    )
+    await reconciler(ctx).run()
 
 
 SKIN = Skin(

@@ -34,6 +34,8 @@ class ModelSources:
         # what a front keeps with the sources, by the front's name (its model
         # store, its config): made before the workers fork, so each starts from it
         self.fronts: dict[str, Any] = {}
+        # the desired state and labels a sync change carried (see pin())
+        self.pinned: tuple[list[ModelSettings], dict[str, dict[str, str]]] | None = None
 
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)
@@ -47,7 +49,13 @@ class ModelSources:
         self.label_providers.append(provider)
 
     def labels(self, desired: list[ModelSettings]) -> dict[str, dict[str, str]]:
-        """Labels per model: ``version_labels`` of the settings, then label providers."""
+        """Labels per model: the pinned ones, else ``version_labels`` of the
+        settings, then label providers."""
+        if self.pinned is not None:
+            return {name: dict(v) for name, v in self.pinned[1].items()}
+        return self.read_labels(desired)
+
+    def read_labels(self, desired: list[ModelSettings]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         for settings in desired:
             if settings.version_labels:
@@ -61,7 +69,23 @@ class ModelSources:
         """Seconds between re-reads of the sources; 0 when nothing asks for polling."""
         return min((s for s in self.poll_seconds if s > 0), default=0.0)
 
+    def pin(self, desired: list[ModelSettings], labels: dict[str, dict[str, str]]) -> None:
+        """Serve this desired state (what the last ``repository.sync`` change
+        carried) instead of reading the providers: with several workers only
+        worker 0 reads them, and every worker applies what it read."""
+        self.pinned = (list(desired), {name: dict(v) for name, v in labels.items()})
+
+    def unpin(self) -> None:
+        """Read the providers again (a source was replaced, e.g. a TF Serving config reload)."""
+        self.pinned = None
+
     def desired(self) -> list[ModelSettings]:
+        """The pinned desired state if there is one, else :meth:`read`."""
+        if self.pinned is not None:
+            return list(self.pinned[0])
+        return self.read()
+
+    def read(self) -> list[ModelSettings]:
         """Union of all providers; a provider that fails keeps its error in the log."""
         out: list[ModelSettings] = []
         seen: set[tuple[str, str]] = set()

@@ -35,8 +35,8 @@ from servekit.server.lifecycle import Change, ChangeFailed, ChangeHandler, Serve
 
 log = logging.getLogger("servekit.server")
 
-# kinds of change that carry a whole state: of a run of them the journal keeps the last
-COLLAPSIBLE = frozenset({"repository.sync"})
+# kinds of change that carry a whole state: the journal keeps only the newest of each
+SUPERSEDING = frozenset({"repository.sync", "tfserving.config"})
 
 
 def worker_count(settings: ServerSettings) -> int:
@@ -461,7 +461,10 @@ class Supervisor:
             for key, _ in selector.select(timeout=0.2):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
-                data = sock.recv(1 << 20)
+                try:
+                    data = sock.recv(1 << 20)
+                except OSError:  # a worker killed with unread lines resets its socket
+                    data = b""
                 if not data:
                     selector.unregister(sock)
                     continue
@@ -494,10 +497,9 @@ class Supervisor:
             except ServekitError as exc:
                 log.error("Ignoring a malformed change from a worker: %s", exc.message)
                 return
-            if self.journal and change.kind in COLLAPSIBLE and Change.decode(self.journal[-1]).kind == change.kind:
-                self.journal[-1] = rest  # it carries the whole state: the newest is enough
-            else:
-                self.journal.append(rest)
+            if change.kind in SUPERSEDING:  # it carries the whole state: the newest is enough
+                self.journal = [line for line in self.journal if Change.decode(line).kind != change.kind]
+            self.journal.append(rest)
             others = {control for _, control in self.children.values() if control is not source}
             pending = self.pending[change.id] = _Pending(source, set())
             for control in others:

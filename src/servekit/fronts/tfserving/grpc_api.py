@@ -235,6 +235,7 @@ async def apply_reload(ctx: ServerContext, change: Change) -> None:
         raise InvalidInput(f"change {RELOAD} needs the config")
     source, entries = _entries(ctx, base64.b64decode(encoded))
     source.replace(entries)
+    ctx.sources.unpin()  # what this config says replaces what the last sync carried
     reconciler = Reconciler(
         ctx.registry,
         ctx.sources,
