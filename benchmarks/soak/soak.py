@@ -833,6 +833,8 @@ def judge(record: Record, timeline: Timeline, grace: float) -> str | None:
             status.startswith(("other:", "grpc-")):
         why = f"{status} {detail[:80]}".strip()
         return f"lost: {why}"
+    if status == "503" and "LOADING" in detail:
+        return None  # a model whose only version is still loading is "not ready" (V2, Triton): 503
     if status.startswith("5"):
         return f"{status} {detail[:100]}".strip()
     if proto.startswith("repo-"):
