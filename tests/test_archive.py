@@ -3,6 +3,7 @@ the real torch-model-archiver open; unpacking refuses escaping members."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -122,3 +123,92 @@ def test_tgz_and_folder_formats_open(tmp_path: Path) -> None:
     assert manifest.model_name == "demo"
     folder, manifest = open_archive(tmp_path / "no-archive" / "demo")
     assert (folder / "handler.py").is_file() and manifest.handler == "handler.py"
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_archives_with_too_many_members_are_refused(tmp_path: Path, kind: str) -> None:
+    bad = tmp_path / ("many.mar" if kind == "zip" else "many.tar.gz")
+    manifest = b'{"model": {"modelName": "x", "handler": "h.py"}}'
+    if kind == "zip":
+        with zipfile.ZipFile(bad, "w") as archive:
+            archive.writestr("MAR-INF/MANIFEST.json", manifest)
+            for i in range(50):
+                archive.writestr(f"{i}.txt", "")
+    else:
+        with tarfile.open(bad, "w:gz") as tar:
+            for i, name in enumerate(["MAR-INF/MANIFEST.json", *(f"{i}.txt" for i in range(50))]):
+                info = tarfile.TarInfo(name)
+                data = manifest if i == 0 else b""
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(ModelLoadError, match="more than 20 members"):
+        safe_unpack(bad, target, max_members=20)
+    assert list(target.iterdir()) == []  # refused before anything was written
+    safe_unpack(bad, target, max_members=51)
+    assert len(list(target.glob("*.txt"))) == 50
+
+
+def test_an_unpacked_archive_is_reused_only_while_its_files_are_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVEKIT_ARCHIVE_CACHE", str(tmp_path / "cache"))
+    make_files(tmp_path)
+    main(["archive", "--model-name", "demo", "--handler", str(tmp_path / "handler.py"),
+          "--export-path", str(tmp_path)])
+    folder, _ = open_archive(tmp_path / "demo.mar")
+    assert oct((tmp_path / "cache").stat().st_mode & 0o777) == "0o700"
+    assert folder.name.endswith(hashlib.sha256((tmp_path / "demo.mar").read_bytes()).hexdigest())
+    stamp = (folder / "handler.py").stat().st_mtime_ns
+    assert open_archive(tmp_path / "demo.mar")[0] == folder
+    assert (folder / "handler.py").stat().st_mtime_ns == stamp  # reused, not unpacked again
+    (folder / "handler.py").write_text("import os\n")
+    (folder / "extra.py").write_text("import os\n")
+    again, _ = open_archive(tmp_path / "demo.mar")
+    assert again == folder and not (folder / "extra.py").exists()
+    assert (folder / "handler.py").read_text() == (tmp_path / "handler.py").read_text()
+
+
+@pytest.mark.parametrize("spec", [
+    "/tmp/evil.py", "../evil.py", "a/../../evil.py", "builtins:print", "os", "handler.py:__init__",
+    "handler.py:a.b", "ts.torch_handler.unknown", "C:\\evil.py", "", "image_classifier:handle",
+])
+def test_handler_specs_outside_the_archive_are_refused(tmp_path: Path, spec: str) -> None:
+    from servekit.errors import InvalidInput
+    from servekit.torch_handler.spec import check_handler
+
+    model = tmp_path / "model"
+    (model / "a").mkdir(parents=True)
+    (model / "handler.py").write_text("def handle(data, context):\n    return data\n")
+    (tmp_path / "evil.py").write_text("raise SystemExit('owned')\n")
+    with pytest.raises(InvalidInput, match="handler"):
+        check_handler(spec.replace("/tmp/evil.py", str(tmp_path / "evil.py")), model)
+
+
+@pytest.mark.parametrize(("spec", "builtin", "file"), [
+    ("handler.py", None, "handler.py"), ("handler", None, "handler.py"), ("handler.py:handle", None, "handler.py"),
+    ("image_classifier", "image_classifier", None), ("ts.torch_handler.base_handler", "base_handler", None),
+    ("servekit.torch_handler.vision_handler", "vision_handler", None), ("sub/inner.py", None, "sub/inner.py"),
+    ("sub.inner", None, "sub/inner.py"), ("base_handler.py", "base_handler", None),
+])
+def test_handler_specs_inside_the_archive_are_accepted(tmp_path: Path, spec: str, builtin: str | None,
+                                                       file: str | None) -> None:
+    from servekit.torch_handler.spec import check_handler
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "handler.py").write_text("")
+    (tmp_path / "sub" / "inner.py").write_text("")
+    parsed = check_handler(spec, tmp_path)
+    assert parsed.builtin == builtin
+    found = parsed.path_in(tmp_path)
+    assert (found.relative_to(tmp_path.resolve()).as_posix() if found else None) == file
+
+
+def test_manifest_files_must_stay_inside_the_archive(tmp_path: Path) -> None:
+    from servekit.torch_handler.spec import file_inside
+
+    assert file_inside(tmp_path, "weights.pt", "serializedFile") == tmp_path.resolve() / "weights.pt"
+    for name in ("/etc/passwd", "../x.py", "a/../../x.py"):
+        with pytest.raises(ModelLoadError, match="inside the model archive"):
+            file_inside(tmp_path, name, "modelFile")

@@ -77,10 +77,13 @@ class Manifest:
         path = folder / MANIFEST_PATH
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot read {MANIFEST_PATH} in {folder}: {exc}") from None
+        except OSError as exc:
+            # the folder's own name only: its path is the server's business, not the client's
+            raise ModelLoadError(f"cannot read {MANIFEST_PATH} in {folder.name}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ModelLoadError(f"{MANIFEST_PATH} in {folder.name} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise ModelLoadError(f"{MANIFEST_PATH} in {folder} is not a JSON object")
+            raise ModelLoadError(f"{MANIFEST_PATH} in {folder.name} is not a JSON object")
         return cls.from_dict(data)
 
 

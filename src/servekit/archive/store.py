@@ -5,19 +5,31 @@ state for the registry, with the worker count and batching of each.
 Registration is safe by default: a location must be a file directly in the
 model store, unless it matches one of the ``allowed_urls`` patterns; ``..``,
 absolute paths and ``file://`` outside the store are refused before any
-pattern is consulted.
+pattern is consulted. A download follows a redirect only to a URL the
+patterns allow too, and is bounded in time (``SERVEKIT_DOWNLOAD_TIMEOUT``
+seconds for the whole transfer, 600 by default) and size
+(``SERVEKIT_MAX_DOWNLOAD_BYTES``, 4 GiB). Resolving and downloading block:
+the management API runs them in a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
 import os
 import re
 import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from servekit.archive.reader import is_archive, open_archive
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
@@ -28,6 +40,10 @@ log = logging.getLogger("servekit.archive")
 
 DEFAULT_VERSION = "1.0"
 MAX_DOWNLOAD_BYTES = 4 * 1024**3
+DOWNLOAD_TIMEOUT = 600.0  # seconds for a whole download
+# until ServerSettings has fields for them: the environment can lower (or raise) the bounds
+DOWNLOAD_TIMEOUT_ENV = "SERVEKIT_DOWNLOAD_TIMEOUT"
+MAX_DOWNLOAD_BYTES_ENV = "SERVEKIT_MAX_DOWNLOAD_BYTES"
 
 
 @dataclass
@@ -60,6 +76,8 @@ class ModelStore:
     # the stamp of the last TorchServe change applied to each part of the state
     # (see protocols.torchserve_changes): a change relayed late leaves that part alone
     stamps: dict[tuple[str, str, str], Stamp] = field(default_factory=dict)
+    download_timeout: float = DOWNLOAD_TIMEOUT
+    max_download_bytes: int = MAX_DOWNLOAD_BYTES
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> ModelStore:
@@ -71,7 +89,9 @@ class ModelStore:
             except re.error as exc:
                 raise ConfigError(f"allowed_urls pattern {pattern!r} is not a valid regex: {exc}") from None
         startup = [parse_model_spec(s) for s in split_list(settings.load_models)]
-        return cls(root, patterns, startup, max(0, settings.default_workers_per_model))
+        return cls(root, patterns, startup, max(0, settings.default_workers_per_model),
+                   download_timeout=_env_number(DOWNLOAD_TIMEOUT_ENV, DOWNLOAD_TIMEOUT),
+                   max_download_bytes=int(_env_number(MAX_DOWNLOAD_BYTES_ENV, MAX_DOWNLOAD_BYTES)))
 
     # -- desired state ------------------------------------------------------
     def desired(self) -> list[ModelSettings]:
@@ -178,7 +198,12 @@ class ModelStore:
             )
 
     def fetch(self, url: str) -> Path:
-        """Download an allowed URL into the model store (or reuse it)."""
+        """Download an allowed URL into the model store (or reuse it).
+
+        Blocking: call it from a thread, not the event loop. Every redirect
+        hop and the final URL must match ``allowed_urls`` too; the download
+        is bounded in time (``download_timeout``, over the whole transfer, so
+        a server dripping bytes cannot hold it) and in size."""
         if self.root is None:
             raise InvalidInput("downloading archives needs a model store (--model-store DIR)")
         name = Path(urllib.parse.urlsplit(url).path).name
@@ -187,21 +212,148 @@ class ModelStore:
         target = self.root / name
         if target.exists():
             return target
-        partial = target.with_name(f".{name}.{os.getpid()}.part")
+        deadline = _Deadline(self.download_timeout)
+        opener = urllib.request.build_opener(
+            _CheckedRedirects(self), _HTTPHandler(deadline), _HTTPSHandler(deadline)
+        )
+        fd, partial_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=self.root)
+        partial = Path(partial_name)
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+            with deadline, os.fdopen(fd, "wb") as out, opener.open(url, timeout=60) as response:
+                final = response.geturl()
+                if final != url:
+                    self.check_allowed(final)
+                declared = response.headers.get("Content-Length")
+                length = int(declared) if declared and declared.isdigit() else None
+                if length is not None and length > self.max_download_bytes:
+                    raise InvalidInput(f"{url} is larger than {self.max_download_bytes} bytes; refused")
                 copied = 0
-                while chunk := response.read(1 << 20):
+                while chunk := response.read1(1 << 16):
                     copied += len(chunk)
-                    if copied > MAX_DOWNLOAD_BYTES:
-                        raise InvalidInput(f"{url} is larger than {MAX_DOWNLOAD_BYTES} bytes")
+                    if copied > self.max_download_bytes:
+                        raise InvalidInput(f"{url} is larger than {self.max_download_bytes} bytes; refused")
                     out.write(chunk)
+                if deadline.expired:
+                    raise TimeoutError(url)
+                if length is not None and copied != length:
+                    raise http.client.IncompleteRead(b"", length - copied)
             shutil.move(partial, target)
-        except OSError as exc:
-            raise InvalidInput(f"cannot download {url}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            if deadline.expired:
+                raise InvalidInput(_too_slow(url, self.download_timeout)) from None
+            raise InvalidInput(f"cannot download {url}: {_reason(exc)}") from None
         finally:
             partial.unlink(missing_ok=True)
         return target
+
+
+class _Deadline:
+    """The whole download's time limit: when it passes, the connections it
+    tracks are shut down, which ends any read blocked on them (a server
+    dripping a byte at a time never trips a per-read timeout)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        deadline = self.deadline
+
+        class Connection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                deadline.track(self.sock)
+
+        return self.do_open(Connection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        self.context = ssl.create_default_context()
+        super().__init__(context=self.context)
+        self.deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        deadline = self.deadline
+
+        class Connection(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                deadline.track(self.sock)
+
+        return self.do_open(Connection, req, context=self.context)
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL ``allowed_urls`` allows (checked before
+    it is requested), and at most a few times."""
+
+    max_redirections = 5
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
+        absolute = urllib.parse.urljoin(req.full_url, newurl)
+        try:
+            self.store.check_allowed(absolute)
+        except Forbidden as exc:
+            fp.close()
+            raise Forbidden(f"{req.full_url} redirects to a URL that is not allowed: {exc.message}") from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _too_slow(url: str, seconds: float) -> str:
+    return (f"downloading {url} took longer than {seconds:g} s; refused (servekit bounds a download's "
+            f"time: {DOWNLOAD_TIMEOUT_ENV})")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the server closed the connection before the whole archive arrived"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc) or type(exc).__name__
 
 
 # requests run in one thread hand-off when a model's batch size is 1
@@ -234,6 +386,19 @@ def parse_model_spec(spec: str) -> tuple[str | None, str]:
     if sep and name and "/" not in name and "://" not in name:
         return name.strip(), location.strip()
     return None, spec.strip()
+
+
+def _env_number(key: str, default: float) -> float:
+    raw = os.environ.get(key)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} must be a positive number") from None
+    if not value > 0:
+        raise ConfigError(f"{key}={raw!r} must be a positive number")
+    return value
 
 
 def split_list(value: str | None) -> list[str]:

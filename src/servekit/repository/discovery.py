@@ -2,18 +2,25 @@
 folders that hold only a model file (no settings file needed), and base paths
 whose integer-named subfolders are versions (TF Serving's layout, with or
 without a ``model-settings.json`` holding ``version_policy``/``version_labels``).
+
+A model must live inside the repository: one whose ``parameters.uri``
+resolves outside the root (``../..``, an absolute path elsewhere, a link
+leading out) is not loaded; it is listed as unavailable with the reason.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from servekit.config import ModelParameters, ModelSettings, load_model_settings
-from servekit.errors import ConfigError
+from servekit.errors import ConfigError, ModelLoadError
 from servekit.repository.base_path import VersionWatcher, is_base_path, versioned_settings
 from servekit.runtimes import model_files
+from servekit.runtimes.base import Runtime
 
 log = logging.getLogger("servekit.repository")
 
@@ -60,7 +67,108 @@ def discover(
         inferred = _settings_from_model_file(path)
         if inferred is not None:
             found.append(inferred)
-    return found
+    return [_confined(settings, root) for settings in found]
+
+
+# -- models must stay inside the repository ----------------------------------------
+REFUSED = f"{__name__}.RefusedModel"  # the implementation of a model that is not loaded
+_REPORTED: set[tuple[str, str | None, str | None]] = set()
+
+
+class RefusedModel(Runtime):
+    """Stands in for a model discovery refused: loading it fails with the
+    reason, so the repository index lists the model as unavailable and why."""
+
+    def load(self) -> None:
+        raise ModelLoadError(str(self.settings.parameters.extra.get("refused") or "refused"))
+
+
+def outside_reason(settings: ModelSettings, root: Path) -> str | None:
+    """Why ``settings`` reach outside the repository ``root``, or None."""
+    path = settings.resolved_uri()
+    if path is None:
+        return None
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        resolved = None
+    if resolved is not None and (resolved == root or root in resolved.parents):
+        return None
+    uri = settings.parameters.uri
+    shown = f" {uri!r}" if uri and not Path(uri).is_absolute() and not uri.startswith("file:") else ""
+    where = settings.source_dir and _relative(Path(settings.source_dir), root)
+    return (
+        f"parameters.uri{shown} of model {settings.name!r}"
+        + (f" (in {where})" if where else "")
+        + " resolves outside the model repository; a model's files must be inside the "
+        "repository folder - move or copy them there"
+    )
+
+
+def _confined(settings: ModelSettings, root: Path) -> ModelSettings:
+    reason = outside_reason(settings, root)
+    if reason is None:
+        return settings
+    key = (settings.name, settings.source_dir, settings.parameters.uri)
+    if key not in _REPORTED:  # once, not at every scan of the repository
+        _REPORTED.add(key)
+        log.error("Not loading model %r: %s (uri %s)", settings.name, reason, settings.parameters.uri)
+    parameters = settings.parameters.model_copy(
+        update={"uri": None, "extra": {"refused": reason}}
+    )
+    return settings.model_copy(update={"implementation": REFUSED, "parameters": parameters})
+
+
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        relative = path.resolve().relative_to(root)
+    except ValueError:
+        return None
+    return relative.as_posix() if relative.parts else "."
+
+
+# -- reasons shown to clients ---------------------------------------------------------
+MAX_REASON = 500
+_TRACEBACK = "Traceback (most recent call last)"
+_PATH_CHARS = r"[^\s'\"`,;()<>\[\]{}]"
+_ABSOLUTE_PATH = re.compile(rf"(?<![\w.~:/…-])/{_PATH_CHARS}+")
+_CLIMBING_PATH = re.compile(rf"(?<![\w.~/-])(?:\.\./)+{_PATH_CHARS}*")  # ../../x: out of wherever it was
+_LOAD_KEY = re.compile(r"(invalid load key),\s*'[^']{1,8}'")
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def public_reason(message: str, roots: Iterable[str | Path | None] = ()) -> str:
+    """A load failure's message as clients may see it: one line, no traceback,
+    no absolute path outside ``roots`` (a path inside one is shown relative to
+    it, any other by its last part only), no bytes of a file, bounded length."""
+    text = str(message)
+    if _TRACEBACK in text:
+        head, _, tail = text.partition(_TRACEBACK)
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        text = f"{head.strip()} {last}".strip()
+    text = " ".join(text.split())
+    bases = [Path(r).resolve() for r in roots if r]
+    text = _CLIMBING_PATH.sub(lambda m: _shown_path("/" + m.group(0).replace("../", ""), []), text)
+    text = _ABSOLUTE_PATH.sub(lambda m: _shown_path(m.group(0), bases), text)
+    text = _LOAD_KEY.sub(r"\1", text)
+    text = _UNPRINTABLE.sub("?", text)
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+def _shown_path(raw: str, roots: list[Path]) -> str:
+    trailing = ""
+    while raw and raw[-1] in ".:":  # the end of a sentence, not of the path
+        raw, trailing = raw[:-1], raw[-1] + trailing
+    path = Path(raw)
+    for root in roots:
+        try:
+            relative = path.relative_to(root)
+        except ValueError:
+            continue
+        return (relative.as_posix() if relative.parts else ".") + trailing
+    return (f"…/{path.name}" if path.name else "…") + trailing
+
 
 
 def _versions_have_settings(folder: Path) -> bool:

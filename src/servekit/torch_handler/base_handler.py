@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from servekit.errors import InvalidInput, ModelLoadError
+from servekit.torch_handler.spec import file_inside
 
 log = logging.getLogger("servekit.torch_handler")
 
@@ -59,9 +59,10 @@ class BaseHandler:
         serialized = model_info.get("serializedFile")
         if not serialized:
             raise ModelLoadError("the manifest names no serializedFile for BaseHandler to load")
-        self.model_pt_path = os.path.join(model_dir, serialized)
+        self.model_pt_path = str(file_inside(model_dir, serialized, "serializedFile"))
         model_file = model_info.get("modelFile")
         if model_file:
+            file_inside(model_dir, model_file, "modelFile")
             self.model = self._load_pickled_model(model_dir, model_file, self.model_pt_path)
         else:
             self.model = self._load_torchscript_model(self.model_pt_path)
@@ -78,7 +79,7 @@ class BaseHandler:
         return load_module(
             Path(model_pt_path),
             {"init_kwargs": self.model_yaml_config.get("model_init_kwargs") or {}},
-            model_file=Path(model_dir) / model_file,
+            model_file=file_inside(model_dir, model_file, "modelFile"),
         )
 
     def _load_torchscript_model(self, model_pt_path: str) -> Any:

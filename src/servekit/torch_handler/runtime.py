@@ -37,11 +37,13 @@ import orjson
 from servekit.archive.manifest import Manifest
 from servekit.archive.reader import is_archive, open_archive
 from servekit.errors import InvalidInput, ModelLoadError, ServekitError
+from servekit.repository.discovery import public_reason
 from servekit.runtimes.base import Runtime
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor, TensorSpec
 from servekit.torch_handler import BUILTIN_HANDLERS
 from servekit.torch_handler.compat import alias_ts_package
 from servekit.torch_handler.context import Context, RequestInfo
+from servekit.torch_handler.spec import check_handler, file_inside
 
 log = logging.getLogger("servekit.torch_handler")
 
@@ -80,9 +82,9 @@ class HandlerRuntime(Runtime):
         except ServekitError:
             raise
         except Exception as exc:
-            raise ModelLoadError(
-                f"handler {spec!r} failed to initialize: {type(exc).__name__}: {exc}"
-            ) from exc
+            log.warning("Handler %r of model %r failed to initialize", spec, self.name, exc_info=True)
+            detail = public_reason(f"{type(exc).__name__}: {exc}", [self.model_dir])
+            raise ModelLoadError(f"handler {spec!r} failed to initialize: {detail}") from None
         self.entry = entry
         set_torch_threads(extra.get("threads"))
         self.ready = True
@@ -192,23 +194,28 @@ def encode_result(result: Any) -> tuple[bytes, str]:
 
 def resolve_handler(spec: str, model_dir: Path) -> tuple[Entry, Callable[[Any], Any]]:
     """(entry point ``fn(data, context)``, initializer) for a manifest's handler:
-    a built-in name, ``file.py`` / ``module`` with one handler class or a
-    module-level ``handle``, or ``module:function``."""
+    a built-in name, or a ``.py`` file inside ``model_dir`` (``file.py``, or
+    the module name ``file``) with one handler class or a module-level
+    ``handle``, or ``file.py:function``. Anything else (a file elsewhere on
+    disk, an installed module such as ``builtins:print``) is refused."""
     alias_ts_package()
-    module_part, _, function = spec.partition(":")
-    name = module_part[:-3] if module_part.endswith(".py") else module_part
-    builtin = None
-    if name in BUILTIN_HANDLERS or name.startswith(("ts.torch_handler.", "servekit.torch_handler.")):
-        builtin = BUILTIN_HANDLERS.get(name.rsplit(".", 1)[-1])
-    if builtin is not None and not function and not (model_dir / f"{name}.py").is_file():
-        module_name, _, cls_name = builtin.partition(":")
+    try:
+        parsed = check_handler(spec, model_dir)
+    except InvalidInput as exc:
+        raise ModelLoadError(exc.message) from None
+    path = parsed.path_in(model_dir)
+    if path is None:  # a built-in handler, not shadowed by a file of the archive
+        module_name, _, cls_name = BUILTIN_HANDLERS[str(parsed.builtin)].partition(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
         return _instance_entry(cls())
-    module = _import_handler_module(name, model_dir)
+    from servekit.runtimes.torch import import_file
+
+    module = import_file(path)
+    function = parsed.function
     if function:
         fn = getattr(module, function, None)
         if not callable(fn):
-            raise ModelLoadError(f"handler module {name!r} has no function {function!r}")
+            raise ModelLoadError(f"handler file {parsed.file} has no function {function!r}")
         return fn, lambda context: fn(None, context)
     classes = [
         obj for _, obj in inspect.getmembers(module, inspect.isclass)
@@ -222,29 +229,13 @@ def resolve_handler(spec: str, model_dir: Path) -> tuple[Entry, Callable[[Any], 
     found = ", ".join(c.__name__ for c in classes) or "none"
     raise ModelLoadError(
         f"handler {spec!r} must define exactly one handler class or a handle(data, context) "
-        f"function (classes found: {found}); or name one as 'module:function'"
+        f"function (classes found: {found}); or name one as 'file.py:function'"
     )
 
 
 def _instance_entry(instance: Any) -> tuple[Entry, Callable[[Any], Any]]:
     initialize = getattr(instance, "initialize", None)
     return instance.handle, (initialize if callable(initialize) else (lambda context: None))
-
-
-def _import_handler_module(name: str, model_dir: Path) -> Any:
-    from servekit.runtimes.torch import import_file
-
-    path = model_dir / f"{name}.py"
-    if path.is_file():
-        return import_file(path)
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        known = ", ".join(BUILTIN_HANDLERS)
-        raise ModelLoadError(
-            f"handler {name!r} is neither a file in the archive nor an importable module "
-            f"nor a built-in handler ({known}): {exc}"
-        ) from exc
 
 
 def _manifest_from_settings(name: str, extra: dict[str, Any]) -> Manifest:
@@ -262,9 +253,12 @@ def _read_yaml(folder: Path, name: str | None) -> dict[str, Any]:
         return {}
     import yaml
 
+    path = file_inside(folder, name, "configFile")
     try:
-        data = yaml.safe_load((folder / name).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read the model config {name}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
         raise ModelLoadError(f"cannot read the model config {name}: {exc}") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"the model config {name} must be a YAML mapping")

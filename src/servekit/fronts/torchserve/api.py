@@ -17,13 +17,17 @@ as soon as they have loaded it too.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ipaddress
 import logging
 import os
+import quopri
 import time
 from collections.abc import Coroutine
-from email.parser import BytesParser
-from email.policy import HTTP
+from email.message import Message
+from email.utils import collapse_rfc2231_value
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,10 +49,12 @@ from servekit.errors import (
 from servekit.fronts.torchserve import changes
 from servekit.names import check_name, check_version
 from servekit.registry import ModelVersion, Registry
+from servekit.repository.discovery import public_reason
 from servekit.server.auth import require_token
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import MAIN, TORCHSERVE_MANAGEMENT, Mount, ServerContext, Skin
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+from servekit.torch_handler.spec import check_handler, parse_handler
 
 log = logging.getLogger("servekit.torchserve")
 
@@ -101,25 +107,25 @@ def torchserve_mode(settings: Any) -> bool:
 
 
 # -- request bodies -------------------------------------------------------------
+MAX_FORM_PARTS = 1000  # parts of one multipart body; more is refused (400)
+MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block
+
+
 def request_rows(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, Any]]:
     """(payload, meta) of one prediction request: the raw body as ``body``, or the
-    ``data`` field (else the first file) of a multipart form, other fields kept."""
+    ``data`` field (else the first file) of a multipart form, other fields kept.
+
+    A form is split with ``bytes.find`` (no line-by-line parsing; this runs on
+    the event loop) and may hold at most ``MAX_FORM_PARTS`` parts."""
     content_type = headers.get("content-type", "")
     meta: dict[str, Any] = {"headers": headers, "field": "body", "content_type": content_type}
     if not content_type.lower().startswith("multipart/form-data"):
         return body, meta
-    message = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
-    if not message.is_multipart():
-        raise InvalidInput("the multipart body could not be parsed; check its boundary")
     fields: dict[str, Any] = {}
     payload: tuple[str, bytes, str] | None = None
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        raw = part.get_payload(decode=True)
-        data = raw if isinstance(raw, bytes) else b""
-        name = str(name) if name else f"file{len(fields)}"
+    for part, content in _form_parts(bytes(body), _boundary(content_type)):
+        name = _param(part, "name") or f"file{len(fields)}"
+        data = _decoded(part, content)
         if payload is None and (name == "data" or part.get_filename()):
             payload = (name, data, part.get_content_type())
         elif payload is not None and payload[0] != "data" and name == "data":
@@ -131,6 +137,85 @@ def request_rows(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str,
         raise InvalidInput("the form has no 'data' field and no file; send the input as field 'data'")
     meta.update(field=payload[0], content_type=payload[2], fields=fields)
     return payload[1], meta
+
+
+def _boundary(content_type: str) -> bytes:
+    header = Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    text = collapse_rfc2231_value(boundary) if boundary else ""
+    if not text or len(text) > 200:
+        raise InvalidInput("the multipart body could not be parsed; its Content-Type has no boundary")
+    return text.encode("latin-1", "replace")
+
+
+def _form_parts(body: bytes, boundary: bytes) -> list[tuple[Message, bytes]]:
+    """The parts of a multipart body (RFC 2046): each its headers (as a
+    Message) and its content. At most MAX_FORM_PARTS."""
+    delimiter = b"--" + boundary
+    pos = 0 if body.startswith(delimiter) else body.find(b"\n" + delimiter) + 1
+    if pos == 0 and not body.startswith(delimiter):
+        raise InvalidInput("the multipart body could not be parsed; check its boundary")
+    parts: list[tuple[Message, bytes]] = []
+    while not body.startswith(b"--", pos + len(delimiter)):  # "--boundary--" closes the body
+        line_end = body.find(b"\n", pos + len(delimiter))
+        if line_end < 0:
+            break
+        start = line_end + 1
+        following = body.find(b"\n" + delimiter, start)
+        end = len(body) if following < 0 else following
+        if end > start and body[end - 1 : end] == b"\r":
+            end -= 1
+        if len(parts) == MAX_FORM_PARTS:
+            raise InvalidInput(
+                f"the multipart body has more than {MAX_FORM_PARTS} parts; send at most {MAX_FORM_PARTS}"
+            )
+        parts.append(_part(body, start, end))
+        if following < 0:
+            break  # no closing boundary: the rest was the last part
+        pos = following + 1
+    return parts
+
+
+def _part(body: bytes, start: int, end: int) -> tuple[Message, bytes]:
+    if body.startswith(b"\r\n", start) or body.startswith(b"\n", start):
+        head, content_start = b"", start + (2 if body[start] == 13 else 1)
+    else:
+        crlf, lf = body.find(b"\r\n\r\n", start, end), body.find(b"\n\n", start, end)
+        if crlf >= 0 and (lf < 0 or crlf <= lf):
+            head, content_start = body[start:crlf], crlf + 4
+        elif lf >= 0:
+            head, content_start = body[start:lf], lf + 2
+        else:
+            head, content_start = body[start:end], end
+    if len(head) > MAX_PART_HEADERS:
+        raise InvalidInput(f"a part of the multipart body has more than {MAX_PART_HEADERS} bytes of headers")
+    part = Message()
+    for line in head.decode("latin-1").replace("\r\n", "\n").replace("\n ", " ").replace("\n\t", " ").split("\n"):
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            part[key.strip()] = value.strip()
+    return part, body[content_start:end]
+
+
+def _param(part: Message, key: str) -> str | None:
+    value = part.get_param(key, header="content-disposition")
+    if not value:
+        return None
+    return collapse_rfc2231_value(value)
+
+
+def _decoded(part: Message, data: bytes) -> bytes:
+    """A part's content, undoing a Content-Transfer-Encoding (as email does)."""
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    try:
+        if encoding == "base64":
+            return base64.b64decode(data)
+        if encoding == "quoted-printable":
+            return quopri.decodestring(data)
+    except (binascii.Error, ValueError):
+        return data
+    return data
 
 
 def numeric_request(body: bytes) -> InferenceRequest:
@@ -259,19 +344,27 @@ def management_routes(ctx: ServerContext) -> list[Route]:
     async def register(request: Request) -> Response:
         guard(request)
         q = request.query
-        path = store.resolve(q.get("url", ""))
+        url = q.get("url", "")
         options = ModelOptions(
-            url=q.get("url", ""),
+            url=url,
             workers=_int(q, "initial_workers", 0, minimum=0, maximum=MAX_WORKERS),
             batch_size=_int(q, "batch_size", 1, minimum=1, maximum=MAX_BATCH_SIZE),
             max_batch_delay_ms=_int(q, "max_batch_delay", 100, minimum=0, maximum=MAX_BATCH_DELAY_MS),
             handler=q.get("handler") or None,
         )
+        requested = q.get("model_name") or None
+        requested_name = check_name(requested) if requested else None
+        if options.handler:
+            parse_handler(options.handler)  # its form, before anything is downloaded
+        # downloading and unpacking block: in a thread, so that this worker serves meanwhile
+        path = await asyncio.to_thread(store.resolve, url)
         try:
-            requested = q.get("model_name") or None
-            candidate = settings_for(path, check_name(requested) if requested else None, options)
+            candidate = await asyncio.to_thread(settings_for, path, requested_name, options)
         except ModelLoadError as exc:
             raise InvalidInput(f"Failed to open model archive {path.name}: {exc.message}") from None
+        folder = Path(candidate.source_dir or candidate.parameters.uri or ".")
+        if options.handler:
+            check_handler(options.handler, folder)  # a built-in one or a file of this archive
         name = check_name(candidate.name)
         version = check_version(candidate.parameters.version or "", "model version")
         if registry.has(name, version):
@@ -285,7 +378,8 @@ def management_routes(ctx: ServerContext) -> list[Route]:
                 store.remove(name, version)
                 if registry.has(name, version):
                     await registry.unload(name, version)
-                raise InvalidInput(f"Failed to load model {name!r} version {version}: {model.reason}")
+                reason = public_reason(model.reason, [folder, store.root])
+                raise InvalidInput(f"Failed to load model {name!r} version {version}: {reason}")
             current = registry.default_version(name)
             default = version if current is None else current
             # the other workers load it from the settings made here: no second download or unpacking

@@ -29,6 +29,7 @@ from servekit.config import ModelSettings
 from servekit.errors import InvalidInput, ModelLoadError
 from servekit.names import check_name, check_version
 from servekit.registry import Registry
+from servekit.repository.discovery import public_reason
 from servekit.server.lifecycle import Change, ServerContext
 
 log = logging.getLogger("servekit.torchserve")
@@ -109,7 +110,8 @@ async def apply(ctx: ServerContext, change: Change) -> None:
             if current is None or not current.ready or current.settings != settings:
                 model = await registry.load(settings)
                 if not model.ready:
-                    raise ModelLoadError(f"model {name!r} version {version} failed to load: {model.reason}")
+                    reason = public_reason(model.reason, [settings.source_dir, store.root])
+                    raise ModelLoadError(f"model {name!r} version {version} failed to load: {reason}")
         if _newest(store, ("default", name, ""), stamp):
             await _set_default(registry, store, name, args.get("default"))
     elif op == "scale":
