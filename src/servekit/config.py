@@ -63,6 +63,8 @@ class ServerSettings(BaseModel):
     management_port: int = 8081
     management_host: str = "127.0.0.1"
     allowed_urls: str | None = None  # comma-separated regexes for registration URLs
+    download_timeout: float = 600.0  # seconds for the whole download of a registered archive
+    max_download_bytes: int = 4 * 1024**3  # the largest archive a registration downloads
     disable_token_auth: bool = False
     default_workers_per_model: int = 1
     pid_file: str | None = None  # of a server started in the background (--start)

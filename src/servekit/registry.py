@@ -20,6 +20,7 @@ from servekit.batching import AdaptiveBatcher, ModelStats
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ModelNotFound, ModelNotReady, ServekitError
 from servekit.invoker import Invoker
+from servekit.repository.discovery import public_reason
 from servekit.runtimes import create_runtime
 from servekit.runtimes.base import Runtime
 from servekit.tensors import InferenceRequest, InferenceResponse, ModelMetadata
@@ -312,7 +313,8 @@ class Registry:
             message = exc.message if isinstance(exc, ServekitError) else f"{type(exc).__name__}: {exc}"
             model.state = ModelState.UNAVAILABLE
             entry.touch()
-            model.reason = message
+            # what clients see: one line, no traceback, no path outside the model's folder
+            model.reason = public_reason(message, [settings.source_dir, self.settings.model_repository_root])
             if previous is not None and previous.ready:
                 log.error("Could not reload %s (keeping the loaded one): %s", described(model), message)
             else:

@@ -41,9 +41,6 @@ log = logging.getLogger("servekit.archive")
 DEFAULT_VERSION = "1.0"
 MAX_DOWNLOAD_BYTES = 4 * 1024**3
 DOWNLOAD_TIMEOUT = 600.0  # seconds for a whole download
-# until ServerSettings has fields for them: the environment can lower (or raise) the bounds
-DOWNLOAD_TIMEOUT_ENV = "SERVEKIT_DOWNLOAD_TIMEOUT"
-MAX_DOWNLOAD_BYTES_ENV = "SERVEKIT_MAX_DOWNLOAD_BYTES"
 
 
 @dataclass
@@ -90,8 +87,8 @@ class ModelStore:
                 raise ConfigError(f"allowed_urls pattern {pattern!r} is not a valid regex: {exc}") from None
         startup = [parse_model_spec(s) for s in split_list(settings.load_models)]
         return cls(root, patterns, startup, max(0, settings.default_workers_per_model),
-                   download_timeout=_env_number(DOWNLOAD_TIMEOUT_ENV, DOWNLOAD_TIMEOUT),
-                   max_download_bytes=int(_env_number(MAX_DOWNLOAD_BYTES_ENV, MAX_DOWNLOAD_BYTES)))
+                   download_timeout=_positive(settings.download_timeout, "download_timeout"),
+                   max_download_bytes=int(_positive(settings.max_download_bytes, "max_download_bytes")))
 
     # -- desired state ------------------------------------------------------
     def desired(self) -> list[ModelSettings]:
@@ -341,7 +338,7 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
 def _too_slow(url: str, seconds: float) -> str:
     return (f"downloading {url} took longer than {seconds:g} s; refused (servekit bounds a download's "
-            f"time: {DOWNLOAD_TIMEOUT_ENV})")
+            "time: download_timeout / SERVEKIT_DOWNLOAD_TIMEOUT)")
 
 
 def _reason(exc: BaseException) -> str:
@@ -388,16 +385,9 @@ def parse_model_spec(spec: str) -> tuple[str | None, str]:
     return None, spec.strip()
 
 
-def _env_number(key: str, default: float) -> float:
-    raw = os.environ.get(key)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r} must be a positive number") from None
+def _positive(value: float, key: str) -> float:
     if not value > 0:
-        raise ConfigError(f"{key}={raw!r} must be a positive number")
+        raise ConfigError(f"{key}={value!r} must be a positive number")
     return value
 
 
