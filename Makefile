@@ -69,3 +69,11 @@ bench-torchserve: $(STAMP)
 .PHONY: soak
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak/soak.py $(SOAK_ARGS)
+
+# The fuzz tests of `make test` with many more examples: hypothesis-made bodies for
+# every decoder in process, and for every REST and gRPC surface of a real server
+# (FUZZ_EXAMPLES per test; about 10 min at 5000 on two cores)
+FUZZ_EXAMPLES ?= 5000
+.PHONY: fuzz
+fuzz: $(STAMP)
+	SERVEKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz_codecs.py tests/test_fuzz_e2e.py

@@ -32,6 +32,13 @@ DATATYPE_TO_DTYPE: dict[str, np.dtype[Any]] = {
     "BYTES": np.dtype(np.object_),
 }
 DATATYPES = tuple(DATATYPE_TO_DTYPE)
+
+#: The most dimensions a tensor may have: numpy's iterators (``.flat``, ``nditer``,
+#: most ufuncs) stop at 32 even where an array may have up to 64.
+MAX_DIMS = 32
+#: The largest product of a shape's non-zero dimensions: numpy refuses shapes whose
+#: elements times itemsize pass 2**63 even when another dimension is 0.
+MAX_ELEMENTS = 2**59
 _KIND_TO_DATATYPE = {dt.str: name for name, dt in DATATYPE_TO_DTYPE.items() if name != "BYTES"}
 
 
@@ -54,6 +61,45 @@ def dtype_of(datatype: str) -> np.dtype[Any]:
         raise InvalidInput(
             f"unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"
         ) from None
+
+
+def check_shape(shape: list[int], name: str) -> list[int]:
+    """``shape`` when a tensor can have it, else InvalidInput naming the input:
+    at most :data:`MAX_DIMS` dimensions, each >= 0, and (zeros aside) not
+    multiplying to more than :data:`MAX_ELEMENTS`."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(
+            f"input {name!r} has {len(shape)} dimensions; servekit takes tensors of at most "
+            f"{MAX_DIMS} dimensions"
+        )
+    size = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInput(f"input {name!r} has shape {shape}; every dimension must be >= 0")
+        if dim:
+            size *= dim
+    if size > MAX_ELEMENTS:
+        raise InvalidInput(
+            f"input {name!r} has shape {shape}, larger than any tensor can be (its non-zero "
+            f"dimensions multiply to more than 2**59); send the tensor's real shape"
+        )
+    return shape
+
+
+def nesting_depth(value: Any, name: str, limit: int = MAX_DIMS) -> int:
+    """How deeply lists nest in ``value`` (0 for a scalar), found level by level
+    without recursion; InvalidInput once it passes ``limit``."""
+    depth = 0
+    level = [value] if isinstance(value, list) else []
+    while level:
+        depth += 1
+        if depth > limit:
+            raise InvalidInput(
+                f"input {name!r} nests lists more than {limit} levels deep; a tensor has at "
+                f"most {limit} dimensions"
+            )
+        level = [item for items in level for item in items if isinstance(item, list)]
+    return depth
 
 
 def as_bytes_array(array: np.ndarray) -> np.ndarray:
@@ -84,6 +130,11 @@ class Tensor:
     def __post_init__(self) -> None:
         if not self.datatype:
             self.datatype = datatype_of(self.data)
+        if getattr(self.data, "ndim", 0) > MAX_DIMS:
+            raise InvalidInput(
+                f"tensor {self.name!r} has {self.data.ndim} dimensions; servekit takes tensors "
+                f"of at most {MAX_DIMS} dimensions"
+            )
 
     @property
     def shape(self) -> list[int]:
@@ -111,6 +162,15 @@ class InferenceRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     # time.monotonic() after which nobody waits for the answer (set by the data plane)
     deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.outputs is not None and len(self.outputs) > 1:
+            names = [o.name for o in self.outputs]
+            if len(set(names)) != len(names):
+                twice = ", ".join(repr(n) for n in sorted({n for n in names if names.count(n) > 1}))
+                raise InvalidInput(
+                    f"the request asks for output {twice} more than once; name each output once"
+                )
 
     def input(self, name: str) -> Tensor:
         for tensor in self.inputs:

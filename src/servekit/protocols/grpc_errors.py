@@ -33,14 +33,44 @@ def status_code(exc: ServekitError) -> grpc.StatusCode:
     return STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL)
 
 
+class MalformedMessage:
+    """What :func:`deserializer` hands a method for bytes that are not its
+    request message; :func:`rpc` answers it with INVALID_ARGUMENT."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def deserializer(message_class: Any) -> Callable[[bytes], Any]:
+    """A ``request_deserializer`` for a method decorated with :func:`rpc`: the
+    parsed message, or a :class:`MalformedMessage`. grpc.aio answers a
+    deserializer that raises with UNKNOWN; this way a corrupt request gets
+    INVALID_ARGUMENT and a message saying what is wrong."""
+    parse = message_class.FromString
+    full_name = message_class.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # protobuf's DecodeError, without importing its internals
+            return MalformedMessage(f"the request is not a valid {full_name} message: {exc}")
+
+    return deserialize
+
+
 def rpc(service: str) -> Callable[[Handler], Handler]:
     """Decorate an async servicer method: servekit errors end the call with their
     status and message, anything unexpected with INTERNAL (logged) rather than a
-    bare UNKNOWN."""
+    bare UNKNOWN, and a request :func:`deserializer` could not parse with
+    INVALID_ARGUMENT."""
 
     def decorate(method: Handler) -> Handler:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, MalformedMessage):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             try:
                 return await method(self, request, context)
             except ServekitError as exc:

@@ -19,12 +19,15 @@ import orjson
 from servekit.errors import InvalidInput, PayloadTooLarge
 from servekit.protocols import json_numbers
 from servekit.tensors import (
+    MAX_DIMS,
     InferenceRequest,
     InferenceResponse,
     RequestedOutput,
     Tensor,
     as_bytes_array,
+    check_shape,
     dtype_of,
+    nesting_depth,
 )
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -154,13 +157,22 @@ def request_from_dict(document: Any, binary: memoryview | None = None) -> Infere
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise InvalidInput("each entry of 'outputs' needs a string 'name'")
             outputs.append(RequestedOutput(entry["name"], _parameters(entry, "output")))
-    request_id = document.get("id")
     return InferenceRequest(
         inputs=tensors,
         outputs=outputs,
-        id=str(request_id) if request_id not in (None, "") else None,
+        id=_request_id(document.get("id")),
         parameters=_parameters(document, "request"),
     )
+
+
+def _request_id(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # lenient: a number is taken as its text
+    raise InvalidInput("'id' must be a string")
 
 
 def _parameters(entry: dict[str, Any], what: str) -> dict[str, Any]:
@@ -226,26 +238,32 @@ def _shape(value: Any, name: str) -> list[int]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
         raise InvalidInput(f"input {name!r} needs 'shape' as a list of non-negative integers")
-    return list(value)
+    return check_shape(list(value), name)
 
 
 def _from_json(raw: Any, datatype: str, name: str) -> np.ndarray:
     if datatype == "BYTES":
         if isinstance(raw, (str, bytes)):
             raw = [raw]
+        nesting_depth(raw, name)
         try:
             array = np.array(raw, dtype=object)
         except ValueError as exc:
             raise InvalidInput(f"input {name!r}: data is ragged ({exc})") from None
-        if array.dtype == object and any(isinstance(v, list) for v in array.flat):
-            raise InvalidInput(f"input {name!r}: nested lists must all have the same length")
+        for value in array.flat:
+            if isinstance(value, list):
+                raise InvalidInput(f"input {name!r}: nested lists must all have the same length")
+            if isinstance(value, dict):
+                raise InvalidInput(
+                    f"input {name!r} is BYTES: its data must be strings, not JSON objects"
+                )
         return as_bytes_array(array)
     if isinstance(raw, np.ndarray):  # parsed by json_numbers: already np.asarray's result
-        return raw
+        return _within_dims(raw, name)
     if not isinstance(raw, list):
         raw = [raw]
     try:
-        array = np.asarray(raw)
+        array = _within_dims(np.asarray(raw), name)
     except ValueError as exc:
         raise InvalidInput(f"input {name!r}: data is ragged or mixed ({exc})") from None
     if datatype == "UINT64" and array.dtype.kind in "fO" and _whole_numbers(array):
@@ -254,6 +272,15 @@ def _from_json(raw: Any, datatype: str, name: str) -> np.ndarray:
             array = np.array(raw, dtype=np.uint64)
         except (OverflowError, ValueError, TypeError):
             raise InvalidInput(f"input {name!r} has values outside the range of UINT64") from None
+    return array
+
+
+def _within_dims(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim > MAX_DIMS:
+        raise InvalidInput(
+            f"input {name!r}: data nests lists {array.ndim} levels deep; a tensor has at most "
+            f"{MAX_DIMS} dimensions (or send flat data with 'shape')"
+        )
     return array
 
 
@@ -271,6 +298,13 @@ def _cast(array: np.ndarray, dtype: np.dtype[Any], datatype: str, name: str) -> 
     kind = array.dtype.kind
     target = dtype.kind
     if array.size and kind not in _ACCEPTED_KINDS.get(target, ""):
+        if target in _INT_KINDS and kind == "f" and _beyond_int64(array):
+            # orjson reads integers past uint64 (and mixes of negatives with integers
+            # past int64) as floats: say what is wrong with them
+            info = np.iinfo(dtype)
+            raise InvalidInput(
+                f"input {name!r} has values outside the range of {datatype} ({info.min}…{info.max})"
+            )
         got = {"f": "fractional numbers", "U": "strings", "O": "mixed values or nulls", "b": "booleans"}
         raise InvalidInput(
             f"input {name!r} is declared {datatype} but its data holds "
@@ -282,7 +316,22 @@ def _cast(array: np.ndarray, dtype: np.dtype[Any], datatype: str, name: str) -> 
             raise InvalidInput(
                 f"input {name!r} has values outside the range of {datatype} ({info.min}…{info.max})"
             )
+    if target == "f" and array.size:
+        try:
+            with np.errstate(over="raise"):
+                return array.astype(dtype)
+        except FloatingPointError:
+            limit = float(np.finfo(dtype).max)
+            raise InvalidInput(
+                f"input {name!r} has values outside the range of {datatype} (±{limit:g}); "
+                "send smaller values or a wider 'datatype'"
+            ) from None
     return array.astype(dtype)
+
+
+def _beyond_int64(array: np.ndarray) -> bool:
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(np.abs(array) >= 2.0**63))
 
 
 def tensor_from_bytes(

@@ -23,7 +23,7 @@ from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, Servekit
 from servekit.names import check_name
 from servekit.protocols import v2_operations
 from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
-from servekit.protocols.grpc_errors import rpc, status_code
+from servekit.protocols.grpc_errors import deserializer, rpc, status_code
 from servekit.protocols.v2_grpc_codec import (
     decode_request,
     encode_response,
@@ -303,7 +303,7 @@ def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) 
         }[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = kind(
             getattr(servicer, method.name),
-            request_deserializer=None if raw else request_class.FromString,
+            request_deserializer=None if raw else deserializer(request_class),
             response_serializer=None if raw else response_class.SerializeToString,
         )
     server.add_registered_method_handlers(SERVICE, handlers)

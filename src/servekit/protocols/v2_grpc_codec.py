@@ -30,6 +30,7 @@ from servekit.tensors import (
     RequestedOutput,
     Tensor,
     as_bytes_array,
+    check_shape,
     dtype_of,
 )
 
@@ -154,9 +155,7 @@ def decode_request(
         if not datatype:
             raise InvalidInput(f"input {name!r} needs a datatype such as FP32, INT64 or BYTES")
         dtype = dtype_of(datatype)
-        shape = list(entry.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(f"input {name!r} has shape {shape}; dimensions must be >= 0")
+        shape = check_shape(list(entry.shape), name)
         count = math.prod(shape)
         parameters = parameters_from_proto(entry.parameters)
         if raw:

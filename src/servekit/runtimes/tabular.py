@@ -8,6 +8,7 @@ a request without ``outputs`` gets the default method, ``predict`` unless
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,10 +80,17 @@ class TabularRuntime(Runtime):
     def features(self, request: InferenceRequest) -> np.ndarray:
         if not request.inputs:
             raise InvalidInput("the request has no inputs; send one 2-D tensor of features")
+        for tensor in request.inputs:
+            if tensor.data.ndim == 0:
+                width = self.n_features if self.n_features is not None else "features"
+                raise InvalidInput(
+                    f"input {tensor.name!r} has shape [] (one scalar); model {self.name!r} takes "
+                    f"rows of features: send shape [rows, {width}]"
+                )
         if len(request.inputs) == 1:
             data = request.inputs[0].data
         else:
-            columns = [t.data.reshape(t.data.shape[0], -1) for t in request.inputs]
+            columns = [_rows(t.data) for t in request.inputs]
             if len({c.shape[0] for c in columns}) != 1:
                 raise InvalidInput("all inputs must have the same number of rows to form a table")
             data = np.concatenate(columns, axis=1)
@@ -93,7 +101,7 @@ class TabularRuntime(Runtime):
             one_row = self.n_features is not None and data.shape[0] == self.n_features
             data = data.reshape(1, -1) if one_row else data.reshape(-1, 1)
         elif data.ndim > 2:
-            data = data.reshape(data.shape[0], -1)
+            data = _rows(data)
         if self.n_features is not None and data.shape[1] != self.n_features:
             raise InvalidInput(
                 f"model {self.name!r} expects {self.n_features} features per row, "
@@ -141,6 +149,12 @@ class TabularRuntime(Runtime):
                 "differ - retrain or pin %s==%s",
                 self.name, framework, saved, framework, installed, framework, saved,
             )
+
+
+def _rows(data: np.ndarray) -> np.ndarray:
+    """``data`` as a table: axis 0 stays the rows, the other axes become columns
+    (spelled out rather than -1, which numpy cannot infer for 0 rows)."""
+    return data.reshape(data.shape[0], math.prod(data.shape[1:]))
 
 
 def spec_for(name: str, sample: np.ndarray | None, width: int | None) -> TensorSpec:

@@ -29,7 +29,7 @@ from servekit.protocols.json_values import default_model_name, tensor_values
 from servekit.protocols.v2_codec import loads
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import MAIN, Mount, ServerContext, Skin
-from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+from servekit.tensors import MAX_DIMS, InferenceRequest, InferenceResponse, Tensor, nesting_depth
 
 PROTOCOL = "seldon"
 # the top-level keys of a Seldon message
@@ -48,18 +48,54 @@ def _one(value: bytes, content_type: str) -> Tensor:
     return Tensor("input", data, "BYTES", {"content_type": content_type})
 
 
+def _json(value: Any, what: str) -> Tensor:
+    """``value`` handed to the model as it is, as one JSON document."""
+    try:
+        payload = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes
+        raise InvalidInput(f"{what} cannot be passed to the model as JSON: {exc}") from None
+    return _one(payload, "json")
+
+
 def _array(values: Any, what: str) -> Tensor:
     try:
         array = np.asarray(values)
     except ValueError:  # ragged rows: hand the list over as it is
-        return _one(orjson.dumps(values), "json")
+        nesting_depth(values, f"data.{what}")
+        return _json(values, f"data.{what}")
+    if array.ndim > MAX_DIMS:
+        nesting_depth(values, f"data.{what}")  # raises: deeper than a tensor can be
     if array.dtype.kind in "biuf":
         return Tensor("input", array)
     if array.dtype.kind == "U":
         return Tensor("input", np.vectorize(str.encode, otypes=[object])(array), "BYTES")
     if array.dtype.kind == "O":
-        return _one(orjson.dumps(values), "json")
+        nesting_depth(values, f"data.{what}")
+        return _json(values, f"data.{what}")
     raise InvalidInput(f"data.{what} must be a (nested) list of numbers or strings")
+
+
+def _tensor(spec: Any) -> Tensor:
+    """``data.tensor``: flat ``values`` and the ``shape`` they fill."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("values"), list):
+        raise InvalidInput('data.tensor needs {"shape": [...], "values": [...]}')
+    try:
+        values = np.asarray(spec["values"], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InvalidInput("data.tensor.values must be a flat list of numbers") from None
+    shape = spec.get("shape") or [values.size]
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape
+    ):
+        raise InvalidInput("data.tensor.shape must be a list of integers (-1 for one free dimension)")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(
+            f"data.tensor.shape has {len(shape)} dimensions; a tensor has at most {MAX_DIMS}"
+        )
+    try:
+        return Tensor("input", values.reshape(shape))
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(f"data.tensor: {values.size} values do not fit shape {shape}") from None
 
 
 def decode(document: Any) -> tuple[InferenceRequest, str]:
@@ -72,7 +108,7 @@ def decode(document: Any) -> tuple[InferenceRequest, str]:
             raise InvalidInput("strData must be a string")
         return InferenceRequest([_one(document["strData"].encode(), "str")]), "strData"
     if "jsonData" in document:
-        return InferenceRequest([_one(orjson.dumps(document["jsonData"]), "json")]), "jsonData"
+        return InferenceRequest([_json(document["jsonData"], "jsonData")]), "jsonData"
     if "binData" in document:
         try:
             raw = base64.b64decode(document["binData"], validate=True)
@@ -84,19 +120,13 @@ def decode(document: Any) -> tuple[InferenceRequest, str]:
         raise InvalidInput("send data.ndarray, data.tensor, strData, jsonData or binData")
     names = data.get("names")
     if isinstance(names, list) and names:
+        if not all(isinstance(n, (str, int, float)) for n in names):
+            raise InvalidInput("data.names must be a list of strings (the feature names)")
         parameters["names"] = [str(n) for n in names]
     if "ndarray" in data:
         tensor, form = _array(data["ndarray"], "ndarray"), "ndarray"
     elif "tensor" in data:
-        spec = data["tensor"]
-        if not isinstance(spec, dict) or not isinstance(spec.get("values"), list):
-            raise InvalidInput('data.tensor needs {"shape": [...], "values": [...]}')
-        values = np.asarray(spec["values"], dtype=np.float64)
-        shape = spec.get("shape") or [values.size]
-        try:
-            tensor, form = Tensor("input", values.reshape(shape)), "tensor"
-        except (ValueError, TypeError):
-            raise InvalidInput(f"data.tensor: {values.size} values do not fit shape {shape}") from None
+        tensor, form = _tensor(data["tensor"]), "tensor"
     else:
         raise InvalidInput("data needs 'ndarray' or 'tensor'")
     return InferenceRequest([tensor], parameters=parameters), form

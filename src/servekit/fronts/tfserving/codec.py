@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from servekit.errors import InvalidInput
-from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
+from servekit.tensors import MAX_DIMS, InferenceRequest, InferenceResponse, Tensor, nesting_depth
 
 # name given to an unnamed input: runtimes feed a lone tensor to a lone input
 UNNAMED_INPUT = "inputs"
@@ -80,14 +80,20 @@ def to_array(value: Any, name: str) -> np.ndarray:
     """A JSON value as a numpy array: numbers stay numeric, strings and
     ``{"b64": …}`` become BYTES."""
     leaf = value
+    depth = 0
     while isinstance(leaf, list) and leaf:
         leaf = leaf[0]
+        depth += 1
+    if depth > MAX_DIMS:
+        nesting_depth(value, name)  # raises, naming the limit
     if isinstance(leaf, (dict, str, bytes)):
         return _bytes_array(value, name)
     try:
         array = np.asarray(value)
     except ValueError as exc:
         raise InvalidInput(f"input {name!r}: lists are ragged ({exc})") from None
+    if array.ndim > MAX_DIMS:
+        nesting_depth(value, name)
     if array.dtype.kind not in "biuf":
         raise InvalidInput(
             f"input {name!r} mixes numbers with other values or has ragged lists; "
@@ -97,6 +103,8 @@ def to_array(value: Any, name: str) -> np.ndarray:
 
 
 def _bytes_array(value: Any, name: str) -> np.ndarray:
+    nesting_depth(value, name)  # bounds the recursion of convert
+
     def convert(item: Any) -> Any:
         if isinstance(item, list):
             return [convert(i) for i in item]

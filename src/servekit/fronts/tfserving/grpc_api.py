@@ -31,7 +31,7 @@ from servekit.names import check_name
 from servekit.protocols.generated.tfserving import tensorflow_error_pb2 as errpb
 from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
 from servekit.protocols.generated.tfserving import tensorflow_serving_pb2 as pb
-from servekit.protocols.grpc_errors import rpc, status_code
+from servekit.protocols.grpc_errors import deserializer, rpc, status_code
 from servekit.protocols.v2_grpc import authorization, server_options
 from servekit.registry import ModelVersion
 from servekit.repository.reconcile import Reconciler
@@ -269,7 +269,7 @@ def add_services(server: grpc.aio.Server, ctx: ServerContext) -> None:
             method.name: grpc.unary_unary_rpc_method_handler(
                 getattr(servicer, method.name),
                 request_deserializer=(
-                    None if method.name in RAW_METHODS else getattr(pb, method.input_type.name).FromString
+                    None if method.name in RAW_METHODS else deserializer(getattr(pb, method.input_type.name))
                 ),
                 response_serializer=(
                     None if method.name in RAW_METHODS else getattr(pb, method.output_type.name).SerializeToString

@@ -21,7 +21,7 @@ from servekit.errors import InvalidInput
 from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
 from servekit.protocols.generated.tfserving import tensorflow_serving_pb2 as pb
 from servekit.protocols.protowire import LENGTH_DELIMITED, fields, length_delimited, varint
-from servekit.tensors import Tensor, as_bytes_array
+from servekit.tensors import Tensor, as_bytes_array, check_shape
 
 # field numbers (see tensorflow_serving.proto, tensorflow.proto)
 PREDICT_INPUTS = 2  # PredictRequest.inputs (map entries)
@@ -45,6 +45,11 @@ DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
     tfpb.DT_BOOL: (np.dtype("?"), "bool_val"),
     tfpb.DT_STRING: (np.dtype(object), "string_val"),
 }
+# typed fields wider than the dtypes they carry: their values are range-checked
+_NARROW_FIELDS = frozenset({"int_val", "half_val"})
+# the most bytes a tensor filled from fewer typed values than elements may take
+# (the default max_request_size: no more than a request could have sent in full)
+MAX_FILL_BYTES = 512 * 1024 * 1024
 _BY_KIND = {
     dtype.newbyteorder("=").str: code
     for code, (dtype, _) in DTYPES.items()
@@ -130,8 +135,19 @@ def decode_tensor(proto: Any, name: str, content: bytes | memoryview | None = No
     if proto.dtype == tfpb.DT_STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = list(values)
-    elif proto.dtype == tfpb.DT_HALF:  # float16 bit patterns in int32s
-        array = np.array(values, dtype=np.uint16).view(np.float16)
+    elif field in _NARROW_FIELDS:
+        # int32s carrying 8/16-bit integers, or float16 bit patterns (half_val)
+        target = np.dtype(np.uint16) if proto.dtype == tfpb.DT_HALF else dtype
+        wide = np.array(values, dtype=np.int64)
+        info = np.iinfo(target)
+        if wide.size and (wide.min() < info.min or wide.max() > info.max):
+            raise InvalidInput(
+                f"input {name!r} is {dtype_name(proto.dtype)} but {field} holds values outside "
+                f"{info.min}…{info.max}"
+            )
+        array = wide.astype(target)
+        if proto.dtype == tfpb.DT_HALF:
+            array = array.view(np.float16)
     else:
         array = np.array(values, dtype=dtype)
     return _fill(array, shape, count, name)
@@ -140,10 +156,7 @@ def decode_tensor(proto: Any, name: str, content: bytes | memoryview | None = No
 def _shape(proto: Any, name: str) -> list[int]:
     if proto.tensor_shape.unknown_rank:
         raise InvalidInput(f"input {name!r} has an unknown rank; send its tensor_shape")
-    shape = [int(d.size) for d in proto.tensor_shape.dim]
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {name!r} has shape {shape}; every dim needs a size >= 0")
-    return shape
+    return check_shape([int(d.size) for d in proto.tensor_shape.dim], name)
 
 
 def _fill(values: np.ndarray, shape: list[int], count: int, name: str) -> np.ndarray:
@@ -154,6 +167,12 @@ def _fill(values: np.ndarray, shape: list[int], count: int, name: str) -> np.nda
     if values.size > count:
         raise InvalidInput(
             f"input {name!r} has {values.size} values, more than its shape {shape} holds ({count})"
+        )
+    if count * values.dtype.itemsize > MAX_FILL_BYTES:
+        raise InvalidInput(
+            f"input {name!r} has {values.size} values for shape {shape} ({count} elements): "
+            f"servekit repeats the last value to fill at most {MAX_FILL_BYTES // 2**20} MiB; "
+            "send every value (tensor_content)"
         )
     if values.size == 0:
         if values.dtype == object:
