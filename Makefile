@@ -72,7 +72,7 @@ soak: $(STAMP)
 
 # The fuzz tests of `make test` with many more examples: hypothesis-made bodies for
 # every decoder in process, and for every REST and gRPC surface of a real server
-# (FUZZ_EXAMPLES per test; about 10 min at 5000 on two cores)
+# (FUZZ_EXAMPLES per test; about 5 min at 5000 on two cores)
 FUZZ_EXAMPLES ?= 5000
 .PHONY: fuzz
 fuzz: $(STAMP)

@@ -691,6 +691,18 @@ def test_v2_regressions(document: dict[str, Any]) -> None:
     assert caught.value.status == 400
 
 
+@pytest.mark.parametrize("size", [Nested(1000, 1), True, -1, "8", 9])
+def test_v2_binary_data_size_that_is_no_size(size: Any) -> None:
+    """A deep list as binary_data_size: repr() in the message recursed (found by make fuzz)."""
+    header = dump({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64",
+                               "parameters": {"binary_data_size": size}}]}).encode()
+    with pytest.raises(ServekitError, match="binary_data_size") as caught:
+        v2_codec.decode_request(header + bytes(8), {v2_codec.HEADER_LENGTH: str(len(header))})
+    client_error(caught.value)
+    assert caught.value.status == 400
+    assert len(caught.value.message) < 200
+
+
 def test_v2_integers_past_int64_are_named_as_such() -> None:
     body = b'{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","data":[9223372036854775808,-1]}]}'
     with pytest.raises(ServekitError, match="outside the range of INT64"):

@@ -298,6 +298,16 @@ def test_v2_bad_input_is_400(server: Server, document: Any, message: str) -> Non
     assert message in response.json()["error"], response.text
 
 
+def test_v2_binary_data_size_deep_list_is_400(server: Server) -> None:
+    """A 1,000-deep list as binary_data_size: a 500 (RecursionError in the message) before."""
+    header = dump({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
+                               "parameters": {"binary_data_size": Nested(1000, 1)}}]}).encode()
+    response = requests.post(f"{server.url}/v2/models/iris/infer", data=header + bytes(32), timeout=TIMEOUT,
+                             headers={"Inference-Header-Content-Length": str(len(header))})
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "input 'x': binary_data_size must be a number of bytes, not list"}
+
+
 def test_v2_two_inputs_of_zero_rows(server: Server) -> None:
     """Two inputs of 0 rows form a table of 0 rows (ValueError before)."""
     response = v2_post(server, {"inputs": [one_input([0, 2], []), one_input([0, 2], [], name="y")]})

@@ -211,8 +211,17 @@ def decode_input(
                 f"input {name!r} has binary_data_size but the request has no "
                 f"{HEADER_LENGTH} header"
             )
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-            raise InvalidInput(f"input {name!r}: binary_data_size {size!r} runs past the body")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            # never the value itself: repr() of a deeply nested list recurses
+            raise InvalidInput(
+                f"input {name!r}: binary_data_size must be a number of bytes, not "
+                f"{type(size).__name__ if not isinstance(size, int) else size}"
+            )
+        if offset + size > len(binary):
+            raise InvalidInput(
+                f"input {name!r}: binary_data_size {size} runs past the body "
+                f"({len(binary) - offset} bytes are left)"
+            )
         chunk = binary[offset : offset + size]
         data = tensor_from_bytes(chunk, datatype, dtype, count, name)
         parameters = {k: v for k, v in parameters.items() if k != "binary_data_size"}
