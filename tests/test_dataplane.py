@@ -165,3 +165,18 @@ def test_a_model_that_raises_answers_its_error_and_the_request_id() -> None:
     )
     assert sample(dataplane.metrics, "servekit_model_request_failures_total", model="raiser", version="3",
                   protocol="test", status="500") == 1
+
+
+def test_an_unexpected_decoding_error_is_not_blamed_on_the_model() -> None:
+    def decode(model: ModelVersion) -> InferenceRequest:
+        raise TypeError("unhashable type: 'list'")
+
+    async def scenario() -> ModelFailed:
+        dataplane, _ = await plane(settings())
+        with pytest.raises(ModelFailed) as failure:
+            await dataplane.infer(Target("double"), decode, protocol="test")
+        return failure.value
+
+    error = asyncio.run(scenario())
+    assert error.message.startswith(
+        "decoding the request for model 'double' failed with TypeError: unhashable type: 'list'")

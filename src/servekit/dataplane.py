@@ -131,6 +131,7 @@ class DataPlane:
         response: InferenceResponse | None = None
         cached: list[bool] | None = None
         spans: dict[str, float] = {} if observed else _NO_SPANS
+        stage = "decode"  # where an unexpected error happened: decode, predict or encode
         try:
             model = self.resolve(target)
             mark = time.perf_counter() if observed else 0.0
@@ -142,6 +143,7 @@ class DataPlane:
                 now = time.perf_counter()
                 spans["decode"] = now - mark
                 mark = now
+            stage = "predict"
             if model.settings.parameters.extra.get("cache_predictions"):
                 cached = []
                 response = await self._cached(model, request, cached)
@@ -151,11 +153,12 @@ class DataPlane:
                 now = time.perf_counter()
                 spans["infer"] = now - mark
                 mark = now
+            stage = "encode"
             result = encode(response)
             if observed:
                 spans["encode"] = time.perf_counter() - mark
         except Exception as exc:
-            error = exc if isinstance(exc, ServekitError) else _model_failed(exc, target, model, request)
+            error = exc if isinstance(exc, ServekitError) else _model_failed(exc, target, model, request, stage)
             call = InferenceCall(protocol, target, model, request, response, error, bool(cached), spans,
                                  time.perf_counter() - started)
             self.metrics.failure(*self._labels(call), protocol, error.status)
@@ -221,20 +224,21 @@ class ModelFailed(ServekitError):
 
 
 def _model_failed(
-    exc: Exception, target: Target, model: ModelVersion | None, request: InferenceRequest | None
+    exc: Exception, target: Target, model: ModelVersion | None, request: InferenceRequest | None,
+    stage: str,
 ) -> ModelFailed:
     request_id = request.id if request is not None and request.id else "-"
     name = model.name if model is not None else target.name
     version = model.version if model is not None else target.version or ""
+    what = {"decode": "decoding the request for", "encode": "encoding the answer of"}.get(stage)
     log.error(
-        "Model %r%s failed on request %s", name, f" version {version}" if version else "", request_id,
-        exc_info=exc,
+        "%s %r%s failed on request %s", what or "Model", name, f" version {version}" if version else "",
+        request_id, exc_info=exc,
     )
     detail = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
-    return ModelFailed(
-        f"model {name!r} raised {type(exc).__name__}" + (f": {detail}" if detail else "")
-        + f" (request id {request_id}; the traceback is in the server log)"
-    )
+    cause = f"{type(exc).__name__}" + (f": {detail}" if detail else "")
+    where = f"{what} model {name!r} failed with {cause}" if what else f"model {name!r} raised {cause}"
+    return ModelFailed(f"{where} (request id {request_id}; the traceback is in the server log)")
 
 
 def _deadline(request: InferenceRequest, timeout: float | None) -> float | None:
