@@ -129,7 +129,7 @@ class DataPlane:
         model: ModelVersion | None = None
         request: InferenceRequest | None = None
         response: InferenceResponse | None = None
-        cached: list[bool] | None = None
+        cached = False
         spans: dict[str, float] = {} if observed else _NO_SPANS
         stage = "decode"  # where an unexpected error happened: decode, predict or encode
         try:
@@ -145,8 +145,7 @@ class DataPlane:
                 mark = now
             stage = "predict"
             if model.settings.parameters.extra.get("cache_predictions"):
-                cached = []
-                response = await self._cached(model, request, cached)
+                response, cached = await self._cached(model, request)
             else:
                 response = await self.registry.submit(model, request)
             if observed:
@@ -159,7 +158,7 @@ class DataPlane:
                 spans["encode"] = time.perf_counter() - mark
         except Exception as exc:
             error = exc if isinstance(exc, ServekitError) else _model_failed(exc, target, model, request, stage)
-            call = InferenceCall(protocol, target, model, request, response, error, bool(cached), spans,
+            call = InferenceCall(protocol, target, model, request, response, error, cached, spans,
                                  time.perf_counter() - started)
             self.metrics.failure(*self._labels(call), protocol, error.status)
             self._notify(call)
@@ -169,23 +168,23 @@ class DataPlane:
         seconds = time.perf_counter() - started
         self.metrics.observe(model.name, model.version, protocol, seconds)
         if observed:
-            self._notify(InferenceCall(protocol, target, model, request, response, None, bool(cached),
-                                       spans, seconds))
+            self._notify(InferenceCall(protocol, target, model, request, response, None, cached, spans,
+                                       seconds))
         return result
 
     async def _cached(
-        self, model: ModelVersion, request: InferenceRequest, cached: list[bool]
-    ) -> InferenceResponse:
-        """Answer from the prediction cache, or run the request and keep its answer."""
+        self, model: ModelVersion, request: InferenceRequest
+    ) -> tuple[InferenceResponse, bool]:
+        """(answer, whether the cache gave it): from the prediction cache, or run
+        the request and keep its answer."""
         cache = self.cache()
         key = cache_key(model.name, model.version, request_hash(request))
         hit = (await self._cache_call(cache, cache.get_many, [key]))[0]
         if hit is not None:
-            cached.append(True)
-            return decode_response(hit, model.name, model.version, request)
+            return decode_response(hit, model.name, model.version, request), True
         response = await self.registry.submit(model, request)
         await self._cache_call(cache, cache.set_many, {key: encode_response(response)})
-        return response
+        return response, False
 
     def cache(self) -> PredictionCache:
         """The prediction cache, made on first use (from ``SERVEKIT_CACHE_*``)."""

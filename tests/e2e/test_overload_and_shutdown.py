@@ -78,34 +78,32 @@ def test_overload_answers_503_with_retry_after_within_the_queue_time(slow_reposi
         assert stats["execution_count"] == 1  # the refused requests never ran
 
 
-def test_sigterm_lets_requests_in_flight_finish(slow_repository: Path) -> None:
-    proc = ServerProcess(["serve", str(slow_repository), "--no-enable-grpc", "--drain-seconds", "10"])
+def sigterm_during(repository: Path, sleep: float, drain: float) -> tuple[requests.Response, int]:
+    """(the answer to a ``sleep``-second request that was in flight at SIGTERM,
+    the server's exit code), with ``drain_seconds`` = ``drain``."""
+    proc = ServerProcess(["serve", str(repository), "--no-enable-grpc", "--drain-seconds", str(drain)])
     with proc:
         assert proc.proc is not None
         result: list[requests.Response] = []
         thread = threading.Thread(target=lambda: result.append(
-            requests.post(f"{proc.url}/v2/models/slow/infer", json=sleep_body(1.5), timeout=60)))
+            requests.post(f"{proc.url}/v2/models/slow/infer", json=sleep_body(sleep), timeout=60)))
         thread.start()
         time.sleep(0.5)
         os.kill(proc.proc.pid, signal.SIGTERM)
         thread.join()
-        assert result[0].status_code == 200 and result[0].json()["outputs"][0]["data"] == [1.5]
-        assert proc.proc.wait(timeout=30) == 0
+        return result[0], proc.proc.wait(timeout=30)
+
+
+def test_sigterm_lets_requests_in_flight_finish(slow_repository: Path) -> None:
+    answer, code = sigterm_during(slow_repository, sleep=1.5, drain=10)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [1.5]
+    assert code == 0
 
 
 def test_requests_still_running_after_the_drain_time_get_an_answer(slow_repository: Path) -> None:
-    proc = ServerProcess(["serve", str(slow_repository), "--no-enable-grpc", "--drain-seconds", "0.5"])
-    with proc:
-        assert proc.proc is not None
-        result: list[requests.Response] = []
-        thread = threading.Thread(target=lambda: result.append(
-            requests.post(f"{proc.url}/v2/models/slow/infer", json=sleep_body(5), timeout=60)))
-        thread.start()
-        time.sleep(0.5)
-        os.kill(proc.proc.pid, signal.SIGTERM)
-        thread.join()
-        assert result[0].status_code == 503
-        assert "shut down before the request was answered" in result[0].text
+    answer, _ = sigterm_during(slow_repository, sleep=5, drain=0.5)
+    assert answer.status_code == 503
+    assert "shut down before the request was answered" in answer.text
 
 
 def running(pid: int) -> bool:
