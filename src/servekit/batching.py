@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from servekit.abandon import WATCH, gone
 from servekit.errors import Overloaded, RequestTimedOut, ServekitError
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
@@ -107,6 +108,9 @@ class AdaptiveBatcher:
             raise RequestTimedOut(f"request to model {self.name!r} timed out before it was queued")
         if timeout is None and self._is_idle() and self.max_batch_time <= 0:
             return await self._run_direct(request)
+        watch = WATCH.get()
+        if watch is not None and watch.closed:
+            raise gone()  # the client left: it would only wait to run for nobody
         if len(self._queue) >= self.max_queue_size:
             raise Overloaded(
                 f"model {self.name!r} has {len(self._queue)} requests queued (the limit); "
@@ -133,9 +137,11 @@ class AdaptiveBatcher:
             self._wakeup.set()
         if pending.queue_deadline is not None and self._sweeper is None:
             self._sweeper = loop.call_later(queue_time, self._sweep)
-        if timeout is None:
-            return await pending.future
+        if watch is not None:
+            watch.waiter = pending.future  # the client closing answers it at once; it never runs
         try:
+            if timeout is None:
+                return await pending.future
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
         except TimeoutError:
             if pending in self._queue:
@@ -146,6 +152,9 @@ class AdaptiveBatcher:
         except asyncio.CancelledError:
             pending.future.cancel()  # nobody waits for it any more: it is dropped before it runs
             raise
+        finally:
+            if watch is not None:
+                watch.waiter = None
 
     def _sweep(self) -> None:
         """Answer 503 (Retry-After) to the requests that waited the queue time

@@ -39,6 +39,8 @@ class ServerSettings(BaseModel):
     max_queue_size: int = 1024  # queued requests per model before 503
     max_queue_time: float = 30.0  # seconds a request may wait in a model's queue before 503; 0 = no limit
     drain_seconds: float = 30.0  # on SIGTERM: time for requests in flight to finish
+    # a request whose client closes its side of the connection while it waits in a model's queue is dropped
+    abort_on_close: bool = True
     keep_alive_seconds: float = 30.0  # an idle connection, or an incomplete request head, closes after this
     body_timeout_seconds: float = 30.0  # a request body with no byte for this long (or < 4 KiB/s) gets 408
     max_connections: int = 4096  # open connections per worker; more are answered 503 and closed

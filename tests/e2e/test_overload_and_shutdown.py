@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,62 @@ def test_overload_answers_503_with_retry_after_within_the_queue_time(slow_reposi
         assert results[-1].status_code == 200 and results[-1].json()["outputs"][0]["data"] == [2.0]
         stats = requests.get(f"{proc.url}/v2/models/slow/stats", timeout=10).json()["model_stats"][0]
         assert stats["execution_count"] == 1  # the refused requests never ran
+
+
+def raw_infer(port: int, seconds: float) -> socket.socket:
+    """A V2 request sent on a raw socket whose sending side is then closed (``nc -N``)."""
+    body = json.dumps(sleep_body(seconds)).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    sock.shutdown(socket.SHUT_WR)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)
+
+
+def executions(proc: ServerProcess) -> int:
+    stats = requests.get(f"{proc.url}/v2/models/slow/stats", timeout=10).json()["model_stats"][0]
+    return int(stats["execution_count"])
+
+
+def test_work_for_clients_that_left_is_dropped_before_it_runs(slow_repository: Path) -> None:
+    """Clients that give up while their request waits in the queue (a client
+    timeout closes the socket; a half-close too) cost no model time."""
+    with ServerProcess(["serve", str(slow_repository), "--no-enable-grpc"]) as proc:
+        # an idle model still answers a half-closed client
+        assert b'"data":[0.0]' in read_all(raw_infer(proc.http_port, 0.0)).replace(b" ", b"")
+        first = threading.Thread(target=lambda: requests.post(
+            f"{proc.url}/v2/models/slow/infer", json=sleep_body(1.5), timeout=60))
+        first.start()
+        time.sleep(0.3)
+        for _ in range(4):  # each gives up after 0.2 s and closes its connection
+            with pytest.raises(requests.exceptions.ReadTimeout):
+                requests.post(f"{proc.url}/v2/models/slow/infer", json=sleep_body(0.5), timeout=0.2)
+        answer = read_all(raw_infer(proc.http_port, 0.5))  # queued behind the first, then half-closed
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"closed the connection while the request waited" in answer
+        first.join()
+        assert executions(proc) == 2  # the idle half-closed one and the first; none of the five left
+
+
+def test_abort_on_close_off_answers_half_closed_clients_in_the_queue(slow_repository: Path) -> None:
+    args = ["serve", str(slow_repository), "--no-enable-grpc", "--no-abort-on-close"]
+    with ServerProcess(args) as proc:
+        first = threading.Thread(target=lambda: requests.post(
+            f"{proc.url}/v2/models/slow/infer", json=sleep_body(1.0), timeout=60))
+        first.start()
+        time.sleep(0.3)
+        answer = read_all(raw_infer(proc.http_port, 0.25))
+        first.join()
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"0.25" in answer, answer
+        assert executions(proc) == 2
 
 
 def sigterm_during(repository: Path, sleep: float, drain: float) -> tuple[requests.Response, int]:

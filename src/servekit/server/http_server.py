@@ -46,6 +46,8 @@ from typing import Any, cast
 
 import httptools
 
+from servekit.abandon import WATCH, Watch
+
 log = logging.getLogger("servekit.server")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -181,6 +183,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        if self.cycle is not None:
+            self.cycle.watch.close()  # nobody can read its answer: if it still waits to run, it never does
         self.body = self.chunk = None
         if self.timer is not None:
             self.timer.cancel()
@@ -310,6 +314,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
         # the client sends nothing more (it may still read): the complete requests
         # it sent are answered, then the connection closes
         self.eof = True
+        if self.cycle is not None and self.server.abort_on_close:
+            self.cycle.watch.close()
         self._close_if_finished()
         return True
 
@@ -604,6 +610,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if too_large:
             scope["headers"] = [*head.headers, (b"content-length", str(self.server.max_body + 1).encode())]
         cycle = _Cycle(self, body, scope["method"] == "HEAD")
+        if self.eof and self.server.abort_on_close:
+            cycle.watch.closed = True  # pipelined before the client's EOF
         if self.server.stopping:  # draining: requests in flight finish, new ones are refused
             self.keep_alive = False
             cycle.write_error(503, b"the server is shutting down; retry shortly")
@@ -615,6 +623,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         task.add_done_callback(self.server.tasks.discard)
 
     async def _run(self, scope: dict[str, Any], cycle: _Cycle) -> None:
+        WATCH.set(cycle.watch)  # this task's own context
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except Exception:
@@ -648,7 +657,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
 class _Cycle:
     """One request/response: the ASGI ``receive`` and ``send`` callables."""
 
-    __slots__ = ("body", "complete", "head_only", "headers_sent", "invalid", "protocol", "read", "started")
+    __slots__ = ("body", "complete", "head_only", "headers_sent", "invalid", "protocol", "read", "started", "watch")
 
     def __init__(self, protocol: HttpProtocol, body: bytes | bytearray | memoryview, head_only: bool) -> None:
         self.protocol = protocol
@@ -659,6 +668,7 @@ class _Cycle:
         self.complete = False
         self.invalid = False  # the application's response head was refused: a 500 goes instead
         self.headers_sent: bytes = b""
+        self.watch = Watch()
 
     async def receive(self) -> dict[str, Any]:
         if self.read:
@@ -757,7 +767,9 @@ class HttpServer:
     requests in flight may take to finish; new requests on open connections are
     answered 503 meanwhile, and those still running at the end get a 503.
     ``max_connections``: a connection over this many open ones is answered 503
-    and closed at once.
+    and closed at once. ``abort_on_close``: when the client closes its side of
+    the connection, its request is dropped if it still waits in a model's queue
+    (see :mod:`servekit.abandon`).
     """
 
     def __init__(
@@ -771,8 +783,10 @@ class HttpServer:
         linger_timeout: float = 5.0,
         drain_timeout: float = 30.0,
         max_connections: int = 4096,
+        abort_on_close: bool = True,
     ) -> None:
         self.app = app
+        self.abort_on_close = abort_on_close
         self.max_connections = max_connections
         self.drain_timeout = drain_timeout
         self.max_body = max_body

@@ -336,6 +336,7 @@ async def serve_http(app: Any, sockets: list[socket.socket], settings: ServerSet
             body_timeout=settings.body_timeout_seconds,
             drain_timeout=settings.drain_seconds,
             max_connections=settings.max_connections,
+            abort_on_close=settings.abort_on_close,
         )
         stop = server.stop
         serving = server.serve(sockets)
