@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from servekit.errors import ConfigError
 
 ENV_PREFIX = "SERVEKIT_"
+# the settings naming a port that can serve TLS (ssl_ports)
+TLS_PORT_SETTINGS = ("http_port", "grpc_port", "metrics_port", "rest_api_port", "management_port", "port")
 
 
 class ServerSettings(BaseModel):
@@ -79,6 +81,23 @@ class ServerSettings(BaseModel):
     file_system_poll_wait_seconds: float = 1.0  # new version folders under base paths
     allow_version_labels_for_unavailable_models: bool = False
     port: int | None = None  # TF Serving's gRPC API (--port); 8500 in TF Serving mode, else off
+    # TLS (uvicorn's names): with a certificate, every HTTP and gRPC port serves TLS
+    # (or only those ssl_ports names); ssl_ca_certs makes clients present a certificate it signed
+    ssl_certfile: str | None = None  # PEM certificate chain (may also hold the key)
+    ssl_keyfile: str | None = None  # PEM private key, unencrypted
+    ssl_ca_certs: str | None = None  # PEM CA bundle; set: clients must present a certificate it signed
+    ssl_ports: str | None = None  # comma-separated port settings that serve TLS (http_port,grpc_port,…); None: all
+
+    @field_validator("ssl_ports")
+    @classmethod
+    def _port_settings(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in TLS_PORT_SETTINGS]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a port setting (one of {', '.join(TLS_PORT_SETTINGS)})")
+        return ",".join(names)
 
     @field_validator("http_port", "grpc_port", "metrics_port", "rest_api_port", "management_port", "port")
     @classmethod
