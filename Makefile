@@ -71,9 +71,10 @@ soak: $(STAMP)
 	$(BIN)/python benchmarks/soak/soak.py $(SOAK_ARGS)
 
 # The fuzz tests of `make test` with many more examples: hypothesis-made bodies for
-# every decoder in process, and for every REST and gRPC surface of a real server
+# every decoder in process, for every REST and gRPC surface of a real server, and
+# schemathesis cases from the Open Inference Protocol's OpenAPI document
 # (FUZZ_EXAMPLES per test; about 5 min at 5000 on two cores)
 FUZZ_EXAMPLES ?= 5000
 .PHONY: fuzz
 fuzz: $(STAMP)
-	SERVEKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz_codecs.py tests/test_fuzz_e2e.py
+	SERVEKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz_codecs.py tests/test_fuzz_e2e.py tests/test_schemathesis_v2.py

@@ -46,9 +46,14 @@ class RouteNotFound(ServekitError):
 
 
 class MethodNotAllowed(ServekitError):
-    """The path exists, but not for the request's method (405)."""
+    """The path exists, but not for the request's method (405); ``allow``: the
+    methods it answers, for the ``Allow`` header."""
 
     status = 405
+
+    def __init__(self, message: str, *, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class ModelNotReady(ServekitError):

@@ -110,6 +110,7 @@ def routes(ctx: ServerContext) -> list[Route]:
         route("GET", "/v2/health/live", live, e),
         route("GET", "/v2/health/ready", ready, e),
         route("GET", "/v2", server_metadata, e),
+        route("GET", "/v2/", server_metadata, e),  # the REST spec's OpenAPI document writes it so
         route("GET", "/v2/models/stats", statistics, e),
         route("GET", "/v2/models/{model}/ready", model_ready, e),
         route("GET", "/v2/models/{model}/versions/{version}/ready", model_ready, e),

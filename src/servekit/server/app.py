@@ -53,7 +53,9 @@ class App:
         try:
             if route is None:
                 if path_exists:
-                    raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
+                    allow = ", ".join(router.allowed(scope["path"]))
+                    raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use {allow}",
+                                           allow=allow)
                 raise RouteNotFound(f"no endpoint {scope['method']} {scope['path']}")
             request.path_params = params
             response = await route.handler(request)
@@ -61,6 +63,8 @@ class App:
             response = on_error(exc)
             if exc.retry_after is not None:
                 response.headers.append((b"retry-after", str(exc.retry_after).encode()))
+            if isinstance(exc, MethodNotAllowed):
+                response.headers.append((b"allow", exc.allow.encode()))
         except Exception as exc:
             log.exception("Unhandled error on %s %s", scope["method"], scope["path"])
             response = on_error(

@@ -162,3 +162,10 @@ class Router:
                 continue
             return candidate, found.groupdict(), True
         return None, {}, path_exists
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods the path answers (for a 405's ``Allow`` header)."""
+        methods = {route.method for route in self.routes if route.pattern.match(path) is not None}
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
