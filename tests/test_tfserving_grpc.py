@@ -335,3 +335,16 @@ def test_tf_serving_mode_listens_on_8500_unless_told(tmp_path: Path) -> None:
     clash = ServerSettings(port=7001, grpc_port=7001)
     with pytest.raises(ConfigError, match="also the gRPC port"):
         check_ports_free(clash)
+
+
+def test_a_fill_from_few_values_is_bounded_by_the_request_size() -> None:
+    """TensorFlow repeats the last typed value up to the shape; servekit does so
+    only up to the bytes a request could have sent in full (max_request_size)."""
+    from servekit.errors import InvalidInput
+    from servekit.fronts.tfserving import grpc_codec
+
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.5],
+                                   tensor_shape=tf.TensorShape([1, 1000]).as_proto())
+    np.testing.assert_array_equal(grpc_codec.decode_tensor(proto, "x", None, 4000), np.full((1, 1000), 1.5))
+    with pytest.raises(InvalidInput, match=r"fill at most 0.00381\d* MiB \(max_request_size\)"):
+        grpc_codec.decode_tensor(proto, "x", None, 3999)

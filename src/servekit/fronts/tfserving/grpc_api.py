@@ -91,7 +91,8 @@ class PredictionServicer:
         def decode(model: Any) -> InferenceRequest:
             if not given:
                 raise InvalidInput("request has no inputs; fill PredictRequest.inputs")
-            inputs = [Tensor(key, codec.decode_tensor(proto, key, content)) for key, proto, content in given]
+            limit = self.ctx.settings.max_request_size
+            inputs = [Tensor(key, codec.decode_tensor(proto, key, content, limit)) for key, proto, content in given]
             outputs = [RequestedOutput(n) for n in request.output_filter] or None
             return InferenceRequest(inputs=inputs, outputs=outputs, parameters=_parameters(spec))
 

@@ -47,8 +47,9 @@ DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
 }
 # typed fields wider than the dtypes they carry: their values are range-checked
 _NARROW_FIELDS = frozenset({"int_val", "half_val"})
-# the most bytes a tensor filled from fewer typed values than elements may take
-# (the default max_request_size: no more than a request could have sent in full)
+# the most bytes a tensor filled from fewer typed values than elements may take,
+# unless the caller says (the server passes its max_request_size: no more than a
+# request could have sent in full)
 MAX_FILL_BYTES = 512 * 1024 * 1024
 _BY_KIND = {
     dtype.newbyteorder("=").str: code
@@ -107,7 +108,9 @@ def _split_input(entry: memoryview) -> tuple[str, Any, memoryview | None]:
     return name, proto, content
 
 
-def decode_tensor(proto: Any, name: str, content: bytes | memoryview | None = None) -> np.ndarray:
+def decode_tensor(
+    proto: Any, name: str, content: bytes | memoryview | None = None, max_fill: int = MAX_FILL_BYTES
+) -> np.ndarray:
     """A TensorProto as a numpy array (BYTES tensors are object arrays of bytes);
     ``content`` is its tensor_content when that was cut out by :func:`split_predict`."""
     known = DTYPES.get(proto.dtype)
@@ -150,7 +153,7 @@ def decode_tensor(proto: Any, name: str, content: bytes | memoryview | None = No
             array = array.view(np.float16)
     else:
         array = np.array(values, dtype=dtype)
-    return _fill(array, shape, count, name)
+    return _fill(array, shape, count, name, max_fill)
 
 
 def _shape(proto: Any, name: str) -> list[int]:
@@ -159,7 +162,7 @@ def _shape(proto: Any, name: str) -> list[int]:
     return check_shape([int(d.size) for d in proto.tensor_shape.dim], name)
 
 
-def _fill(values: np.ndarray, shape: list[int], count: int, name: str) -> np.ndarray:
+def _fill(values: np.ndarray, shape: list[int], count: int, name: str, max_fill: int) -> np.ndarray:
     """TensorFlow's reading of typed fields: as many values as elements, or
     fewer (the last repeats; none gives zeros/empty strings)."""
     if values.size == count:
@@ -168,10 +171,10 @@ def _fill(values: np.ndarray, shape: list[int], count: int, name: str) -> np.nda
         raise InvalidInput(
             f"input {name!r} has {values.size} values, more than its shape {shape} holds ({count})"
         )
-    if count * values.dtype.itemsize > MAX_FILL_BYTES:
+    if count * values.dtype.itemsize > max_fill:
         raise InvalidInput(
             f"input {name!r} has {values.size} values for shape {shape} ({count} elements): "
-            f"servekit repeats the last value to fill at most {MAX_FILL_BYTES // 2**20} MiB; "
+            f"servekit repeats the last value to fill at most {max_fill / 2**20:g} MiB (max_request_size); "
             "send every value (tensor_content)"
         )
     if values.size == 0:
