@@ -32,6 +32,7 @@ from servekit.protocols.v2_grpc_codec import (
 )
 from servekit.server.auth import require_token
 from servekit.server.lifecycle import ServerContext, Skin, Stop
+from servekit.server.tls import add_grpc_port
 from servekit.tensors import InferenceRequest
 
 log = logging.getLogger("servekit.grpc")
@@ -336,7 +337,7 @@ class GRPCServer:
 
     async def start(self) -> None:
         try:
-            port = self.server.add_insecure_port(self.address)
+            port = add_grpc_port(self.server, self.address, self.ctx.settings, "grpc_port")
         except RuntimeError as exc:
             raise ServekitError(f"cannot listen for gRPC on {self.address}: {exc}") from None
         if port == 0:

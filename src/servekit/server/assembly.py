@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
+from servekit.errors import ConfigError
 from servekit.fronts.seldon import api as seldon
 from servekit.fronts.tfserving import grpc_api as tfserving_grpc
 from servekit.fronts.tfserving import rest as tfserving
@@ -26,6 +27,8 @@ from servekit.server.lifecycle import (
     Skin,
 )
 from servekit.server.metrics import Metrics
+from servekit.server.tls import load as load_tls
+from servekit.server.tls import scheme as tls_scheme
 
 # The order matters: the first skin that mounts on a listener gives that
 # listener its error format for unknown paths, and routes match in this order.
@@ -77,6 +80,32 @@ def listening_ports(settings: ServerSettings) -> list[tuple[str, int]]:
     return out
 
 
+# the setting that names each HTTP listener's port (ssl_ports speaks of these)
+PORT_SETTINGS = {
+    MAIN: "http_port", METRICS: "metrics_port", TFSERVING_REST: "rest_api_port",
+    TORCHSERVE_MANAGEMENT: "management_port",
+}
+
+
+def secure_ports(settings: ServerSettings) -> set[int]:
+    """The HTTP ports that serve TLS; listeners sharing a port must agree."""
+    tls = load_tls(settings)
+    if tls is None:
+        return set()
+    secure: dict[int, tuple[bool, str]] = {}
+    for listener, (_, port) in listener_addresses(settings).items():
+        name = PORT_SETTINGS[listener]
+        wanted = tls.serves(name)
+        if port in secure and secure[port][0] != wanted:
+            other = secure[port][1]
+            raise ConfigError(
+                f"{name} and {other} are both port {port}, but ssl_ports puts only one of them on TLS; "
+                "give them different ports or list both in ssl_ports"
+            )
+        secure.setdefault(port, (wanted, name))
+    return {port for port, (wanted, _) in secure.items() if wanted}
+
+
 def build_app(ctx: ServerContext, skins: list[Skin]) -> tuple[App, list[tuple[str, int]]]:
     settings = ctx.settings
     addresses = listener_addresses(settings)
@@ -99,21 +128,31 @@ def build_app(ctx: ServerContext, skins: list[Skin]) -> tuple[App, list[tuple[st
 
 def describe_ports(settings: ServerSettings) -> list[str]:
     host = settings.host
-    lines = [f"HTTP server (V2 REST) listening on http://{host}:{settings.http_port}"]
+
+    def http(name: str) -> str:
+        return tls_scheme(settings, name)
+
+    def grpc(name: str) -> str:
+        return " (TLS)" if tls_scheme(settings, name) == "https" else ""
+
+    lines = [f"HTTP server (V2 REST) listening on {http('http_port')}://{host}:{settings.http_port}"]
     if settings.enable_grpc:
-        lines.append(f"gRPC server (V2) listening on {host}:{settings.grpc_port}")
+        lines.append(f"gRPC server (V2) listening on {host}:{settings.grpc_port}{grpc('grpc_port')}")
     if settings.enable_metrics_endpoint:
-        lines.append(f"Metrics server listening on http://{host}:{settings.metrics_port}{settings.metrics_endpoint}")
+        lines.append(
+            f"Metrics server listening on {http('metrics_port')}://{host}:{settings.metrics_port}"
+            f"{settings.metrics_endpoint}"
+        )
     if settings.rest_api_port:
-        lines.append(f"TF Serving REST API listening on http://{host}:{settings.rest_api_port}")
+        lines.append(f"TF Serving REST API listening on {http('rest_api_port')}://{host}:{settings.rest_api_port}")
     if settings.port:
-        lines.append(f"TF Serving gRPC API listening on {host}:{settings.port}")
+        lines.append(f"TF Serving gRPC API listening on {host}:{settings.port}{grpc('port')}")
     if torchserve.torchserve_mode(settings):
         lines.append(
             "TorchServe management API listening on "
-            f"http://{settings.management_host}:{settings.management_port}"
+            f"{http('management_port')}://{settings.management_host}:{settings.management_port}"
         )
     return lines
 
 
-__all__ = ["SKINS", "Mount", "build_app", "build_context", "describe_ports", "listening_ports"]
+__all__ = ["SKINS", "Mount", "build_app", "build_context", "describe_ports", "listening_ports", "secure_ports"]

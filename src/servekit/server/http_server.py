@@ -41,7 +41,8 @@ import ctypes
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import httptools
@@ -117,8 +118,9 @@ class _Chunked:
 
 
 class HttpProtocol(asyncio.BufferedProtocol):
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: HttpServer, scheme: str = "http") -> None:
         self.server = server
+        self.scheme = scheme  # "https" on a TLS listener (the transport decrypts; nothing else differs)
         self.cycle: _Cycle | None = None  # the request being answered
         self.app = server.app
         self.loop = server.loop
@@ -598,7 +600,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": parser.get_http_version(),
             "method": parser.get_method().decode("ascii"),
-            "scheme": "http",
+            "scheme": self.scheme,
             "path": _unquote(raw_path),
             "raw_path": raw_path,
             "query_string": url.query or b"",
@@ -802,9 +804,19 @@ class HttpServer:
         self.invalid_response_logged = False
         self._stopped = asyncio.Event()
 
-    async def serve(self, sockets: list[socket.socket]) -> None:
-        for sock in sockets:
-            listener = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=2048)
+    async def serve(self, sockets: list[socket.socket], tls: Sequence[ssl.SSLContext | None] = ()) -> None:
+        """Serve until :meth:`stop`; ``tls`` holds, per socket, the context of
+        a TLS listener (None or absent: plain HTTP)."""
+        for index, sock in enumerate(sockets):
+            context = tls[index] if index < len(tls) else None
+            if context is None:
+                listener = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=2048)
+            else:
+                # a client that connects and never completes its handshake waits no longer than an idle one
+                listener = await self.loop.create_server(
+                    lambda: HttpProtocol(self, "https"), sock=sock, backlog=2048, ssl=context,
+                    ssl_handshake_timeout=max(1.0, self.keep_alive_timeout),
+                )
             self.servers.append(listener)
         await self._stopped.wait()
         for each in self.servers:

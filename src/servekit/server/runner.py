@@ -18,6 +18,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Iterator
@@ -127,7 +128,8 @@ class Worker:
         self._control_queue: asyncio.Queue[Change] = asyncio.Queue()
 
     async def run(self) -> None:
-        from servekit.server.assembly import build_app, build_context
+        from servekit.server.assembly import build_app, build_context, secure_ports
+        from servekit.server.tls import load as load_tls
 
         settings = self.settings
         if self.registry is None:
@@ -149,6 +151,8 @@ class Worker:
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._on_control)
         app, ports = build_app(ctx, self.skins)
         sockets = [listen(host, port, self.reuse_port) for host, port in ports]
+        tls, secure = load_tls(settings), secure_ports(settings)
+        contexts = [tls.context if tls is not None and port in secure else None for _, port in ports]
         try:
             for skin in self.skins:
                 if skin.start is not None:
@@ -163,7 +167,7 @@ class Worker:
                 self.control.sendall(b"ready\n")
             else:
                 announce(settings)
-            await serve_http(app, sockets, settings)
+            await serve_http(app, sockets, settings, contexts)
         finally:
             for task in self.tasks:
                 task.cancel()
@@ -317,15 +321,42 @@ def check_ports_free(settings: ServerSettings) -> None:
             ) from None
 
 
-async def serve_http(app: Any, sockets: list[socket.socket], settings: ServerSettings) -> None:
+def check_tls(settings: ServerSettings) -> None:
+    """Read and check the TLS files once, before any worker starts: a missing,
+    unreadable or mismatched certificate or key stops the start here."""
+    from servekit.server.assembly import secure_ports
+    from servekit.server.tls import load as load_tls
+
+    load_tls(settings)
+    secure_ports(settings)
+
+
+async def serve_http(
+    app: Any, sockets: list[socket.socket], settings: ServerSettings,
+    contexts: list[ssl.SSLContext | None] | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT with servekit's HTTP server, or uvicorn's
     when ``http_server`` is "uvicorn"; either way the worker returns normally,
-    so its cleanups (gRPC shutdown, pollers) run."""
+    so its cleanups (gRPC shutdown, pollers) run. ``contexts``: per socket,
+    the TLS context of a TLS listener, else None."""
     loop = asyncio.get_running_loop()
+    contexts = contexts or [None] * len(sockets)
     if settings.http_server == "uvicorn":
-        server: Any = _uvicorn_server(app)
-        stop = server.handle_exit_now
-        serving = server.serve(sockets=sockets)
+        # uvicorn has one TLS setting per server: one server for the plain
+        # sockets, one for the TLS ones
+        plain = [sock for sock, context in zip(sockets, contexts, strict=True) if context is None]
+        secure = [sock for sock, context in zip(sockets, contexts, strict=True) if context is not None]
+        servers = [_uvicorn_server(app, settings if group is secure else None)
+                   for group in (plain, secure) if group]
+        groups = [group for group in (plain, secure) if group]
+
+        def stop() -> None:
+            for each in servers:
+                each.handle_exit_now()
+
+        serving: Awaitable[Any] = asyncio.gather(
+            *(each.serve(sockets=group) for each, group in zip(servers, groups, strict=True))
+        )
     else:
         from servekit.server.http_server import HttpServer
 
@@ -339,7 +370,7 @@ async def serve_http(app: Any, sockets: list[socket.socket], settings: ServerSet
             abort_on_close=settings.abort_on_close,
         )
         stop = server.stop
-        serving = server.serve(sockets)
+        serving = server.serve(sockets, contexts)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     try:
@@ -349,7 +380,9 @@ async def serve_http(app: Any, sockets: list[socket.socket], settings: ServerSet
             loop.remove_signal_handler(sig)
 
 
-def _uvicorn_server(app: Any) -> Any:
+def _uvicorn_server(app: Any, tls: ServerSettings | None = None) -> Any:
+    """uvicorn's server for ``app``; with ``tls``, it serves TLS with those
+    settings' certificate."""
     import uvicorn
     from uvicorn.protocols.http import httptools_impl
 
@@ -377,8 +410,18 @@ def _uvicorn_server(app: Any) -> Any:
         timeout_keep_alive=30,
         server_header=False,
         date_header=False,
+        **_uvicorn_tls(tls),
     )
     return SignalFreeServer(config)
+
+
+def _uvicorn_tls(settings: ServerSettings | None) -> dict[str, Any]:
+    if settings is None or not settings.ssl_certfile:
+        return {}
+    out: dict[str, Any] = {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile}
+    if settings.ssl_ca_certs:
+        out.update(ssl_ca_certs=settings.ssl_ca_certs, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return out
 
 
 def announce(settings: ServerSettings, workers: int = 1) -> None:
@@ -403,6 +446,7 @@ def run_loop(coro: Awaitable[None]) -> None:
 def serve(settings: ServerSettings, sources: ModelSources, skins: list[Skin]) -> None:
     workers = worker_count(settings)
     configure_threads(settings, workers)
+    check_tls(settings)
     check_ports_free(settings)
     if workers <= 1:
         run_loop(Worker(settings, sources, skins).run())

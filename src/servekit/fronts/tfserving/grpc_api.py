@@ -37,6 +37,7 @@ from servekit.registry import ModelVersion
 from servekit.repository.reconcile import Reconciler
 from servekit.server.auth import require_token
 from servekit.server.lifecycle import Change, ServerContext, Skin, Stop
+from servekit.server.tls import add_grpc_port
 from servekit.tensors import InferenceRequest, RequestedOutput, Tensor
 
 log = logging.getLogger("servekit.grpc")
@@ -289,7 +290,7 @@ async def start(ctx: ServerContext) -> Stop:
     add_services(server, ctx)
     address = f"{settings.host}:{settings.port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = add_grpc_port(server, address, settings, "port")
     except RuntimeError as exc:
         raise ServekitError(f"cannot listen for TF Serving gRPC on {address}: {exc}") from None
     if bound == 0:
