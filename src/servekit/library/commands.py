@@ -10,33 +10,26 @@ import inspect
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from servekit.errors import ConfigError
+from servekit.library.sources import FORMS
 
 
-def _library_from(target: str, required: list[str] | None = None) -> Any:
-    """A ModelLibrary over a package folder, a ``.py`` file or a dotted name."""
+def _library_from(target: str, required: list[str] | None = None, option: str = "--models") -> Any:
+    """A ModelLibrary over what ``--models`` names (see :mod:`servekit.library.sources`)."""
     from servekit.library.library import ModelLibrary
+    from servekit.library.sources import import_models
 
-    path = Path(target)
-    if path.exists():
-        path = path.resolve()
-        folder, module = (path.parent, path.stem) if path.suffix == ".py" or (path / "__init__.py").exists() else (path, None)
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-        if module is None:
-            raise ConfigError(f"{target} is neither a Python package nor a module")
-        target = module
-    return ModelLibrary(target, required_models=required)
+    return ModelLibrary(import_models(target, option=option), required_models=required)
 
 
 # -- describe -------------------------------------------------------------------
 def configure_describe(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", help="a model repository folder, a package folder, a .py file or a dotted package")
+    parser.add_argument("target", help="a model repository folder (with model-settings.json), or the models as "
+                        "--models takes them: " + FORMS)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -45,15 +38,28 @@ def run_describe(args: argparse.Namespace) -> int:
 
     path = Path(args.target)
     rows: dict[str, Any] = {}
-    if path.is_dir() and not (path / "__init__.py").exists():
+    if path.is_dir() and not (path / "__init__.py").exists() and _is_repository(path):
         rows = _describe_repository(path)
+        if not rows:
+            raise ConfigError(
+                f"no models in {args.target!r}: no model-settings.json or model file below it and no "
+                f"Python package in it; describe takes a model repository folder or {FORMS}"
+            )
     else:
-        library = _library_from(args.target)
+        library = _library_from(args.target, option="describe")
         described = library.describe()
         assert isinstance(described, dict)
         rows = described
     print(json.dumps(rows, indent=2, default=str) if args.json else render(rows))
     return 0
+
+
+def _is_repository(folder: Path) -> bool:
+    """A model repository: it has a model-settings.json somewhere, or no package to import."""
+    for pattern in ("model-settings.json", "*/model-settings.json", "*/*/model-settings.json"):
+        if next(folder.glob(pattern), None) is not None:
+            return True
+    return not any((child / "__init__.py").exists() for child in folder.iterdir() if child.is_dir())
 
 
 def _describe_repository(root: Path) -> dict[str, Any]:
@@ -91,7 +97,7 @@ def configure_time(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("example", help="one item as JSON (a bare word is taken as a string)")
     parser.add_argument("-n", "--number", type=int, default=100, help="calls to time")
     parser.add_argument("--models", default=os.environ.get("SERVEKIT_DEFAULT_PACKAGE"),
-                        help="package, folder or .py file holding the models")
+                        help="where the models are (default: SERVEKIT_DEFAULT_PACKAGE): " + FORMS)
 
 
 def run_time(args: argparse.Namespace) -> int:

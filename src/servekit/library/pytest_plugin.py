@@ -1,7 +1,8 @@
 """pytest plugin (registered through the ``pytest11`` entry point): runs the
 ``TEST_CASES`` declared on model classes.
 
-    pytest --servekit-models sentiment          # or, in the ini file:
+    pytest --servekit-models sentiment          # a module name, a package folder, a folder
+                                                # holding packages or a .py file; or, in the ini file:
     [pytest]
     servekit_models = sentiment
 
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+_MODULES = pytest.StashKey[list[Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,23 +60,44 @@ class TestCaseItem(pytest.Item):
         return "servekit", None, self.name
 
 
-def _items(session: pytest.Session, packages: list[str]) -> Iterator[TestCaseItem]:
+def _items(session: pytest.Session, modules: list[Any]) -> Iterator[TestCaseItem]:
     from servekit.library import LibrarySettings, ModelLibrary
 
-    for package in packages:
+    for module in modules:
         settings = LibrarySettings.from_env().model_copy(update={"lazy_loading": True})
-        library = ModelLibrary(package, settings=settings)
+        library = ModelLibrary(module, settings=settings)
         for key, (cls, _) in library.configurations.items():
             for n, case in enumerate(cls.test_cases()):
                 yield TestCaseItem.from_parent(session, name=f"servekit::{key}[{n}]", library=library, key=key, case=case)
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    packages = list(config.getoption("servekit_models") or []) + list(config.getini("servekit_models") or [])
-    if packages:
-        import sys
+def _imported(config: pytest.Config) -> list[Any]:
+    """What --servekit-models (from the folder pytest was started in) and the ini's
+    servekit_models (from the ini file's folder) name, imported as ``servekit
+    time --models`` does; a mistake is a usage error of one line."""
+    from servekit.errors import ServekitError
+    from servekit.library.sources import import_models, put_on_path
 
-        root = str(config.rootpath)  # the packages usually live beside the tests
-        if root not in sys.path:
-            sys.path.insert(0, root)
-        items.extend(_items(session, packages))
+    wanted = [(str(target), config.invocation_params.dir, "--servekit-models")
+              for target in config.getoption("servekit_models") or []]
+    wanted += [(str(target), config.rootpath, "servekit_models (ini)")
+               for target in config.getini("servekit_models") or []]
+    modules: list[Any] = []
+    if wanted:  # the packages usually live beside the tests: the rootdir is on sys.path as well
+        put_on_path(config.rootpath)
+    for target, base, option in wanted:
+        try:
+            modules.extend(import_models(target, base, option))
+        except ServekitError as exc:
+            raise pytest.UsageError(f"{option} {target}: {exc.message}") from None
+    return modules
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_MODULES] = _imported(config)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    modules = config.stash.get(_MODULES, [])
+    if modules:
+        items.extend(_items(session, modules))
