@@ -78,3 +78,9 @@ FUZZ_EXAMPLES ?= 5000
 .PHONY: fuzz
 fuzz: $(STAMP)
 	SERVEKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz_codecs.py tests/test_fuzz_e2e.py tests/test_schemathesis_v2.py
+
+# The peers' own test suites and clients against servekit (conformance/*/run), one
+# table in benchmarks/results/conformance.md; not part of `make test`
+.PHONY: conformance
+conformance: $(STAMP)
+	$(BIN)/python conformance/run.py $(SUITES)
