@@ -77,26 +77,31 @@ def parse_properties(text: str) -> dict[str, str]:
     return out
 
 
-def _address(value: str, key: str) -> tuple[str, int]:
+def _address(value: str, key: str) -> tuple[str, int, bool]:
+    """HOST, PORT and whether the address is ``https://``."""
     parsed = urllib.parse.urlsplit(value if "://" in value else f"http://{value}")
     if parsed.scheme not in ("http", "https") or parsed.port is None:
         raise ConfigError(f"{key}={value}: expected http(s)://HOST:PORT")
-    if parsed.scheme == "https":
-        log.warning(
-            "%s=%s: servekit serves plain HTTP on port %d; put a TLS terminator in front for https",
-            key, value, parsed.port,
-        )
-    return parsed.hostname or "127.0.0.1", parsed.port
+    return parsed.hostname or "127.0.0.1", parsed.port, parsed.scheme == "https"
 
 
 def properties_to_settings(props: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "inference_address" in props:
-        out["host"], out["http_port"] = _address(props["inference_address"], "inference_address")
-    if "management_address" in props:
-        out["management_host"], out["management_port"] = _address(props["management_address"], "management_address")
-    if "metrics_address" in props:
-        out["metrics_port"] = _address(props["metrics_address"], "metrics_address")[1]
+    secure: list[str] = []  # the port settings TorchServe would serve with TLS
+    for key, host_setting, port_setting in (
+        ("inference_address", "host", "http_port"),
+        ("management_address", "management_host", "management_port"),
+        ("metrics_address", None, "metrics_port"),
+    ):
+        if key in props:
+            host, out[port_setting], tls = _address(props[key], key)
+            if host_setting is not None:
+                out[host_setting] = host
+            if tls:
+                secure.append(port_setting)
+    if props.get("enable_grpc_ssl", "").lower() == "true":
+        secure.append("grpc_port")
+    out.update(_tls_properties(props, secure))
     if "grpc_inference_port" in props:
         out["grpc_port"] = int(props["grpc_inference_port"])
     for key in ("model_store", "load_models", "allowed_urls", "default_workers_per_model"):
@@ -116,7 +121,40 @@ KNOWN_PROPERTIES = {
     "inference_address", "management_address", "metrics_address", "grpc_inference_port",
     "model_store", "load_models", "allowed_urls", "default_workers_per_model",
     "disable_token_authorization", "max_request_size",
+    "private_key_file", "certificate_file", "enable_grpc_ssl", "keystore", "keystore_pass", "keystore_type",
 }
+
+
+def _tls_properties(props: dict[str, str], secure: list[str]) -> dict[str, Any]:
+    """TorchServe's TLS: ``https://`` addresses (and ``enable_grpc_ssl=true``)
+    with ``private_key_file`` and ``certificate_file``. With neither file,
+    TorchServe serves a self-signed certificate; so does servekit
+    (:func:`torchserve_settings`). A Java ``keystore`` is not read."""
+    key, cert = props.get("private_key_file") or None, props.get("certificate_file") or None
+    if not secure:
+        if key or cert or props.get("keystore"):
+            log.info("config.properties: the key and certificate serve only https:// addresses "
+                     "(and gRPC with enable_grpc_ssl=true); none is set, so every port is plain")
+        return {}
+    if props.get("keystore"):
+        if not (key and cert):
+            raise ConfigError(
+                f"config.properties: keystore={props['keystore']} is a Java key store, which servekit "
+                "cannot read; export it as PEM files (openssl pkcs12 -in STORE -nocerts -nodes -out key.pem; "
+                "openssl pkcs12 -in STORE -nokeys -out cert.pem) and set private_key_file and certificate_file"
+            )
+        log.warning("config.properties: keystore is not supported; serving private_key_file and certificate_file")
+    if bool(key) != bool(cert):
+        missing = "certificate_file" if key else "private_key_file"
+        given = "private_key_file" if key else "certificate_file"
+        raise ConfigError(
+            f"config.properties sets {given} but not {missing}; https:// addresses need both "
+            "(or neither, for a self-signed certificate made at start)"
+        )
+    out: dict[str, Any] = {"ssl_ports": ",".join(secure)}
+    if key and cert:
+        out.update(ssl_certfile=cert, ssl_keyfile=key)
+    return out
 
 
 def torchserve_settings(settings: ServerSettings, args: argparse.Namespace) -> ServerSettings:
@@ -137,6 +175,8 @@ def torchserve_settings(settings: ServerSettings, args: argparse.Namespace) -> S
         from_file = {k: v for k, v in properties_to_settings(props).items() if k not in explicit}
         settings = settings.merged(from_file)
         explicit.update(from_file)
+        if "ssl_ports" in from_file and not settings.ssl_certfile:
+            settings = _self_signed(settings, path)
     if not (settings.model_store or settings.load_models or settings.ts_config):
         return settings
     defaults: dict[str, Any] = {}
@@ -145,6 +185,21 @@ def torchserve_settings(settings: ServerSettings, args: argparse.Namespace) -> S
     # parallel_workers keeps its default, one worker process per core: management
     # changes reach every worker (servekit.fronts.torchserve.changes)
     return settings.merged(defaults) if defaults else settings
+
+
+def _self_signed(settings: ServerSettings, path: Path) -> ServerSettings:
+    """TorchServe's answer to ``https://`` with no key or certificate: a
+    self-signed certificate, made at start; clients must skip verification."""
+    from servekit.server.tls import self_signed
+
+    certfile, keyfile = self_signed([settings.host, settings.management_host])
+    log.warning(
+        "%s has https:// addresses but no private_key_file and certificate_file: serving a self-signed "
+        "certificate made at start (as TorchServe does), which clients do not trust unless told to "
+        "(curl -k); set both properties to serve your own",
+        path,
+    )
+    return settings.merged({"ssl_certfile": certfile, "ssl_keyfile": keyfile})
 
 
 def _explicit_fields(args: argparse.Namespace) -> set[str]:
