@@ -61,7 +61,8 @@ def test_article_flow_start_curl_stop(article: dict[str, Any], tmp_path: Path) -
     config = tmp_path / "torch_config"
     config.write_text(textwrap.dedent(f"""\
         inference_address=http://127.0.0.1:{ports['inference']}
-        # the article moves management off 8081 like this (servekit serves it as plain HTTP)
+        # the article moves management off 8081 like this: https:// with no key or certificate
+        # serves a certificate made at start, as TorchServe does, so the article's curl -k works
         management_address=https://127.0.0.1:{ports['management']}
         metrics_address=http://127.0.0.1:{ports['metrics']}
         grpc_inference_port={ports['grpc']}
@@ -82,8 +83,8 @@ def test_article_flow_start_curl_stop(article: dict[str, Any], tmp_path: Path) -
         metrics = requests.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10).text
         assert 'model="fmnist"' in metrics and 'protocol="torchserve"' in metrics
         key = json.loads((tmp_path / "key_file.json").read_text())["management"]["key"]
-        described = requests.get(f"http://127.0.0.1:{ports['management']}/models/fmnist",
-                                 headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+        described = json.loads(curl("-k", "-H", f"Authorization: Bearer {key}",
+                                    f"https://localhost:{ports['management']}/models/fmnist"))
         assert described[0]["modelName"] == "fmnist" and described[0]["modelVersion"] == "1.0"
         assert described[0]["loadedAtStartup"] is True
         again = servekit("--start", "--model-store", str(store), cwd=tmp_path, env=env)
