@@ -25,7 +25,7 @@ def test_precedence(tmp_path: Path) -> None:
 
 
 def test_invalid_settings_name_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="http_port"):
+    with pytest.raises(ConfigError, match="--http-port: Input should be a valid integer"):
         load_server_settings(tmp_path, {"http_port": "eighty"}, {})
     (tmp_path / "settings.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read"):

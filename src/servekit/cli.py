@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,8 @@ from servekit.fronts.seldon import cli as seldon_cli
 from servekit.fronts.torchserve import mode as torchserve_mode
 from servekit.library.commands import LIBRARY_COMMANDS
 from servekit.server_flags import add_server_flags, server_overrides, setup_logging
+
+log = logging.getLogger("servekit")
 
 # subcommand name -> (configure parser, run); other modules add theirs
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -38,16 +42,40 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"model repository {folder!r} {what}; give the folder that holds the models")
     if torchserve_mode.wants_background(args):
         return torchserve_mode.start_background(args, args.argv)
+    setup_logging(bool(args.debug))  # warnings about settings files appear in the log's form
     settings = load_server_settings(folder or ".", server_overrides(args))
     settings = torchserve_mode.torchserve_settings(settings, args)
     setup_logging(settings.debug)
     sources = ModelSources(settings)
-    tfserving_mode = configure_tfserving(settings, sources)
+    torchserve_wanted = bool(settings.model_store or settings.load_models or settings.ts_config)
+    tfserving_mode = configure_tfserving(settings, sources, strict_env=folder is None and not torchserve_wanted)
     torchserve = torchserve_mode.configure_torchserve(settings, sources)
     if folder is not None or not (tfserving_mode or torchserve):
+        _check_repository(settings.model_repository_root, settings.lenient)
         sources.add_repository(settings.model_repository_root)
     serve(settings, sources, SKINS)
     return 0
+
+
+def _check_repository(root: str, lenient: bool) -> None:
+    """Refuse to start on a broken or misspelt settings file or a missing model
+    file (with ``--lenient``: warn, and serve the rest)."""
+    from servekit.repository.discovery import startup_problems
+
+    problems = startup_problems(root)
+    if not problems:
+        return
+    if lenient:
+        for problem in problems:
+            log.warning("%s (starting anyway: --lenient)", problem)
+        return
+    hint = "fix it, or start with --lenient to serve the other models"
+    if len(problems) == 1:
+        raise ConfigError(f"{problems[0]}; {hint}")
+    raise ConfigError(
+        f"{len(problems)} problems in model repository {root!r} ({hint.replace('it', 'them', 1)}):\n"
+        + "\n".join(f"  {problem}" for problem in problems)
+    )
 
 
 COMMANDS: dict[str, Command] = {
@@ -87,13 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = torchserve_mode.torchserve_argv(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     args.argv = argv
+    debug = bool(getattr(args, "debug", None)) or os.environ.get("SERVEKIT_DEBUG", "").lower() in ("1", "true")
     try:
         return int(args.run(args))
     except ServekitError as exc:
+        if debug:
+            raise
         print(f"servekit: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        detail = " ".join(str(exc).split())[:500]
+        print(f"servekit: unexpected {type(exc).__name__}" + (f": {detail}" if detail else "")
+              + " (--debug or SERVEKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

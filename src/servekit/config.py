@@ -8,8 +8,11 @@ variables and command-line flags. Model settings come from
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from servekit.errors import ConfigError
 
 ENV_PREFIX = "SERVEKIT_"
+log = logging.getLogger("servekit.config")
 # the settings naming a port that can serve TLS (ssl_ports)
 TLS_PORT_SETTINGS = ("http_port", "grpc_port", "metrics_port", "rest_api_port", "management_port", "port")
 
@@ -81,6 +85,7 @@ class ServerSettings(BaseModel):
     file_system_poll_wait_seconds: float = 1.0  # new version folders under base paths
     allow_version_labels_for_unavailable_models: bool = False
     port: int | None = None  # TF Serving's gRPC API (--port); 8500 in TF Serving mode, else off
+    lenient: bool = False  # start despite broken or unknown settings (warnings instead of errors)
     # TLS (uvicorn's names): with a certificate, every HTTP and gRPC port serves TLS
     # (or only those ssl_ports names); ssl_ca_certs makes clients present a certificate it signed
     ssl_certfile: str | None = None  # PEM certificate chain (may also hold the key)
@@ -123,23 +128,73 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
+# MLServer's server settings that servekit reads but does not act on: a
+# settings.json written for MLServer still starts (with a warning naming them)
+MLSERVER_SETTINGS_NOT_USED = frozenset({
+    "cache_enabled", "cache_size", "cors_settings", "environments_dir", "extensions",
+    "grpc_max_message_length", "grpc_workers", "gzip_enabled", "kafka_enabled", "kafka_servers",
+    "kafka_topic_input", "kafka_topic_output", "logging_settings", "metrics_dir",
+    "metrics_rest_server_prefix", "model_repository_implementation",
+    "model_repository_implementation_args", "parallel_workers_timeout", "root_path",
+    "server_version", "tracing_server", "use_structured_logging",
+})
+
+
 def load_server_settings(
     root: str | Path | None,
     cli_overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> ServerSettings:
+    """The server settings: defaults < ``settings.json`` in ``root`` <
+    ``SERVEKIT_*`` < flags. A key of settings.json that is no setting is an
+    error naming the file and key (a warning with ``lenient``)."""
     data: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # where each value came from, for error messages
+    unknown: list[str] = []
+    path: Path | None = None
     if root is not None:
         path = Path(root) / "settings.json"
         if path.is_file():
-            data.update(_read_json(path))
+            from_file = _read_json(path)
+            unknown = [k for k in from_file if k not in ServerSettings.model_fields]
+            data.update({k: v for k, v in from_file.items() if k in ServerSettings.model_fields})
+            origin.update({k: f"{path} {k!r}" for k in data})
         data["model_repository_root"] = str(root)
-    data.update(env_overrides(environ))
-    data.update({k: v for k, v in (cli_overrides or {}).items() if v is not None})
+    from_env = env_overrides(environ)
+    data.update(from_env)
+    origin.update({k: f"{ENV_PREFIX}{k.upper()}" for k in from_env})
+    flags = {k: v for k, v in (cli_overrides or {}).items() if v is not None}
+    data.update(flags)
+    origin.update({k: f"--{k.replace('_', '-')}" for k in flags})
     try:
-        return ServerSettings.model_validate(data)
+        settings = ServerSettings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid server settings: {_describe(exc)}") from None
+        raise ConfigError(f"invalid server settings: {_describe(exc, origin)}") from None
+    if unknown and path is not None:
+        _unknown_keys(path, unknown, settings.lenient)
+    return settings
+
+
+def _unknown_keys(path: Path, keys: list[str], lenient: bool) -> None:
+    ignored = [k for k in keys if k in MLSERVER_SETTINGS_NOT_USED]
+    if ignored:
+        log.warning("%s: MLServer's %s ignored: servekit does not use %s", path,
+                    ", ".join(repr(k) for k in ignored), "it" if len(ignored) == 1 else "them")
+    unknown = [k for k in keys if k not in MLSERVER_SETTINGS_NOT_USED]
+    if not unknown:
+        return
+    described = "; ".join(
+        f"{k!r} is no server setting{did_you_mean(k, ServerSettings.model_fields)}" for k in unknown
+    )
+    if not lenient:
+        raise ConfigError(f"{path}: {described} (`servekit serve --help` lists them; --lenient ignores it)")
+    log.warning("%s: %s; ignored (--lenient)", path, described)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'http_port'?)`` for a near miss, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class ModelParameters(BaseModel):
@@ -220,6 +275,32 @@ class ModelSettings(BaseModel):
         return path
 
 
+# MLServer's model settings that servekit accepts without acting on them
+MLSERVER_MODEL_KEYS_NOT_USED = frozenset({"parallel_workers", "warm_workers", "cache_enabled"})
+MLSERVER_PARAMETERS_NOT_USED = frozenset({
+    "environment_tarball", "environment_path", "autogenerate_inference_pool_gid", "inference_pool_gid",
+})
+MODEL_KEYS = frozenset(ModelSettings.model_fields) - {"source_dir"} | MLSERVER_MODEL_KEYS_NOT_USED
+PARAMETER_KEYS = frozenset(ModelParameters.model_fields) | MLSERVER_PARAMETERS_NOT_USED
+
+
+def unknown_model_keys(data: dict[str, Any]) -> list[str]:
+    """Keys of a ``model-settings.json`` that are no model setting, each with a
+    "did you mean" for a near miss (``'max_batch_sise' (did you mean …?)``)."""
+    out = [f"{k!r}{did_you_mean(k, MODEL_KEYS)}" for k in data if k not in MODEL_KEYS]
+    parameters = data.get("parameters")
+    if isinstance(parameters, dict):
+        out.extend(
+            f"'parameters.{k}'{did_you_mean(k, PARAMETER_KEYS)}" for k in parameters if k not in PARAMETER_KEYS
+        )
+    return out
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; :class:`ConfigError` naming the file otherwise."""
+    return _read_json(path)
+
+
 def load_model_settings(path: Path) -> ModelSettings:
     data = _read_json(path)
     data.setdefault("name", path.parent.name)
@@ -243,7 +324,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-    )
+def _describe(exc: ValidationError, origin: dict[str, str] | None = None) -> str:
+    """Each error as ``where: what`` (``--http-port 99999: 99999 is not a TCP
+    port …``), ``where`` being the flag, variable or file key when known."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        if origin and err["loc"] and str(err["loc"][0]) in origin:
+            where = origin[str(err["loc"][0])]
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)

@@ -226,7 +226,7 @@ def _model_failed(
     exc: Exception, target: Target, model: ModelVersion | None, request: InferenceRequest | None,
     stage: str,
 ) -> ModelFailed:
-    request_id = request.id if request is not None and request.id else "-"
+    request_id = bounded(request.id, 128) if request is not None and request.id else "-"
     name = model.name if model is not None else target.name
     version = model.version if model is not None else target.version or ""
     what = {"decode": "decoding the request for", "encode": "encoding the answer of"}.get(stage)
@@ -234,10 +234,22 @@ def _model_failed(
         "%s %r%s failed on request %s", what or "Model", name, f" version {version}" if version else "",
         request_id, exc_info=exc,
     )
-    detail = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+    detail = bounded(str(exc), MAX_DETAIL)
     cause = f"{type(exc).__name__}" + (f": {detail}" if detail else "")
     where = f"{what} model {name!r} failed with {cause}" if what else f"model {name!r} raised {cause}"
     return ModelFailed(f"{where} (request id {request_id}; the traceback is in the server log)")
+
+
+MAX_DETAIL = 500  # characters of an exception's message a client sees
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` on one line, control characters escaped (``\\x1b``), at most
+    ``limit`` characters (then ending in ``…``): safe in a JSON body, a gRPC
+    status message or a log line."""
+    flat = " ".join(text.split())
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat[: limit + 1])
+    return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"
 
 
 def _deadline(request: InferenceRequest, timeout: float | None) -> float | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from servekit import __version__
 from servekit.archive.manifest import MANIFEST_PATH, Manifest, hash_files
 from servekit.errors import ConfigError
+from servekit.names import check_name
 
 FORMATS = ("default", "zip-store", "tgz", "no-archive")
 
@@ -93,8 +94,7 @@ def write_archive(spec: ArchiveSpec) -> Path:
     """Write the archive; returns its path."""
     if spec.archive_format not in FORMATS:
         raise ConfigError(f"unknown archive format {spec.archive_format!r}; use one of {', '.join(FORMATS)}")
-    if not spec.model_name or "/" in spec.model_name or spec.model_name.startswith("."):
-        raise ConfigError(f"invalid model name {spec.model_name!r}")
+    check_name(spec.model_name, "--model-name")
     files = archive_files(spec)
     manifest = manifest_for(spec, files)
     manifest_bytes = (_json(manifest) + "\n").encode()

@@ -16,7 +16,13 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from servekit.config import ModelParameters, ModelSettings, load_model_settings
+from servekit.config import (
+    ModelParameters,
+    ModelSettings,
+    load_model_settings,
+    read_json_object,
+    unknown_model_keys,
+)
 from servekit.errors import ConfigError, ModelLoadError
 from servekit.repository.base_path import VersionWatcher, is_base_path, versioned_settings
 from servekit.runtimes import model_files
@@ -68,6 +74,37 @@ def discover(
         if inferred is not None:
             found.append(inferred)
     return [_confined(settings, root) for settings in found]
+
+
+# -- mistakes refused at startup ---------------------------------------------------------
+def startup_problems(root: str | Path) -> list[str]:
+    """What is wrong in the repository's settings files, one line each naming
+    the file and the key: a file that is no JSON object or does not validate,
+    keys that are no setting, a ``parameters.uri`` that does not exist. At
+    startup these stop the server (unless ``--lenient``); while it runs,
+    :func:`discover` skips such files with a log line instead."""
+    given, root = Path(root), Path(root).resolve()
+    problems: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        if SETTINGS_FILE not in files:
+            continue
+        path = Path(folder) / SETTINGS_FILE
+        shown = str(given / (_relative(path, root) or path))
+        try:
+            data = read_json_object(path)
+            settings = load_model_settings(path)
+        except ConfigError as exc:
+            problems.append(exc.message.replace(str(path), shown))
+            continue
+        unknown = unknown_model_keys(data)
+        if unknown:
+            problems.append(f"{shown}: {', '.join(unknown)} {'is no model setting' if len(unknown) == 1 else 'are no model settings'}")
+        uri = settings.parameters.uri
+        target = settings.resolved_uri()
+        if uri and target is not None and not target.exists():
+            problems.append(f"{shown}: parameters.uri {uri!r} does not exist (no {given / (_relative(target, root) or target)})")
+    return problems
 
 
 # -- models must stay inside the repository ----------------------------------------

@@ -314,11 +314,15 @@ def check_ports_free(settings: ServerSettings) -> None:
         try:
             listen(host, port, reuse_port=False).close()
         except OSError as exc:
+            names = {"gRPC": ("grpc_port",), "TF Serving gRPC": ("port",)}.get(kind, HTTP_PORT_SETTINGS)
+            flags = [f"--{name.replace('_', '-')}" for name in names if getattr(settings, name) == port]
             raise ConfigError(
-                f"cannot listen on {host}:{port} ({kind}): {exc.strerror}; "
-                "stop whatever uses it or choose another port (--http-port, --grpc-port, "
-                "--metrics-port, --port …)"
+                f"cannot listen on {host}:{port} ({kind}, {' / '.join(flags) or 'port'}): {exc.strerror}; "
+                f"stop whatever uses it or give {flags[0] if flags else 'the flag'} another port"
             ) from None
+
+
+HTTP_PORT_SETTINGS = ("http_port", "metrics_port", "rest_api_port", "management_port")
 
 
 def check_tls(settings: ServerSettings) -> None:

@@ -129,20 +129,33 @@ def _read(path: Path) -> str:
 
 
 def configure_tfserving(
-    settings: ServerSettings, sources: ModelSources, environ: Mapping[str, str] | None = None
+    settings: ServerSettings, sources: ModelSources, environ: Mapping[str, str] | None = None,
+    *, strict_env: bool = False,
 ) -> bool:
     """Add the TF Serving source if its flags (or docker variables) are given.
 
     Returns whether TF Serving mode is on; then the REST API port defaults to
-    8501 and the gRPC port (``--port``) to 8500.
+    8501 and the gRPC port (``--port``) to 8500. With ``strict_env`` (nothing
+    else says what to serve), ``MODEL_NAME`` whose folder is not under
+    ``MODEL_BASE_PATH`` (default ``/models``) is an error, not a silent fallback.
     """
     environ = os.environ if environ is None else environ
     name, base = settings.model_name, settings.model_base_path
     config_file = settings.model_config_file
     if config_file is None and name is None and base is None and environ.get("MODEL_NAME"):
-        candidate = Path(environ.get("MODEL_BASE_PATH") or DOCKER_MODEL_BASE_PATH) / environ["MODEL_NAME"]
+        base_path = environ.get("MODEL_BASE_PATH")
+        candidate = Path(base_path or DOCKER_MODEL_BASE_PATH) / environ["MODEL_NAME"]
         if candidate.is_dir():
             name, base = environ["MODEL_NAME"], str(candidate)
+        elif strict_env:
+            where = f"MODEL_BASE_PATH={base_path}" if base_path else f"the default MODEL_BASE_PATH {DOCKER_MODEL_BASE_PATH}"
+            raise ConfigError(
+                f"MODEL_NAME={environ['MODEL_NAME']} is set but {candidate} does not exist (under {where}); "
+                "set MODEL_BASE_PATH to the folder that holds that model's folder of versions, "
+                "or unset MODEL_NAME to serve a model repository"
+            )
+        else:
+            log.warning("MODEL_NAME=%s ignored: %s does not exist", environ["MODEL_NAME"], candidate)
     if config_file is None and name is None and base is None:
         return False
     if config_file is not None and base is not None:
@@ -156,6 +169,9 @@ def configure_tfserving(
             config_poll_seconds=settings.model_config_file_poll_wait_seconds,
         )
         sources.poll_seconds.append(settings.model_config_file_poll_wait_seconds)
+        if settings.model_config_file_poll_wait_seconds > 0:
+            log.info("Model config file %s: read again every %g s (model_config_file_poll_wait_seconds)",
+                     source.config_file, settings.model_config_file_poll_wait_seconds)
     else:
         assert base is not None
         entry = ModelConfigEntry(name=name or DEFAULT_MODEL_NAME, base_path=Path(base).resolve())
