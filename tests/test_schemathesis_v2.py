@@ -131,3 +131,21 @@ def test_the_served_model_answers_the_documents_paths(server: ServerProcess) -> 
     assert refused.json() == {"error": "TRACE is not allowed on /v2/models/iris/versions/1/infer; use POST"}
     live = requests.delete(f"{server.url}/v2/health/live", timeout=10)
     assert live.status_code == 405 and live.headers["allow"] == "GET, HEAD"
+
+
+def test_a_successful_inference_matches_the_documents_response_schema(
+        server: ServerProcess, session: requests.Session) -> None:
+    """Generated bodies seldom fit the model; this one does, and its answer must
+    match ``inference_response`` (no null version or parameters)."""
+    operation = ON_IRIS["/v2/models/{MODEL_NAME}/versions/{MODEL_VERSION}/infer"]["POST"]
+    case = operation.Case(
+        path_parameters={"MODEL_NAME": "iris", "MODEL_VERSION": "1"},
+        body={"id": "a", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                     "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]},
+        media_type="application/json",
+    )
+    response = case.call(base_url=server.url, session=session, timeout=30)
+    case.validate_response(response, checks=CHECKS)
+    body = response.json()
+    assert body["model_name"] == "iris" and body["model_version"] == "1" and body["id"] == "a"
+    assert body["outputs"][0]["data"] == [0, 2] and "parameters" not in body

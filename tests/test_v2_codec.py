@@ -79,7 +79,9 @@ def test_json_output_of_every_datatype_is_flat() -> None:
         assert out["shape"] == [2, 3] and out["datatype"] == datatype
         np.testing.assert_allclose(np.array(out["data"], dtype=np.float64), sample(datatype).ravel().astype(np.float64))
     assert by_name["text"]["data"] == ["hello", "wörld"]
-    assert document["model_version"] is None and document["parameters"] is None
+    # no version and no parameters: left out, never null (the spec's schema has a string and an object)
+    assert list(document) == ["model_name", "id", "outputs"]
+    assert all("parameters" not in out for out in document["outputs"])
 
 
 def test_bytes_from_json_strings() -> None:

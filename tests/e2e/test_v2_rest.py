@@ -36,12 +36,12 @@ def test_article_single_row_sklearn(server: ServerProcess, test_set: tuple[pd.Da
     assert body["model_name"] == "fashion-sklearn"
     assert body["model_version"] == "v1"
     assert isinstance(body["id"], str) and len(body["id"]) == 36
-    assert body["parameters"] is None
+    assert "parameters" not in body  # none: left out, never null
     [output] = body["outputs"]
     assert output["name"] == "predict"
     assert output["shape"] == [1]
     assert output["datatype"] == "INT64"
-    assert output["parameters"] is None
+    assert "parameters" not in output
     assert len(output["data"]) == 1 and isinstance(output["data"][0], int)
 
 

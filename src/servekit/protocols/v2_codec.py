@@ -450,16 +450,19 @@ def encode_response(
             chunks.append(raw)
             entry["parameters"] = parameters
         else:
-            entry["parameters"] = parameters or None
+            if parameters:
+                entry["parameters"] = parameters
             entry["data"] = json_data(tensor)
         outputs.append(entry)
-    document = {
-        "model_name": response.model_name,
-        "model_version": response.model_version,
-        "id": response.id,
-        "parameters": response.parameters or None,
-        "outputs": outputs,
-    }
+    # model_version and parameters are left out when there are none: the Open
+    # Inference Protocol's schema has them as a string and an object, never null
+    document: dict[str, Any] = {"model_name": response.model_name}
+    if response.model_version is not None:
+        document["model_version"] = response.model_version
+    document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = response.parameters
+    document["outputs"] = outputs
     header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return header, None
