@@ -31,67 +31,254 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", validate_assignment=True, protected_namespaces=())
 
-    host: str = "127.0.0.1"
-    http_port: int = 8080
-    grpc_port: int = 8081
-    metrics_port: int = 8082
-    rest_api_port: int | None = None  # TF Serving's REST API; off unless set
-    debug: bool = False
-    parallel_workers: int | None = None  # None: one per core
-    threads_per_worker: int | None = None  # OpenMP/BLAS threads; None: cores // workers
-    model_repository_root: str = "."
-    load_models_at_startup: bool = True
-    max_request_size: int = 512 * 1024 * 1024
-    max_queue_size: int = 1024  # queued requests per model before 503
-    max_queue_time: float = 30.0  # seconds a request may wait in a model's queue before 503; 0 = no limit
-    drain_seconds: float = 30.0  # on SIGTERM: time for requests in flight to finish
+    host: str = Field("127.0.0.1", description="address every listener binds (0.0.0.0 for all interfaces)")
+    http_port: int = Field(
+        8080,
+        description=(
+            "main HTTP port: V2 REST (/v2/…), /predict, Seldon (/api/v1.0/…) and TorchServe's inference "
+            "API (/ping, /predictions)"
+        ),
+    )
+    grpc_port: int = Field(
+        8081,
+        description=(
+            "V2 gRPC port (tritonclient.grpc, KServe); 7070 in TorchServe mode unless set"
+        ),
+    )
+    metrics_port: int = Field(8082, description="Prometheus metrics port (metrics_endpoint on it)")
+    rest_api_port: int | None = Field(
+        None,
+        description=(
+            "TF Serving's REST API port (/v1/models/…); off unless set, 8501 in TF Serving mode"
+        ),
+    )
+    debug: bool = Field(False, description="debug logging; errors at startup print their traceback")
+    parallel_workers: int | None = Field(
+        None,
+        description=(
+            "worker processes sharing the ports; none: one per core. Models given at startup load once "
+            "before the workers fork, except TensorFlow/onnxruntime models, which each worker loads "
+            "(memory times workers)"
+        ),
+    )
+    threads_per_worker: int | None = Field(
+        None,
+        description=(
+            "OpenMP/BLAS/torch threads per worker; none: cores divided by workers"
+        ),
+    )
+    model_repository_root: str = Field(".", description="the model repository folder (the FOLDER argument sets it)")
+    load_models_at_startup: bool = Field(
+        True,
+        description=(
+            "load every model found at startup (else only on a repository load call)"
+        ),
+    )
+    max_request_size: int = Field(
+        512 * 1024 * 1024,
+        description=(
+            "largest request body in bytes (also after gzip/deflate); larger: 413"
+        ),
+    )
+    max_queue_size: int = Field(
+        1024,
+        description=(
+            "requests queued per model before 503 (a model-settings.json may set its own)"
+        ),
+    )
+    max_queue_time: float = Field(
+        30.0,
+        description=(
+            "seconds a request may wait in a model's queue before 503 (it never runs); 0: no limit"
+        ),
+    )
+    drain_seconds: float = Field(
+        30.0,
+        description=(
+            "on SIGTERM, seconds for requests in flight to finish (new ones get 503)"
+        ),
+    )
     # a request whose client closes its side of the connection while it waits in a model's queue is dropped
-    abort_on_close: bool = True
-    keep_alive_seconds: float = 30.0  # an idle connection, or an incomplete request head, closes after this
-    body_timeout_seconds: float = 30.0  # a request body with no byte for this long (or < 4 KiB/s) gets 408
-    max_connections: int = 4096  # open connections per worker; more are answered 503 and closed
-    inline_predict_ms: float = 0.1  # models faster than this run on the event loop; 0 = never
-    gil_switch_interval_ms: float = 0.25  # sys.setswitchinterval in workers
-    http_server: Literal["servekit", "uvicorn"] = "servekit"  # the HTTP/1.1 implementation
-    access_log: bool = False
-    enable_grpc: bool = True
-    enable_metrics_endpoint: bool = True
-    metrics_endpoint: str = "/metrics"
-    default_model: str | None = None
-    poll_wait_seconds: float = 0.0  # repository/file-system polling; 0 = off
-    management_token: str | None = None
-    server_name: str = "servekit"
+    abort_on_close: bool = Field(
+        True,
+        description=(
+            "drop a request still waiting in a model's queue when its client closes the connection"
+        ),
+    )
+    keep_alive_seconds: float = Field(
+        30.0,
+        description=(
+            "an idle connection, or an incomplete request head, closes after this many seconds"
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        description=(
+            "a request body with no byte for this long (or under 4 KiB/s) gets 408"
+        ),
+    )
+    max_connections: int = Field(4096, description="open connections per worker; more are answered 503 and closed")
+    inline_predict_ms: float = Field(
+        0.1,
+        description=(
+            "models whose calls take less than this run on the event loop (no thread hand-off); 0: "
+            "never"
+        ),
+    )
+    gil_switch_interval_ms: float = Field(0.25, description="the workers' sys.setswitchinterval, in milliseconds")
+    http_server: Literal["servekit", "uvicorn"] = Field(
+        "servekit",
+        description=(
+            "HTTP/1.1 implementation: servekit's own or uvicorn"
+        ),
+    )
+    access_log: bool = Field(False, description="log one line per request")
+    enable_grpc: bool = Field(True, description="serve V2 gRPC on grpc_port")
+    enable_metrics_endpoint: bool = Field(True, description="serve Prometheus metrics on metrics_port")
+    metrics_endpoint: str = Field("/metrics", description="path of the metrics endpoint")
+    default_model: str | None = Field(
+        None,
+        description=(
+            "the model POST /predict and Seldon's /api/v1.0/predictions use when several are served"
+        ),
+    )
+    poll_wait_seconds: float = Field(
+        0.0,
+        description=(
+            "re-read the model repository every this many seconds (new, changed and removed models); 0: "
+            "never"
+        ),
+    )
+    management_token: str | None = Field(
+        None,
+        description=(
+            "bearer token required by calls that change what is served (repository load/unload, "
+            "TorchServe management, TF Serving reload); none: not required, except in TorchServe mode, "
+            "which makes one"
+        ),
+    )
+    server_name: str = Field("servekit", description="name in V2 server metadata (GET /v2)")
     # TorchServe's settings (also from ``--ts-config`` config.properties); setting
     # model_store, load_models or ts_config turns on TorchServe mode: management API
     # on management_port (127.0.0.1 unless management_host says otherwise) and V2
     # gRPC moved to 7070 unless grpc_port is set
-    model_store: str | None = None
-    load_models: str | None = None  # "all" or comma-separated [name=]archive.mar
-    ts_config: str | None = None
-    management_port: int = 8081
-    management_host: str = "127.0.0.1"
-    allowed_urls: str | None = None  # comma-separated regexes for registration URLs
-    download_timeout: float = 600.0  # seconds for the whole download of a registered archive
-    max_download_bytes: int = 4 * 1024**3  # the largest archive a registration downloads
-    disable_token_auth: bool = False
-    default_workers_per_model: int = 1
-    pid_file: str | None = None  # of a server started in the background (--start)
+    model_store: str | None = Field(None, description="TorchServe model store folder (turns on TorchServe mode)")
+    load_models: str | None = Field(
+        None,
+        description=(
+            "TorchServe archives to load at startup: 'all' or comma-separated [NAME=]ARCHIVE.mar (also "
+            "--models)"
+        ),
+    )
+    ts_config: str | None = Field(
+        None,
+        description=(
+            "TorchServe config.properties to read (default: ./config.properties when present, in "
+            "TorchServe mode)"
+        ),
+    )
+    management_port: int = Field(8081, description="TorchServe management API port (TorchServe mode only)")
+    management_host: str = Field(
+        "127.0.0.1",
+        description=(
+            "address of the TorchServe management API (loopback by default)"
+        ),
+    )
+    allowed_urls: str | None = Field(
+        None,
+        description=(
+            "comma-separated regexes of URLs TorchServe registration may download from; none: no URL"
+        ),
+    )
+    download_timeout: float = Field(
+        600.0,
+        description=(
+            "seconds for the whole download of an archive registered from a URL"
+        ),
+    )
+    max_download_bytes: int = Field(4 * 1024**3, description="largest archive a registration downloads, in bytes")
+    disable_token_auth: bool = Field(False, description="TorchServe mode: do not require the management token")
+    default_workers_per_model: int = Field(
+        1,
+        description=(
+            "TorchServe's per-model worker count reported by describe (0 stops serving the model); not "
+            "processes"
+        ),
+    )
+    pid_file: str | None = Field(None, description="pid file of a server started in the background with --start")
     # TensorFlow Serving's flags (``--model_name=… --model_base_path=…`` or
     # ``--model_config_file=…``); setting either turns on TF Serving mode
-    model_name: str | None = None
-    model_base_path: str | None = None
-    model_config_file: str | None = None
-    model_config_file_poll_wait_seconds: float = 0.0  # 0: read the config file once
-    file_system_poll_wait_seconds: float = 1.0  # new version folders under base paths
-    allow_version_labels_for_unavailable_models: bool = False
-    port: int | None = None  # TF Serving's gRPC API (--port); 8500 in TF Serving mode, else off
-    lenient: bool = False  # start despite broken or unknown settings (warnings instead of errors)
+    model_name: str | None = Field(
+        None,
+        description=(
+            "TF Serving: name of the model at model_base_path (turns on TF Serving mode)"
+        ),
+    )
+    model_base_path: str | None = Field(
+        None,
+        description=(
+            "TF Serving: folder whose numbered subfolders are the model's versions"
+        ),
+    )
+    model_config_file: str | None = Field(
+        None,
+        description=(
+            "TF Serving: model_config_list file (text proto, YAML or JSON) naming several models"
+        ),
+    )
+    model_config_file_poll_wait_seconds: float = Field(
+        0.0,
+        description=(
+            "TF Serving: re-read model_config_file every this many seconds; 0: read it once"
+        ),
+    )
+    file_system_poll_wait_seconds: float = Field(
+        1.0,
+        description=(
+            "TF Serving: look for new version folders under base paths every this many seconds"
+        ),
+    )
+    allow_version_labels_for_unavailable_models: bool = Field(
+        False,
+        description=(
+            "TF Serving: allow a label to point at a version not loaded yet"
+        ),
+    )
+    port: int | None = Field(
+        None,
+        description=(
+            "TF Serving's gRPC API port (PredictionService, ModelService); off unless set, 8500 in TF "
+            "Serving mode"
+        ),
+    )
+    lenient: bool = Field(
+        False,
+        description=(
+            "start despite broken or misspelt settings files and missing model files (warnings instead "
+            "of errors; the broken models are not served)"
+        ),
+    )
     # TLS (uvicorn's names): with a certificate, every HTTP and gRPC port serves TLS
     # (or only those ssl_ports names); ssl_ca_certs makes clients present a certificate it signed
-    ssl_certfile: str | None = None  # PEM certificate chain (may also hold the key)
-    ssl_keyfile: str | None = None  # PEM private key, unencrypted
-    ssl_ca_certs: str | None = None  # PEM CA bundle; set: clients must present a certificate it signed
-    ssl_ports: str | None = None  # comma-separated port settings that serve TLS (http_port,grpc_port,…); None: all
+    ssl_certfile: str | None = Field(
+        None,
+        description=(
+            "PEM certificate chain (may also hold the key); set: the ports serve TLS"
+        ),
+    )
+    ssl_keyfile: str | None = Field(None, description="PEM private key, unencrypted")
+    ssl_ca_certs: str | None = Field(
+        None,
+        description=(
+            "PEM CA bundle; set: clients must present a certificate it signed"
+        ),
+    )
+    ssl_ports: str | None = Field(
+        None,
+        description=(
+            "comma-separated port settings that serve TLS (http_port,grpc_port,…); none: all of them"
+        ),
+    )
 
     @field_validator("ssl_ports")
     @classmethod
