@@ -46,11 +46,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``servekit serve ARGS`` on free ports; ``url`` is the main HTTP address."""
+    """``servekit serve ARGS`` on free ports; ``url`` is the main HTTP address
+    (``scheme="https"`` for a TLS server, whose readiness is checked with
+    ``verify``: a CA file, or False; and ``cert``, a client certificate and key)."""
 
     def __init__(self, args: list[str], *, workers: int = 1, env: dict[str, str] | None = None,
                  cwd: str | Path | None = None, ready_path: str = "/v2/health/live",
-                 extra_ports: dict[str, int] | None = None) -> None:
+                 extra_ports: dict[str, int] | None = None, scheme: str = "http",
+                 verify: str | bool = True, cert: tuple[str, str] | None = None) -> None:
+        self.scheme = scheme
+        self.verify = verify
+        self.cert = cert
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.metrics_port = free_port()
@@ -70,7 +76,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         import tempfile
@@ -89,7 +95,8 @@ class ServerProcess:
                 raise RuntimeError(f"servekit exited with {self.proc.returncode}:\n{self.log()}")
             if "servekit ready" in self.log():
                 try:
-                    if requests.get(self.url + self.ready_path, timeout=2).status_code < 500:
+                    if requests.get(self.url + self.ready_path, timeout=2, verify=self.verify,
+                                    cert=self.cert).status_code < 500:
                         return self
                 except requests.RequestException:
                     pass
