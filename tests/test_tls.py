@@ -453,3 +453,31 @@ def test_the_test_ca_is_what_the_server_presents(server: TlsServer, pki: Pki) ->
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"live":true}')
 
+
+
+# -- which ports: TorchServe's schemes, and listeners sharing a port ----------------------------
+@pytest.mark.parametrize(("text", "wanted"), [
+    ("inference_address=https://127.0.0.1:8443\nmanagement_address=http://127.0.0.1:8444\n"
+     "metrics_address=https://127.0.0.1:8445\nprivate_key_file=k.pem\ncertificate_file=c.pem\n",
+     {"ssl_ports": "http_port,metrics_port", "ssl_keyfile": "k.pem", "ssl_certfile": "c.pem"}),
+    ("inference_address=https://127.0.0.1:8443\nenable_grpc_ssl=true\n", {"ssl_ports": "http_port,grpc_port"}),
+    ("management_address=https://0.0.0.0:8443\n", {"ssl_ports": "management_port"}),
+    ("inference_address=http://127.0.0.1:8080\nprivate_key_file=k.pem\ncertificate_file=c.pem\n", {}),
+])
+def test_torchserve_schemes_choose_the_tls_ports(text: str, wanted: dict[str, str]) -> None:
+    from servekit.fronts.torchserve.mode import parse_properties, properties_to_settings
+
+    settings = properties_to_settings(parse_properties(text))
+    assert {k: v for k, v in settings.items() if k.startswith("ssl_")} == wanted
+
+
+def test_listeners_sharing_a_port_must_agree_on_tls(pki: Pki) -> None:
+    from servekit.config import ServerSettings
+    from servekit.errors import ConfigError
+    from servekit.server.assembly import secure_ports
+
+    base = {"http_port": 9000, "metrics_port": 9000, "ssl_certfile": pki.cert, "ssl_keyfile": pki.key}
+    with pytest.raises(ConfigError, match="metrics_port and http_port are both port 9000"):
+        secure_ports(ServerSettings(**base, ssl_ports="http_port"))
+    assert secure_ports(ServerSettings(**base, ssl_ports="http_port,metrics_port")) == {9000}
+    assert secure_ports(ServerSettings(**{**base, "metrics_port": 9002}, ssl_ports="metrics_port")) == {9002}
