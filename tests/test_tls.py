@@ -401,6 +401,9 @@ def test_torchserve_https_addresses_with_key_and_certificate(store: Path, pki: P
         untrusted = curl("--cacert", pki.other_ca, f"{process.url}/ping")
         assert untrusted.returncode == 60, untrusted.stderr  # curl: peer certificate cannot be authenticated
         assert f"TorchServe management API listening on https://127.0.0.1:{management}" in process.log()
+        # curl ends each connection with close_notify: closed quietly, no warning per connection
+        assert json.loads(curl("--cacert", pki.ca, f"{process.url}/ping").stdout) == {"status": "Healthy"}
+        assert "WARNING" not in process.log(), process.log()
 
 
 def test_torchserve_https_without_files_serves_a_self_signed_certificate(

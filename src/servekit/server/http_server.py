@@ -656,6 +656,15 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self._close_if_finished()
 
 
+class TlsHttpProtocol(HttpProtocol):
+    """On a TLS listener. TLS has no half-close: after the client's
+    ``close_notify`` the transport closes whatever ``eof_received`` answers
+    (asyncio and uvloop warn when it answers True), so it answers None."""
+
+    def eof_received(self) -> None:
+        super().eof_received()
+
+
 class _Cycle:
     """One request/response: the ASGI ``receive`` and ``send`` callables."""
 
@@ -814,7 +823,7 @@ class HttpServer:
             else:
                 # a client that connects and never completes its handshake waits no longer than an idle one
                 listener = await self.loop.create_server(
-                    lambda: HttpProtocol(self, "https"), sock=sock, backlog=2048, ssl=context,
+                    lambda: TlsHttpProtocol(self, "https"), sock=sock, backlog=2048, ssl=context,
                     ssl_handshake_timeout=max(1.0, self.keep_alive_timeout),
                 )
             self.servers.append(listener)
