@@ -16,7 +16,7 @@ from servekit.errors import ConfigError, ServekitError
 from servekit.fronts.seldon import cli as seldon_cli
 from servekit.fronts.torchserve import mode as torchserve_mode
 from servekit.library.commands import LIBRARY_COMMANDS
-from servekit.server_flags import add_server_flags, server_overrides, setup_logging
+from servekit.server_flags import HelpFormatter, add_server_flags, server_overrides, setup_logging
 
 log = logging.getLogger("servekit")
 
@@ -24,10 +24,26 @@ log = logging.getLogger("servekit")
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
+SERVE_EPILOG = """\
+ports: --http-port serves V2 REST, /predict, Seldon and TorchServe's inference API;
+--grpc-port V2 gRPC; --rest-api-port TF Serving's REST API; --port TF Serving's gRPC
+API; --management-port TorchServe's management API; --metrics-port Prometheus.
+
+environment: every setting also as SERVEKIT_<SETTING> (SERVEKIT_HTTP_PORT=9000);
+settings.json in FOLDER holds the same names. TF Serving's docker variables:
+MODEL_NAME serves the versions in MODEL_BASE_PATH/MODEL_NAME (MODEL_BASE_PATH
+defaults to /models, as in the tensorflow/serving image) in TF Serving mode.
+TorchServe mode reads ./config.properties when present and --ts-config is not given.
+"""
+
+
 def configure_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", nargs="?", default=None, help="model repository (default: .)")
+    parser.add_argument("folder", nargs="?", default=None,
+                        help="model repository: a folder of models (default: the current folder)")
     add_server_flags(parser)
-    torchserve_mode.add_flags(parser)
+    torchserve_group = next(g for g in parser._action_groups if (g.title or "").startswith("TorchServe"))
+    torchserve_mode.add_flags(torchserve_group)
+    parser.epilog = SERVE_EPILOG
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -103,15 +119,22 @@ SUMMARIES = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``servekit`` with every subcommand and its flags."""
     parser = argparse.ArgumentParser(prog="servekit", description="Serve every model.")
     parser.add_argument("--version", action="version", version=f"servekit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND", help="`servekit COMMAND --help` for its flags")
     for name, (configure, run) in COMMANDS.items():
         summary = SUMMARIES.get(name, "")
-        command = sub.add_parser(name, help=summary, description=summary)
+        command = sub.add_parser(name, help=summary, description=summary, formatter_class=HelpFormatter)
         configure(command)
         command.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     argv = torchserve_mode.torchserve_argv(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     args.argv = argv
@@ -138,4 +161,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["COMMANDS", "add_server_flags", "main", "server_overrides", "setup_logging"]
+__all__ = ["COMMANDS", "add_server_flags", "build_parser", "main", "server_overrides", "setup_logging"]

@@ -39,34 +39,19 @@ class ServerSettings(BaseModel):
             "API (/ping, /predictions)"
         ),
     )
-    grpc_port: int = Field(
-        8081,
-        description=(
-            "V2 gRPC port (tritonclient.grpc, KServe); 7070 in TorchServe mode unless set"
-        ),
-    )
+    grpc_port: int = Field(8081, description="V2 gRPC port (tritonclient.grpc, KServe)")
     metrics_port: int = Field(8082, description="Prometheus metrics port (metrics_endpoint on it)")
-    rest_api_port: int | None = Field(
-        None,
-        description=(
-            "TF Serving's REST API port (/v1/models/…); off unless set, 8501 in TF Serving mode"
-        ),
-    )
+    rest_api_port: int | None = Field(None, description="TF Serving's REST API port (/v1/models/…)")
     debug: bool = Field(False, description="debug logging; errors at startup print their traceback")
     parallel_workers: int | None = Field(
         None,
         description=(
-            "worker processes sharing the ports; none: one per core. Models given at startup load once "
+            "worker processes sharing the ports. Models given at startup load once "
             "before the workers fork, except TensorFlow/onnxruntime models, which each worker loads "
             "(memory times workers)"
         ),
     )
-    threads_per_worker: int | None = Field(
-        None,
-        description=(
-            "OpenMP/BLAS/torch threads per worker; none: cores divided by workers"
-        ),
-    )
+    threads_per_worker: int | None = Field(None, description="OpenMP/BLAS/torch threads per worker")
     model_repository_root: str = Field(".", description="the model repository folder (the FOLDER argument sets it)")
     load_models_at_startup: bool = Field(
         True,
@@ -170,13 +155,7 @@ class ServerSettings(BaseModel):
             "--models)"
         ),
     )
-    ts_config: str | None = Field(
-        None,
-        description=(
-            "TorchServe config.properties to read (default: ./config.properties when present, in "
-            "TorchServe mode)"
-        ),
-    )
+    ts_config: str | None = Field(None, description="TorchServe's config.properties to read")
     management_port: int = Field(8081, description="TorchServe management API port (TorchServe mode only)")
     management_host: str = Field(
         "127.0.0.1",
@@ -244,13 +223,7 @@ class ServerSettings(BaseModel):
             "TF Serving: allow a label to point at a version not loaded yet"
         ),
     )
-    port: int | None = Field(
-        None,
-        description=(
-            "TF Serving's gRPC API port (PredictionService, ModelService); off unless set, 8500 in TF "
-            "Serving mode"
-        ),
-    )
+    port: int | None = Field(None, description="TF Serving's gRPC API port (PredictionService, ModelService)")
     lenient: bool = Field(
         False,
         description=(

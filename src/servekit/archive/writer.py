@@ -166,12 +166,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-file", default=None, help="file with the nn.Module class")
     parser.add_argument("--handler", required=True, help="handler .py file or built-in name (image_classifier …)")
     parser.add_argument("--extra-files", default=None, help="comma-separated files or folders")
-    parser.add_argument("--runtime", default="python", choices=["python", "python3"])
+    parser.add_argument("--runtime", default="python", choices=["python", "python3"], help="runtime of the handler")
     parser.add_argument("--export-path", default=".", help="folder to write into (default: .)")
-    parser.add_argument("--archive-format", default="default", choices=FORMATS)
+    parser.add_argument("--archive-format", default="default", choices=FORMATS,
+                        help="default: a .mar (zip); tgz: .tar.gz; no-archive: a folder")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing archive")
     parser.add_argument("-v", "--version", default=None, help="model version (e.g. 1.0)")
-    parser.add_argument("-r", "--requirements-file", default=None)
+    parser.add_argument("-r", "--requirements-file", default=None, help="requirements.txt stored in the archive")
     parser.add_argument("-c", "--config-file", default=None, help="model YAML config")
 
 

@@ -152,15 +152,15 @@ def _measure(model: Any, item: Any, n: int) -> list[float]:
 
 # -- assets -----------------------------------------------------------------------
 def configure_assets(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
+    sub = parser.add_subparsers(dest="action", required=True, help="push, list or fetch")
     push = sub.add_parser("push", help="upload a file or folder as a new asset version")
-    push.add_argument("path")
+    push.add_argument("path", help="file or folder to upload")
     push.add_argument("spec", help="category/name:1.2 (without a version: the next minor)")
-    push.add_argument("--bump-major", action="store_true")
+    push.add_argument("--bump-major", action="store_true", help="next major version instead of minor")
     listing = sub.add_parser("list", help="assets and versions in the store")
-    listing.add_argument("name", nargs="?")
+    listing.add_argument("name", nargs="?", help="only this asset (category/name)")
     fetch = sub.add_parser("fetch", help="download an asset into the local cache, print its path")
-    fetch.add_argument("spec")
+    fetch.add_argument("spec", help="category/name[:version] of the asset")
     for command in (push, listing, fetch):
         command.add_argument("--storage", help="store URL (default: SERVEKIT_STORAGE_URL)")
         command.add_argument("--assets-dir", help="local cache (default: SERVEKIT_ASSETS_DIR)")

@@ -6,19 +6,62 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from typing import Any
 
 from servekit.errors import ConfigError
+
+log = logging.getLogger("servekit")
+
+
+SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TRUE_WORDS = ("1", "true", "yes", "on", "t", "y")
+
+
+def _switch(value: str) -> bool:
+    """Seldon's optional-value switches: ``--debug``, ``--debug true``, ``--access-log 0``."""
+    return value.strip().lower() in TRUE_WORDS
 
 
 def configure_microservice(parser: argparse.ArgumentParser) -> None:
     from servekit.server_flags import add_server_flags
 
     parser.add_argument("interface_name", help="MyModel: class MyModel in MyModel.py here (or module.Class)")
-    parser.add_argument("--service-type", default="MODEL", help="only MODEL is supported")
-    parser.add_argument("--parameters", default=None, help="JSON list of {name, value, type} for __init__")
+    # seldon-core-microservice's own flags, same names; those with a servekit
+    # meaning replace servekit's flag of the same name
+    parser.conflict_handler = "resolve"
     add_server_flags(parser)
+    seldon = parser.add_argument_group("seldon-core-microservice's flags")
+    seldon.add_argument("--service-type", default="MODEL", type=str.upper, choices=SERVICE_TYPES,
+                        help="only MODEL is served (default: MODEL)")
+    seldon.add_argument("--parameters", default=os.environ.get("PREDICTIVE_UNIT_PARAMETERS"),
+                        help="JSON list of {name, value, type} for __init__ (env: PREDICTIVE_UNIT_PARAMETERS)")
+    seldon.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                        help="log level (default: INFO; DEBUG is --debug)")
+    seldon.add_argument("--debug", nargs="?", const=True, default=None, type=_switch, metavar="BOOL",
+                        help="debug logging: --debug, --debug true|false (settings.json: debug)")
+    seldon.add_argument("--access-log", nargs="?", const=True, default=None, type=_switch, metavar="BOOL",
+                        help="log every request: --access-log, --access-log true|false")
+    seldon.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes (Gunicorn's workers; servekit's --parallel-workers; default: 1)")
+    seldon.add_argument("--persistence", nargs="?", const=1, default=0, type=int,
+                        help="deprecated in Seldon; accepted and ignored")
+    for flag, meaning in (
+        ("--tracing", "OpenTracing (not in servekit)"),
+        ("--threads", "threads per Gunicorn worker (servekit workers are asynchronous)"),
+        ("--max-requests", "Gunicorn worker recycling"),
+        ("--max-requests-jitter", "Gunicorn worker recycling"),
+        ("--keepalive", "Gunicorn keep-alive seconds (servekit: --keep-alive-seconds)"),
+        ("--single-threaded", "Flask single-threading"),
+        ("--pidfile", "Gunicorn PID file"),
+        ("--grpc-threads", "Seldon gRPC threads (servekit serves Seldon over REST only)"),
+        ("--grpc-workers", "Seldon gRPC workers (servekit serves Seldon over REST only)"),
+    ):
+        seldon.add_argument(flag, nargs="?", const="1", default=None, metavar="VALUE",
+                            dest="ignored_" + flag[2:].replace("-", "_"),
+                            help=f"accepted and ignored: {meaning}")
 
 
 def run_microservice(args: argparse.Namespace) -> int:
@@ -28,16 +71,34 @@ def run_microservice(args: argparse.Namespace) -> int:
     from servekit.server.runner import serve
     from servekit.server_flags import server_overrides, setup_logging
 
-    if args.service_type.upper() != "MODEL":
-        raise ConfigError(f"service type {args.service_type!r} is not supported; use MODEL")
+    if args.service_type != "MODEL":
+        raise ConfigError(
+            f"service type {args.service_type} is not served by servekit; it serves MODEL classes "
+            "(predict, and transform_input/transform_output/send_feedback when the class has them)"
+        )
     overrides = server_overrides(args)
     overrides.setdefault("http_port", None)
     if overrides["http_port"] is None and "SERVEKIT_HTTP_PORT" not in os.environ:
-        overrides["http_port"] = 9000  # Seldon's REST port
+        overrides["http_port"] = int(os.environ.get("PREDICTIVE_UNIT_HTTP_SERVICE_PORT") or 9000)  # Seldon's
+    if args.workers is not None:
+        if overrides.get("parallel_workers") is not None and overrides["parallel_workers"] != args.workers:
+            raise ConfigError("--workers and --parallel-workers say different things; give one of them")
+        overrides["parallel_workers"] = args.workers
     if overrides.get("parallel_workers") is None and "SERVEKIT_PARALLEL_WORKERS" not in os.environ:
-        overrides["parallel_workers"] = 1
+        overrides["parallel_workers"] = int(os.environ.get("GUNICORN_WORKERS") or 1)
+    if args.log_level == "DEBUG" and overrides.get("debug") is None:
+        overrides["debug"] = True
     settings = load_server_settings(None, overrides)
     setup_logging(settings.debug)
+    if args.log_level in ("WARNING", "ERROR") and not settings.debug:
+        logging.getLogger("servekit").setLevel(args.log_level)
+    ignored = sorted(k[len("ignored_"):].replace("_", "-") for k, v in vars(args).items()
+                     if k.startswith("ignored_") and v is not None)
+    if args.persistence:
+        ignored.insert(0, "persistence")
+    if ignored:
+        log.info("seldon-core-microservice flags with no meaning here, ignored: %s",
+                 ", ".join("--" + name for name in ignored))
     name = args.interface_name
     module, _, cls = name.rpartition(".")
     implementation = name if module else f"{name}.{name}"

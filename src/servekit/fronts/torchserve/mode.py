@@ -44,8 +44,8 @@ def torchserve_argv(argv: list[str]) -> list[str]:
     return ["serve", *argv]
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TorchServe flags")
+def add_flags(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """torchserve's own flags (``--models``, ``--start`` …) in ``group``."""
     group.add_argument("--models", nargs="+", default=None, metavar="[NAME=]ARCHIVE",
                        help="archives to load, as for torchserve (or 'all')")
     group.add_argument("--start", action="store_true", help="start in the background (see `servekit stop`)")
