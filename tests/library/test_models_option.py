@@ -225,3 +225,36 @@ def test_pytest_plugin_mistakes_are_usage_errors(mistakes: Path, models: str, ex
     out = done.stdout + done.stderr
     assert "Traceback" not in out and "INTERNALERROR" not in out, out
     assert f"ERROR: {expected}" in done.stderr, done.stderr
+
+
+# -- servekit serve: an implementation found from the current folder ---------------------------
+def test_serve_imports_an_implementation_from_the_current_folder(project: Path) -> None:
+    """``servekit serve repo`` (the console script, which does not put the current
+    folder on sys.path) imports ``"implementation": "single.Shout"`` from ``./single.py``."""
+    import time
+
+    import requests
+    from servers import free_port
+
+    model = project / "repo" / "shout"
+    model.mkdir(parents=True)
+    (model / "model-settings.json").write_text('{"name": "shout", "implementation": "single.Shout"}')
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    log = project / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [SERVEKIT, "serve", "repo", "--http-port", str(http), "--grpc-port", str(grpc),
+             "--metrics-port", str(metrics), "--parallel-workers", "1"],
+            cwd=project, stdout=out, stderr=subprocess.STDOUT, env=_env(project), start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "servekit ready" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "servekit ready" in log.read_text(), log.read_text()
+        answer = requests.post(f"http://127.0.0.1:{http}/predict/shout", json="quiet", timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == "QUIET"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(20)

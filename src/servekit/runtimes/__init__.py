@@ -9,6 +9,7 @@ runtime is chosen from the model file's suffix.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,10 @@ def create_runtime(settings: ModelSettings) -> Runtime:
 
 
 def _import(module_name: str, attr: str, folder: str) -> Any:
-    if folder and folder not in sys.path:
-        sys.path.insert(0, folder)
+    # the model's folder first, then the current folder (as ``python -m`` has it)
+    for entry in (os.getcwd(), folder):
+        if entry and entry not in sys.path:
+            sys.path.insert(0, entry)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
