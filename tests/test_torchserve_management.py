@@ -158,7 +158,7 @@ def test_invalid_model_names_are_refused(server: dict[str, Any], query: str) -> 
 
 
 @pytest.mark.parametrize("query", [
-    "initial_workers=99999999999999999999", "initial_workers=100000", "batch_size=-1",
+    "initial_workers=99999999999999999999", "initial_workers=100000", "batch_size=100000",
     "max_batch_delay=99999999999",
 ])
 def test_numbers_from_the_management_api_are_bounded(server: dict[str, Any], query: str) -> None:
@@ -204,5 +204,92 @@ def test_broken_archive_is_refused_and_server_keeps_serving(server: dict[str, An
     assert_error(response, 400, "junk.mar")
     assert_error(call(server, "POST", "/models?url=missing.mar"), 404, "missing.mar")
     assert_error(call(server, "PUT", "/models/nothing?min_worker=1"), 404, "nothing")
-    assert_error(call(server, "POST", "/models?url=echo.mar&batch_size=zero"), 400, "batch_size")
     assert requests.get(f"{server['url']}/ping", timeout=10).json() == {"status": "Healthy"}
+
+
+# -- issue 12: parameters read as TorchServe reads them (its Postman collection's cases) ---------
+def test_parameters_that_are_no_integers_mean_the_default(server: dict[str, Any]) -> None:
+    """TorchServe reads `batch_size=dd`, `max_batch_delay=junk`, `synchronous=-1` as
+    their defaults and a negative `initial_workers` as none."""
+    response = call(server, "POST", "/models?url=echo.mar&batch_size=dd&max_batch_delay=junk"
+                                    "&initial_workers=-1&synchronous=-1")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": 'Model "echo" Version: 1.0 registered with 0 initial workers. '
+                                         "Use scale workers API to add workers for the model."}
+    described = call(server, "GET", "/models/echo").json()[0]
+    assert (described["batchSize"], described["maxBatchDelay"], described["minWorkers"]) == (1, 100, 0)
+    listed = call(server, "GET", "/models?limit=-1&next_page_token=-1")
+    assert listed.json() == {"models": [{"modelName": "echo", "modelUrl": "echo.mar"}]}
+    assert call(server, "GET", "/models?limit=&next_page_token=").json() == listed.json()
+    scaled = call(server, "PUT", "/models/echo?min_worker=nan&synchronous=nan")
+    assert scaled.status_code == 202 and scaled.json() == {"status": "Processing worker updates..."}
+    assert call(server, "DELETE", "/models/echo/?synchronous=nan").json() == {"status": 'Model "echo" unregistered'}
+    assert call(server, "GET", "/models").json() == {"models": []}
+
+
+def test_missing_empty_url_and_unknown_runtime(server: dict[str, Any]) -> None:
+    assert_error(call(server, "POST", "/models"), 400, "Parameter url is required")
+    assert_error(call(server, "POST", "/models?url=&model_name=echo"), 404, "url parameter is empty")
+    refused = call(server, "POST", "/models?url=echo.mar&runtime=python4")
+    assert_error(refused, 400, "Invalid RuntimeType value: python4")
+    assert refused.json()["type"] == "BadRequestException"
+    assert call(server, "GET", "/models").json() == {"models": []}
+    ok = call(server, "POST", "/models?url=echo.mar&runtime=python3")
+    assert ok.status_code == 200, ok.text
+    assert call(server, "DELETE", "/models/echo").status_code == 200
+
+
+def test_worker_counts_as_torchserve_checks_them(server: dict[str, Any]) -> None:
+    assert call(server, "POST", "/models?url=echo.mar&initial_workers=1").status_code == 200
+    try:
+        assert_error(call(server, "PUT", "/models/echo?min_worker=2&max_worker=1"), 400,
+                     "max_worker cannot be less than min_worker")
+        assert_error(call(server, "PUT", "/models/echo?max_worker=-1"), 400, "max_worker cannot be less")
+        negative = call(server, "PUT", "/models/echo?min_worker=-1")
+        assert_error(negative, 500, "Failed to start workers for model echo")
+        assert negative.json()["type"] == "InternalServerException"
+        assert predict(server, "echo").text == "1.0"  # still served by its worker
+        assert call(server, "PUT", "/models/echo/?min_worker=1&synchronous=true").status_code == 200
+        assert call(server, "GET", "/models/echo/").json()[0]["minWorkers"] == 1
+    finally:
+        assert call(server, "DELETE", "/models/echo/").status_code == 200
+
+
+def test_a_url_naming_an_archive_the_store_holds_is_refused(server: dict[str, Any]) -> None:
+    """TorchServe refuses to download over an archive of the same name (500)."""
+    base, folder = server["remote"], server["root"]
+    response = call(server, "POST", f"/models?url={base}/allowed/echo.mar")
+    assert_error(response, 500, "Model file already exists echo.mar")
+    assert response.json()["type"] == "InternalServerException"
+    assert (folder / "store" / "echo.mar").is_file()
+    assert call(server, "GET", "/models").json() == {"models": []}
+
+
+def test_startup_timeout_bounds_the_first_load(server: dict[str, Any]) -> None:
+    late = call(server, "POST", "/models?url=echo.mar&initial_workers=1&startup_timeout=0")
+    assert_error(late, 500, "startup_timeout=0")
+    assert call(server, "GET", "/models").json() == {"models": []}  # not left half-registered
+    # with no worker to start, there is nothing to time
+    assert call(server, "POST", "/models?url=echo.mar&startup_timeout=0").status_code == 200
+    assert call(server, "DELETE", "/models/echo").status_code == 200
+
+
+def test_a_handler_is_started_with_the_first_worker(server: dict[str, Any]) -> None:
+    """Registered with no workers, a model whose handler would fail registers (as
+    in TorchServe); scaling it up starts the handler and reports the failure."""
+    registered = call(server, "POST", "/models?url=echo.mar&handler=invalidHandler")
+    assert registered.status_code == 200, registered.text
+    assert_error(predict(server, "echo"), 503, "0 workers")
+    failed = call(server, "PUT", "/models/echo?min_worker=1&synchronous=true")
+    assert_error(failed, 500, "Failed to start workers for model echo version: 1.0")
+    assert "invalidHandler" in failed.json()["message"] and failed.json()["type"] == "InternalServerException"
+    described = call(server, "GET", "/models/echo").json()[0]
+    assert (described["minWorkers"], described["workers"]) == (0, [])
+    assert_error(predict(server, "echo"), 503, "0 workers")
+    assert call(server, "DELETE", "/models/echo").status_code == 200
+    # the archive's own handler starts when the model is scaled up
+    assert call(server, "POST", "/models?url=echo.mar").status_code == 200
+    started = call(server, "PUT", "/models/echo?min_worker=1&synchronous=true")
+    assert started.json() == {"status": "Workers scaled to 1 for model: echo, version: 1.0"}
+    assert predict(server, "echo").text == "1.0"
+    assert call(server, "DELETE", "/models/echo").status_code == 200

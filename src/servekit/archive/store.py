@@ -33,7 +33,7 @@ from typing import Any
 
 from servekit.archive.reader import is_archive, open_archive
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
-from servekit.errors import ConfigError, Forbidden, InvalidInput, ModelNotFound
+from servekit.errors import ConfigError, Forbidden, InvalidInput, ModelNotFound, ServekitError
 from servekit.repository.sources import ModelSources
 
 log = logging.getLogger("servekit.archive")
@@ -102,7 +102,7 @@ class ModelStore:
                                                       loaded_at_startup=True))
                 except (ConfigError, InvalidInput, ModelNotFound) as exc:
                     log.error("Cannot load %s: %s", location, exc.message)
-        return list(self.models.values())
+        return [effective(settings, self.option(*key)) for key, settings in self.models.items()]
 
     def startup_entries(self) -> list[tuple[str | None, str]]:
         entries: list[tuple[str | None, str]] = []
@@ -158,7 +158,7 @@ class ModelStore:
             raise InvalidInput("Parameter url is required.")
         if url.startswith(("http://", "https://")):
             self.check_allowed(url)
-            return self.fetch(url)
+            return self.fetch(url, reuse=False)
         if url.startswith("file://") or url.startswith("/") or "\\" in url:
             path = Path(urllib.parse.unquote(url[len("file://"):] if url.startswith("file://") else url))
             if any(part == ".." for part in path.parts):
@@ -194,7 +194,7 @@ class ModelStore:
                 "to allowed_urls in the --ts-config file, or copy the archive into the model store"
             )
 
-    def fetch(self, url: str) -> Path:
+    def fetch(self, url: str, *, reuse: bool = True) -> Path:
         """Download an allowed URL into the model store (or reuse it).
 
         Blocking: call it from a thread, not the event loop. Every redirect
@@ -208,6 +208,11 @@ class ModelStore:
             raise InvalidInput(f"url {url!r} does not end in an archive name (.mar, .tar.gz)")
         target = self.root / name
         if target.exists():
+            if not reuse:  # TorchServe's answer: the store already holds an archive of that name
+                raise ServekitError(
+                    f"Model file already exists {name}: the model store holds an archive of that name; "
+                    "register it by its name, or remove it from the store to download it again"
+                )
             return target
         deadline = _Deadline(self.download_timeout)
         opener = urllib.request.build_opener(
@@ -375,6 +380,25 @@ def settings_for(path: Path, name: str | None, options: ModelOptions) -> ModelSe
         max_batch_time=options.max_batch_delay_ms / 1000 if batch_size > 1 else 0.0,
         source_dir=str(folder),
     )
+
+
+NO_WORKERS = "servekit.torch_handler.runtime.NoWorkers"
+
+
+def effective(settings: ModelSettings, options: ModelOptions) -> ModelSettings:
+    """What the registry loads for a registered version: the archive's handler
+    when it has workers, else a stand-in that imports nothing (TorchServe starts
+    a model's handler only with its first worker, so a model registered with no
+    workers registers even if its handler would fail)."""
+    if options.workers > 0:
+        return settings
+    extra = {**settings.parameters.extra, "handler_implementation": settings.implementation}
+    parameters = settings.parameters.model_copy(update={"extra": extra})
+    return settings.model_copy(update={"implementation": NO_WORKERS, "parameters": parameters})
+
+
+def is_stand_in(settings: ModelSettings) -> bool:
+    return settings.implementation == NO_WORKERS
 
 
 def parse_model_spec(spec: str) -> tuple[str | None, str]:

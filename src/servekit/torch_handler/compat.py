@@ -14,6 +14,9 @@ ALIASES = {
     "ts.torch_handler.base_handler": "servekit.torch_handler.base_handler",
     "ts.torch_handler.vision_handler": "servekit.torch_handler.vision_handler",
     "ts.torch_handler.image_classifier": "servekit.torch_handler.image_classifier",
+    "ts.torch_handler.object_detector": "servekit.torch_handler.object_detector",
+    "ts.torch_handler.image_segmenter": "servekit.torch_handler.image_segmenter",
+    "ts.torch_handler.text_classifier": "servekit.torch_handler.text_classifier",
     "ts.context": "servekit.torch_handler.context",
 }
 

@@ -36,7 +36,7 @@ import orjson
 
 from servekit.archive.manifest import Manifest
 from servekit.archive.reader import is_archive, open_archive
-from servekit.errors import InvalidInput, ModelLoadError, ServekitError
+from servekit.errors import InvalidInput, ModelLoadError, ModelNotReady, ServekitError
 from servekit.repository.discovery import public_reason
 from servekit.runtimes.base import Runtime
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor, TensorSpec
@@ -76,12 +76,16 @@ class HandlerRuntime(Runtime):
             batch_size=batch_size,
             model_yaml_config=config,
         )
-        entry, initialize = resolve_handler(spec, self.model_dir)
         try:
+            entry, initialize = resolve_handler(spec, self.model_dir)
             initialize(self.context)
+        except ModelLoadError as exc:
+            raise _missing_torchvision(exc, exc.message) from None
         except ServekitError:
             raise
         except Exception as exc:
+            if _torchvision_missing(exc):
+                raise _missing_torchvision(exc, f"handler {spec!r} failed to initialize") from None
             log.warning("Handler %r of model %r failed to initialize", spec, self.name, exc_info=True)
             detail = public_reason(f"{type(exc).__name__}: {exc}", [self.model_dir])
             raise ModelLoadError(f"handler {spec!r} failed to initialize: {detail}") from None
@@ -163,6 +167,27 @@ class HandlerRuntime(Runtime):
             TensorSpec("output", "BYTES", [-1, 1]),
             TensorSpec("meta", "BYTES", [-1, 1]),
         ]
+
+
+def _torchvision_missing(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is torchvision failing to import."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "torchvision":
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _missing_torchvision(exc: Exception, message: str) -> Exception:
+    """The load failure, saying how to install torchvision when that is what is missing."""
+    if not _torchvision_missing(exc):
+        return exc
+    return ModelLoadError(
+        f"{message}: torchvision is not installed, and this model's handler or model file imports it; "
+        "install the torch extra, which brings the torchvision built for servekit's torch: "
+        "pip install 'servekit[torch]'"
+    )
 
 
 def set_torch_threads(threads: Any) -> None:
@@ -302,3 +327,27 @@ def decode_payload(body: bytes | bytearray, content_type: str | None) -> Any:
     if kind.startswith("text/"):
         return body.decode("utf-8", "replace")
     return body
+
+
+class NoWorkers(Runtime):
+    """A registered TorchServe model with no workers: it imports nothing (not
+    its handler, not torch) and answers 503 until it is scaled up, when the
+    registry loads the archive's handler in its place
+    (:func:`servekit.archive.store.effective`)."""
+
+    platform: ClassVar[str] = "torchserve"
+
+    def load(self) -> None:
+        self.ready = True
+
+    def predict(self, request: InferenceRequest) -> InferenceResponse:
+        raise ModelNotReady(
+            f"No worker is available to serve request for model {self.name!r}: it is scaled to 0 workers "
+            f"(PUT /models/{self.name}?min_worker=1 on the management API)"
+        )
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec("data", "BYTES", [-1, 1])]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return [TensorSpec("output", "BYTES", [-1, 1]), TensorSpec("meta", "BYTES", [-1, 1])]

@@ -65,6 +65,13 @@ class ImageTransform:
         return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def to_tensor_rgb(image: Any) -> np.ndarray:
+    """The image at its own size as RGB values in [0, 1], channels first
+    (torchvision's ``ToTensor``), for models that resize and normalise inside."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
 def decode_image(value: Any) -> Any:
     """A Pillow image from raw bytes or base64 text; InvalidInput otherwise."""
     from PIL import Image, UnidentifiedImageError

@@ -23,17 +23,19 @@ import ipaddress
 import logging
 import os
 import quopri
+import re
 import time
 from collections.abc import Coroutine
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
 
-from servekit.archive.store import ModelOptions, ModelStore, model_store, settings_for
+from servekit.archive.store import ModelOptions, ModelStore, effective, model_store, settings_for
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import (
     Conflict,
@@ -77,8 +79,9 @@ ERROR_TYPES = {
 MAX_WORKERS = 256
 MAX_BATCH_SIZE = 65536
 MAX_BATCH_DELAY_MS = 3_600_000
-MAX_PAGE = 1000
-MAX_PAGE_TOKEN = 10**9
+MAX_PAGE = 100  # models per page of the list (TorchServe's cap)
+MAX_STARTUP_SECONDS = 86_400
+RUNTIMES = ("python", "python3")
 
 # servekit's errors by TorchServe's exception names; others by status (ERROR_TYPES)
 ERROR_NAMES: list[tuple[type[ServekitError], str]] = [
@@ -331,8 +334,11 @@ def management_routes(ctx: ServerContext) -> list[Route]:
 
     async def list_models(request: Request) -> Response:
         guard(request)
-        limit = min(_int(request.query, "limit", 100, minimum=1, maximum=MAX_PAGE_TOKEN), MAX_PAGE)
-        start = _int(request.query, "next_page_token", 0, minimum=0, maximum=MAX_PAGE_TOKEN)
+        # TorchServe's reading: a limit that is no integer, negative or over 100 means 100;
+        # a token that is no integer or negative means 0
+        limit = _int(request.query, "limit", MAX_PAGE, minimum=None, maximum=None)
+        limit = MAX_PAGE if not 0 <= limit <= MAX_PAGE else limit
+        start = max(0, _int(request.query, "next_page_token", 0, minimum=None, maximum=None))
         names = registry.names()
         page = names[start : start + limit]
         rows = [{"modelName": n, "modelUrl": _url(store, n, registry.version_names(n))} for n in page]
@@ -343,15 +349,30 @@ def management_routes(ctx: ServerContext) -> list[Route]:
 
     async def register(request: Request) -> Response:
         guard(request)
-        q = request.query
-        url = q.get("url", "")
+        # blank values kept: TorchServe tells a missing url (400) from an empty one (404)
+        q = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        if "url" not in q:
+            raise InvalidInput("Parameter url is required.")
+        url = q["url"]
+        if not url.strip():
+            raise ModelNotFound("Model not found in model store: (the url parameter is empty)")
+        runtime = q.get("runtime")
+        if runtime is not None and runtime not in RUNTIMES:
+            raise InvalidInput(
+                f"Invalid RuntimeType value: {runtime[:32]}; servekit runs Python handlers (runtime "
+                f"{' or '.join(RUNTIMES)})"
+            )
         options = ModelOptions(
             url=url,
-            workers=_int(q, "initial_workers", 0, minimum=0, maximum=MAX_WORKERS),
-            batch_size=_int(q, "batch_size", 1, minimum=1, maximum=MAX_BATCH_SIZE),
-            max_batch_delay_ms=_int(q, "max_batch_delay", 100, minimum=0, maximum=MAX_BATCH_DELAY_MS),
+            # TorchServe's reading: a value that is no integer means the default, a negative count none
+            workers=max(0, _int(q, "initial_workers", 0, minimum=None, maximum=MAX_WORKERS)),
+            batch_size=_positive_or(_int(q, "batch_size", 1, minimum=None, maximum=MAX_BATCH_SIZE), 1),
+            max_batch_delay_ms=_nonnegative_or(
+                _int(q, "max_batch_delay", 100, minimum=None, maximum=MAX_BATCH_DELAY_MS), 100
+            ),
             handler=q.get("handler") or None,
         )
+        startup_timeout = _int(q, "startup_timeout", -1, minimum=None, maximum=MAX_STARTUP_SECONDS)
         requested = q.get("model_name") or None
         requested_name = check_name(requested) if requested else None
         if options.handler:
@@ -363,8 +384,10 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         except ModelLoadError as exc:
             raise InvalidInput(f"Failed to open model archive {path.name}: {exc.message}") from None
         folder = Path(candidate.source_dir or candidate.parameters.uri or ".")
-        if options.handler:
-            check_handler(options.handler, folder)  # a built-in one or a file of this archive
+        if options.handler and options.workers > 0:
+            # a built-in one or a file of this archive; with no workers, TorchServe leaves
+            # the handler alone until a worker starts, and so does servekit
+            check_handler(options.handler, folder)
         name = check_name(candidate.name)
         version = check_version(candidate.parameters.version or "", "model version")
         if registry.has(name, version):
@@ -373,20 +396,25 @@ def management_routes(ctx: ServerContext) -> list[Route]:
 
         async def load() -> None:
             store.keep(candidate, options)
-            model = await registry.load(candidate)
+            started = time.monotonic()
+            model = await registry.load(effective(candidate, options))
+            failure = ""
             if not model.ready:
+                failure = public_reason(model.reason, [folder, store.root])
+            elif startup_timeout >= 0 and options.workers > 0 and time.monotonic() - started > startup_timeout:
+                failure = f"the model took longer than startup_timeout={startup_timeout} s to load"
+            if failure:
                 store.remove(name, version)
                 if registry.has(name, version):
                     await registry.unload(name, version)
-                reason = public_reason(model.reason, [folder, store.root])
-                raise InvalidInput(f"Failed to load model {name!r} version {version}: {reason}")
+                raise ServekitError(f"Failed to start workers for model {name} version: {version}: {failure}")
             current = registry.default_version(name)
             default = version if current is None else current
             # the other workers load it from the settings made here: no second download or unpacking
             await changes.make(ctx, changes.registered(candidate, options, default), wait=synchronous)
 
         message = f'Model "{name}" Version: {version} registered with {options.workers} initial workers'
-        if not synchronous:
+        if not synchronous and options.workers > 0:
             _in_background(load(), f"registering model {name!r} version {version}")
             return json_response({"status": "Processing worker updates..."}, 202)
         await load()
@@ -408,19 +436,26 @@ def management_routes(ctx: ServerContext) -> list[Route]:
     async def scale(request: Request) -> Response:
         guard(request)
         p = request.path_params
-        model = _pick(registry, p["model"], p.get("version"))
+        model = _pick(registry, p["model"], p.get("version") or None)
         q = request.query
-        workers = _int(q, "min_worker", 1, minimum=0, maximum=MAX_WORKERS)
-        maximum = _int(q, "max_worker", workers, minimum=0, maximum=MAX_WORKERS)
+        workers = _int(q, "min_worker", 1, minimum=None, maximum=MAX_WORKERS)
+        maximum = _int(q, "max_worker", workers, minimum=None, maximum=MAX_WORKERS)
         if maximum < workers:
-            raise InvalidInput(f"max_worker ({maximum}) is smaller than min_worker ({workers})")
-        synchronous = _flag(q, "synchronous", False)
-        await changes.make(ctx, changes.scaled(model.name, model.version, workers), wait=synchronous)
-        if synchronous:
-            return json_response(
-                {"status": f"Workers scaled to {workers} for model: {model.name}, version: {model.version}"}
+            raise InvalidInput("max_worker cannot be less than min_worker.")
+        if workers < 0:  # TorchServe fails to start a negative number of workers: 500
+            raise ServekitError(
+                f"Failed to start workers for model {model.name} version: {model.version}: "
+                f"min_worker must not be negative, got {workers}"
             )
-        return json_response({"status": "Processing worker updates..."}, 202)
+        synchronous = _flag(q, "synchronous", False)
+        change = changes.scaled(model.name, model.version, workers)
+        if not synchronous:
+            _in_background(changes.make(ctx, change, wait=False), f"scaling model {model.name!r}")
+            return json_response({"status": "Processing worker updates..."}, 202)
+        await changes.make(ctx, change, wait=True)
+        return json_response(
+            {"status": f"Workers scaled to {workers} for model: {model.name}, version: {model.version}"}
+        )
 
     async def set_default(request: Request) -> Response:
         guard(request)
@@ -462,6 +497,15 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         route("PUT", "/models/{model}/{version}/set-default", set_default, e),
         route("DELETE", "/models/{model}", unregister, e),
         route("DELETE", "/models/{model}/{version}", unregister, e),
+        # "/models/x/" is "/models/x" (TorchServe splits the path and drops the empty end)
+        route("GET", "/models/", list_models, e),
+        route("POST", "/models/", register, e),
+        route("GET", "/models/{model}/", describe, e),
+        route("PUT", "/models/{model}/", scale, e),
+        route("DELETE", "/models/{model}/", unregister, e),
+        route("GET", "/models/{model}/{version}/", describe, e),
+        route("PUT", "/models/{model}/{version}/", scale, e),
+        route("DELETE", "/models/{model}/{version}/", unregister, e),
     ]
 
 
@@ -476,12 +520,12 @@ def _pick(registry: Registry, name: str, version: str | None) -> ModelVersion:
 
 
 def _flag(query: dict[str, str], key: str, default: bool) -> bool:
+    """TorchServe's reading of a boolean parameter (Java's parseBoolean): "true"
+    in any case is true, any other value false, none the default."""
     raw = query.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    raise InvalidInput(f"Parameter {key} must be true or false, got {raw[:32]!r}")
+    return raw.strip().lower() == "true"
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
@@ -545,19 +589,30 @@ def _url(store: ModelStore, name: str, versions: list[str]) -> str:
     return ""
 
 
-def _int(query: dict[str, str], key: str, default: int, minimum: int, maximum: int) -> int:
-    raw = query.get(key)
-    if raw is None or raw == "":
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _int(query: dict[str, str], key: str, default: int, minimum: int | None, maximum: int | None) -> int:
+    """An integer parameter, read as TorchServe reads it: missing, empty or not
+    an integer means ``default``. An integer outside ``minimum``..``maximum``
+    (each a bound on something servekit sizes) is refused (400)."""
+    raw = (query.get(key) or "").strip()
+    if not _INTEGER.fullmatch(raw):
         return default
     if len(raw) > 12:
-        raise InvalidInput(f"Parameter {key} must be an integer from {minimum} to {maximum}")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"Parameter {key} must be an integer, got {raw[:12]!r}") from None
-    if not minimum <= value <= maximum:
-        raise InvalidInput(f"Parameter {key} must be from {minimum} to {maximum}, got {value}")
+        raise InvalidInput(f"Parameter {key} must be an integer from {minimum or 0} to {maximum}")
+    value = int(raw)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise InvalidInput(f"Parameter {key} must be from {minimum or 0} to {maximum}, got {value}")
     return value
+
+
+def _positive_or(value: int, default: int) -> int:
+    return value if value > 0 else default
+
+
+def _nonnegative_or(value: int, default: int) -> int:
+    return value if value >= 0 else default
 
 
 def _is_loopback(host: str) -> bool:

@@ -24,9 +24,16 @@ import os
 import time
 from typing import Any
 
-from servekit.archive.store import ModelOptions, ModelStore, Stamp, model_store
+from servekit.archive.store import (
+    ModelOptions,
+    ModelStore,
+    Stamp,
+    effective,
+    is_stand_in,
+    model_store,
+)
 from servekit.config import ModelSettings
-from servekit.errors import InvalidInput, ModelLoadError
+from servekit.errors import InvalidInput, ModelLoadError, ServekitError
 from servekit.names import check_name, check_version
 from servekit.registry import Registry
 from servekit.repository.discovery import public_reason
@@ -106,9 +113,10 @@ async def apply(ctx: ServerContext, change: Change) -> None:
             store.keep(settings, ModelOptions(**args["options"]))
             if not _newest(store, ("workers", name, version), stamp) and workers is not None:
                 store.options[(name, version)].workers = workers
+            wanted = effective(settings, store.option(name, version))
             current = registry.find(name, version)
-            if current is None or not current.ready or current.settings != settings:
-                model = await registry.load(settings)
+            if current is None or not current.ready or current.settings != wanted:
+                model = await registry.load(wanted)
                 if not model.ready:
                     reason = public_reason(model.reason, [settings.source_dir, store.root])
                     raise ModelLoadError(f"model {name!r} version {version} failed to load: {reason}")
@@ -116,7 +124,9 @@ async def apply(ctx: ServerContext, change: Change) -> None:
             await _set_default(registry, store, name, args.get("default"))
     elif op == "scale":
         if _newest(store, ("workers", name, version), stamp):
-            store.option(name, version).workers = int(args["workers"])
+            options = store.option(name, version)
+            options.workers = int(args["workers"])
+            await _start_workers(registry, store, name, version)
     elif op == "set-default":
         if _newest(store, ("default", name, ""), stamp):
             await _set_default(registry, store, name, version)
@@ -125,6 +135,23 @@ async def apply(ctx: ServerContext, change: Change) -> None:
             await _unregister(registry, store, name, version, stamp)
     else:
         raise InvalidInput(f"unknown TorchServe management change {op[:32]!r}")
+
+
+async def _start_workers(registry: Registry, store: ModelStore, name: str, version: str) -> None:
+    """A version scaled up from no workers loads its handler now (TorchServe
+    starts it with the first worker); if that fails, it stays at no workers
+    and the failure is the call's (500, as TorchServe answers)."""
+    settings = store.models.get((name, version))
+    current = registry.find(name, version)
+    if settings is None or current is None or store.option(name, version).workers <= 0:
+        return
+    if not is_stand_in(current.settings) and current.ready:
+        return
+    model = await registry.load(settings)
+    if not model.ready:
+        store.option(name, version).workers = 0
+        reason = public_reason(model.reason, [settings.source_dir, store.root])
+        raise ServekitError(f"Failed to start workers for model {name} version: {version}: {reason}")
 
 
 async def _unregister(registry: Registry, store: ModelStore, name: str, version: str, stamp: Stamp) -> None:
@@ -142,7 +169,7 @@ async def settle(ctx: ServerContext) -> None:
     store = model_store(ctx.sources)
     for (name, version), model_settings in list(store.models.items()):
         if ctx.registry.find(name, version) is None:
-            await ctx.registry.load(model_settings)
+            await ctx.registry.load(effective(model_settings, store.option(name, version)))
     for name, version in list(store.defaults.items()):
         await ctx.registry.set_default(name, version)
 
