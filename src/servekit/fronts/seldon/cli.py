@@ -26,13 +26,13 @@ def _switch(value: str) -> bool:
 
 
 def configure_microservice(parser: argparse.ArgumentParser) -> None:
-    from servekit.server_flags import add_server_flags
+    from servekit.server_flags import SINGLE_MODEL_GROUPS, add_server_flags
 
     parser.add_argument("interface_name", help="MyModel: class MyModel in MyModel.py here (or module.Class)")
     # seldon-core-microservice's own flags, same names; those with a servekit
     # meaning replace servekit's flag of the same name
     parser.conflict_handler = "resolve"
-    add_server_flags(parser)
+    add_server_flags(parser, SINGLE_MODEL_GROUPS)  # no repository, TorchServe or TF Serving flags
     seldon = parser.add_argument_group("seldon-core-microservice's flags")
     seldon.add_argument("--service-type", default="MODEL", type=str.upper, choices=SERVICE_TYPES,
                         help="only MODEL is served (default: MODEL)")
