@@ -119,3 +119,48 @@ def test_errors_are_reported_not_hidden(server: ServerProcess) -> None:
     # the server keeps serving afterwards
     bench(server, "iris", "--shape", "1,4", "--datatype", "FP64", "--input-name", "predict",
           "--concurrency", "1", "--requests", "5", "--warmup", "0")
+
+
+def test_find_rate_searches_then_measures_half_and_nine_tenths(server: ServerProcess) -> None:
+    """Open loop: doubling from the start rate while p99 stays under the bound
+    (a bound no server misses here, and a --max-rate that ends the doubling),
+    then the levels at 50 % and 90 % of the rate found."""
+    out = bench(server, "iris", "--shape", "1,4", "--datatype", "FP64", "--input-name", "predict",
+                "--find-rate", "100000", "--start-rate", "10", "--max-rate", "20", "--duration", "1",
+                "--format", "json")
+    report = json.loads(out.stdout)
+    assert report["sustainable"]["100000"]["rate"] == 20.0
+    levels = report["results"]
+    assert [(level["rate"], level["phase"]) for level in levels] == [
+        (10.0, "search p99<100000ms"), (20.0, "search p99<100000ms"),
+        (10.0, "50% of 20/s"), (18.0, "90% of 20/s")]
+    for level in levels:
+        assert_sane(level)
+        assert level["p99_ms"] <= level["p999_ms"] <= level["max_ms"]
+    at_90 = report["sustainable"]["100000"]["at_90"]
+    assert at_90["rate"] == 18.0 and at_90["p999_ms"] == levels[-1]["p999_ms"]
+
+
+def test_find_rate_says_when_no_rate_is_sustained(server: ServerProcess) -> None:
+    out = bench(server, "iris", "--shape", "1,4", "--datatype", "FP64", "--input-name", "predict",
+                "--find-rate", "0.000001", "--start-rate", "10", "--duration", "0.5")
+    assert "p99 < 1e-06 ms: not sustained even at the start rate" in out.stdout
+
+
+def test_any_servers_own_format_from_a_body_file(server: ServerProcess, tmp_path: Path) -> None:
+    """--body-file posts bytes as they are: here servekit's plain /predict form."""
+    body = tmp_path / "rows.json"
+    body.write_text(json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]]}))
+    out = bench(server, "iris", "--body-file", str(body), "--path", "/predict/iris",
+                "--concurrency", "2", "--requests", "20", "--warmup", "0", "--format", "json")
+    report = json.loads(out.stdout)
+    assert report["protocol"] == "raw" and report["body_bytes"] > len(body.read_bytes())
+    (level,) = report["results"]
+    # (--requests stops a level after that many answers; a second connection may add one)
+    assert level["requests"] >= 20 and level["errors"] == 0 and level["server_compute_us"] is None
+    wrong = bench(server, "iris", "--body-file", str(body), "--path", "/predict/nope",
+                  "--concurrency", "1", "--requests", "3", "--warmup", "0", check=False)
+    assert wrong.returncode == 2 and "HTTP 404" in wrong.stderr
+    split = bench(server, "iris", "--body-file", str(body), "--path", "/predict/iris HTTP/1.0\r\nX: y",
+                  "--concurrency", "1", check=False)
+    assert split.returncode == 2 and "--body-file needs --path" in split.stderr

@@ -164,7 +164,10 @@ class Target:
     """Where the load goes and how one request is made; ``sender()`` gives one client."""
 
     def __init__(self, url: str, model: str, version: str, protocol: str, tensors: list[Tensor],
-                 raw_json: bytes | None, grpc_url: str | None) -> None:
+                 raw_json: bytes | None, grpc_url: str | None,
+                 raw_body: tuple[str, bytes, str] | None = None) -> None:
+        """``raw_body``: (path, body, content type) posted as given, for servers
+        with their own format (``protocol`` "raw"; no statistics are asked)."""
         parts = urlsplit(url if "//" in url else "http://" + url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
@@ -174,7 +177,10 @@ class Target:
         netloc = f"{self.host}:{self.port}"
         self.grpc_target = grpc_url or f"{self.host}:{self.port + 1}"
         self.raw = b""
-        if protocol == "json":
+        if raw_body is not None:
+            raw_path, body, content_type = raw_body
+            self.raw = http_request(netloc, raw_path, body, {"Content-Type": content_type})
+        elif protocol == "json":
             body = raw_json if raw_json is not None else json_body(tensors)
             self.raw = http_request(netloc, path, body, {"Content-Type": "application/json"})
         elif protocol == "binary":
@@ -251,6 +257,8 @@ class Target:
         of two calls come from the same process and their difference means
         something (a reconnect may land elsewhere; ``summarize`` drops
         differences that go backwards)."""
+        if self.protocol == "raw":
+            return None
         path = f"/v2/models/{self.model}" + (f"/versions/{self.version}" if self.version else "") + "/stats"
         for _ in range(2):
             if self._stats_conn is None:
