@@ -4,6 +4,7 @@ payload form, meta, errors in Seldon's format, and a class from a repository."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +141,104 @@ def test_class_from_repository_with_names_tags_metrics(tmp_path: Path) -> None:
         v2 = {"inputs": [{"name": "X", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
         out = requests.post(f"{server.url}/v2/models/iris-seldon/infer", json=v2, timeout=10).json()["outputs"][0]
         assert out["shape"] == [1, 3] and out["data"][0] == pytest.approx(probabilities[0][0])
+
+
+FEEDBACK_MODEL = '''
+import numpy as np
+
+
+class Scorer:
+    def __init__(self):
+        self.rewards = []
+
+    def predict(self, X, features_names=None):
+        return np.asarray(X, dtype=float) * 10
+
+    def transform_input(self, X, features_names=None):
+        return np.asarray(X, dtype=float) + 1
+
+    def send_feedback(self, features, feature_names, reward, truth, routing=None):
+        self.rewards.append(reward)
+        return {"rewards": self.rewards, "truth": None if truth is None else np.asarray(truth).tolist()}
+
+    def health_status(self):
+        return {"calls": len(self.rewards)}
+'''
+
+
+def test_seldon_client_form_encoding(microservice: ServerProcess) -> None:
+    # SeldonClient.microservice() posts data={"json": json.dumps(message)}: form-encoded
+    for path in ("/predict", "/api/v1.0/predictions"):
+        answer = requests.post(f"{microservice.url}{path}", data={"json": '{"data": {"ndarray": [[1, 2]]}}'}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"data": {"names": ["t:0", "t:1"], "ndarray": [[1, 2]]}, "meta": {}}
+    # or ?json= on the query string (GET too, as Flask's wrapper reads request.args)
+    answer = requests.get(f"{microservice.url}/predict", params={"json": '{"strData": "abc"}'}, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"strData": "abc", "meta": {}}
+    # a form without the json field, or with broken JSON in it: Seldon's status form, saying what to send
+    for form, text in (({"x": "1"}, "no field 'json' (fields: x)"), ({"json": "{oops"}, "not valid JSON")):
+        answer = requests.post(f"{microservice.url}/predict", data=form, timeout=10)
+        assert answer.status_code == 400, answer.text
+        status = answer.json()["status"]
+        assert status["reason"] == "MICROSERVICE_BAD_DATA" and text in status["info"]
+
+
+def test_predict_unknown_body_answers_seldon_status(microservice: ServerProcess) -> None:
+    # the model is a Seldon class: /predict is Seldon's API whatever the body
+    for body in (b'{"foo": 1}', b"[1, 2]", b"{oops"):
+        answer = requests.post(f"{microservice.url}/predict", data=body,
+                               headers={"Content-Type": "application/json"}, timeout=10)
+        assert answer.status_code == 400, answer.text
+        assert list(answer.json()) == ["status"]
+        assert answer.json()["status"]["status"] == 1 and answer.json()["status"]["code"] == -1
+
+
+def test_health_status_and_default_methods(microservice: ServerProcess) -> None:
+    for path in ("/health/status", "/api/v1.0/health/status"):
+        answer = requests.get(f"{microservice.url}{path}", timeout=10)
+        assert answer.status_code == 200 and answer.json() == {"strData": "healthy", "meta": {}}
+    # MyModel has no transform_input/transform_output/send_feedback: Seldon passes the message through
+    message = {"data": {"names": ["a", "b"], "tensor": {"shape": [1, 2], "values": [1.5, 2.5]}}}
+    for path in ("/transform-input", "/transform-output"):
+        answer = requests.post(f"{microservice.url}{path}", data={"json": json.dumps(message)}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"]["tensor"] == {"shape": [1, 2], "values": [1.5, 2.5]}
+    feedback = {"request": {"data": {"ndarray": [[1, 2]]}}, "reward": 1.0}
+    for path in ("/send-feedback", "/api/v1.0/feedback"):
+        answer = requests.post(f"{microservice.url}{path}", json=feedback, timeout=10)
+        assert answer.status_code == 200 and answer.json()["data"]["ndarray"] == []
+    bad = requests.post(f"{microservice.url}/send-feedback", json={**feedback, "reward": "x"}, timeout=10)
+    assert bad.status_code == 400 and "reward must be a number" in bad.json()["status"]["info"]
+
+
+def test_class_methods_and_seldon_flags(tmp_path: Path) -> None:
+    (tmp_path / "Scorer.py").write_text(FEEDBACK_MODEL)
+    # seldon-core-microservice's own flags, as its deployments write them
+    flags = ["--service-type", "MODEL", "--persistence", "0", "--log-level", "INFO", "--workers", "1",
+             "--threads", "4", "--debug", "false", "--access-log", "--max-requests", "0", "--keepalive", "2",
+             "--grpc-workers", "1", "--tracing", "0"]
+    with ServerProcess(["microservice", "Scorer", *flags], cwd=tmp_path) as server:
+        ignored = next(line for line in server.log().splitlines() if "flags with no meaning here" in line)
+        assert all(flag in ignored for flag in ("--threads", "--max-requests", "--keepalive", "--grpc-workers"))
+        assert '"GET /v2/health/live" 200' in server.log()  # --access-log took effect
+        transformed = requests.post(f"{server.url}/transform-input",
+                                    data={"json": '{"data": {"ndarray": [[1, 2]]}}'}, timeout=10).json()
+        assert transformed["data"]["ndarray"] == [[2.0, 3.0]]
+        feedback = {"request": {"data": {"ndarray": [[1, 2]]}}, "reward": 0.5, "truth": {"data": {"ndarray": [[7]]}}}
+        answer = requests.post(f"{server.url}/api/v1.0/feedback", json=feedback, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["jsonData"] == {"rewards": [0.5], "truth": [[7]]}
+        status = requests.get(f"{server.url}/health/status", timeout=10).json()
+        assert status == {"jsonData": {"calls": 1}, "meta": {}}
+
+
+def test_unsupported_service_type_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "Scorer.py").write_text(FEEDBACK_MODEL)
+    done = subprocess.run([sys.executable, "-m", "servekit", "microservice", "Scorer", "--service-type", "ROUTER"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "service type ROUTER is not served by servekit" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr

@@ -1,5 +1,8 @@
 """Serving Seldon Core's Python wrapper classes: ``predict(X, features_names)``
-with optional ``load``, ``tags``, ``metrics`` and ``class_names``.
+with optional ``load``, ``tags``, ``metrics`` and ``class_names``, and
+``transform_input``, ``transform_output``, ``send_feedback`` and
+``health_status`` for Seldon's routes of those names (request parameter
+``seldon_method``; a missing transform passes the data through).
 
 The first input tensor becomes ``X``: a numpy array for numeric data (Seldon's
 ``ndarray``/``tensor``), ``str`` for content type ``str`` (``strData``), the
@@ -74,6 +77,10 @@ def output_tensor(result: Any) -> Tensor:
     return Tensor("output", np.array([raw], dtype=object), "BYTES", {"content_type": "json"})
 
 
+# the class methods the Seldon API calls (request parameter ``seldon_method``)
+METHODS = ("predict", "transform_input", "transform_output", "send_feedback", "health_status")
+
+
 class SeldonClassRuntime(Runtime):
     """One instance of a Seldon-style user class; subclassed per class."""
 
@@ -91,14 +98,38 @@ class SeldonClassRuntime(Runtime):
         self.ready = True
 
     def predict(self, request: InferenceRequest) -> InferenceResponse:
+        method = request.parameters.get("seldon_method") or "predict"
+        if method not in METHODS:
+            raise InvalidInput(f"unknown Seldon method {method!r}; use one of {', '.join(METHODS)}")
+        if method == "health_status":
+            check = getattr(self.user, "health_status", None)
+            return self._answer(request, check() if callable(check) else "healthy")
         if not request.inputs:
             raise InvalidInput("the request has no data")
         tensor = request.inputs[0]
         names = request.parameters.get("names") or []
+        function = getattr(self.user, method, None)
         try:
-            result = self.user.predict(input_value(tensor), names)
+            if method == "send_feedback":
+                truth = input_value(request.inputs[1]) if len(request.inputs) > 1 else None
+                reward = float(request.parameters.get("reward") or 0.0)
+                result = (
+                    function(input_value(tensor), names, reward, truth, routing=None)
+                    if callable(function) else None
+                )
+                if result is None:  # Seldon answers an empty message
+                    result = np.empty(0)
+            elif callable(function):
+                result = function(input_value(tensor), names)
+            else:  # no transform_input/transform_output: the message passes through
+                result = input_value(tensor)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise InvalidInput(f"{self.user_class.__name__}.predict rejected the input: {type(exc).__name__}: {exc}") from None
+            raise InvalidInput(
+                f"{self.user_class.__name__}.{method} rejected the input: {type(exc).__name__}: {exc}"
+            ) from None
+        return self._answer(request, result)
+
+    def _answer(self, request: InferenceRequest, result: Any) -> InferenceResponse:
         output = output_tensor(result)
         parameters: dict[str, Any] = {}
         class_names = getattr(self.user, "class_names", None)

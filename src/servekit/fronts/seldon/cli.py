@@ -81,7 +81,8 @@ def run_microservice(args: argparse.Namespace) -> int:
     if overrides["http_port"] is None and "SERVEKIT_HTTP_PORT" not in os.environ:
         overrides["http_port"] = int(os.environ.get("PREDICTIVE_UNIT_HTTP_SERVICE_PORT") or 9000)  # Seldon's
     if args.workers is not None:
-        if overrides.get("parallel_workers") is not None and overrides["parallel_workers"] != args.workers:
+        given = overrides.get("parallel_workers")
+        if given is not None and str(given).strip() != str(args.workers):
             raise ConfigError("--workers and --parallel-workers say different things; give one of them")
         overrides["parallel_workers"] = args.workers
     if overrides.get("parallel_workers") is None and "SERVEKIT_PARALLEL_WORKERS" not in os.environ:
