@@ -224,6 +224,53 @@ class ServerSettings(BaseModel):
         ),
     )
     port: int | None = Field(None, description="TF Serving's gRPC API port (PredictionService, ModelService)")
+    rest_api_timeout_in_ms: int | None = Field(
+        None,
+        description=(
+            "TF Serving: deadline of a REST call in milliseconds (an X-Request-Timeout header wins); "
+            "none or 0: no deadline"
+        ),
+    )
+    grpc_socket_path: str | None = Field(
+        None, description="TF Serving: also serve its gRPC API on this unix socket"
+    )
+    grpc_channel_arguments: str | None = Field(
+        None,
+        description=(
+            "TF Serving: gRPC server arguments, comma-separated key=value "
+            "(grpc.max_connection_age_ms=2000,…)"
+        ),
+    )
+    monitoring_config_file: str | None = Field(
+        None,
+        description=(
+            "TF Serving: MonitoringConfig file; prometheus_config {enable: true, path: …} serves "
+            "Prometheus metrics at that path on rest_api_port"
+        ),
+    )
+    enable_batching: bool = Field(
+        False,
+        description=(
+            "TF Serving: read batching_parameters_file (servekit batches adaptively either way)"
+        ),
+    )
+    batching_parameters_file: str | None = Field(
+        None,
+        description=(
+            "TF Serving: BatchingParameters file; max_batch_size and batch_timeout_micros set "
+            "the models' max_batch_size and max_batch_time"
+        ),
+    )
+    enable_serialization_as_tensor_content: bool = Field(
+        False,
+        description="TF Serving: gRPC replies carry numbers in tensor_content instead of float_val …",
+    )
+    tensorflow_intra_op_parallelism: int | None = Field(
+        None, description="TF Serving: threads of one TensorFlow op (default: the worker's share of cores)"
+    )
+    tensorflow_inter_op_parallelism: int | None = Field(
+        None, description="TF Serving: TensorFlow ops run at once (default: 2 at most)"
+    )
     lenient: bool = Field(
         False,
         description=(

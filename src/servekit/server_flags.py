@@ -44,7 +44,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "TF Serving (setting model_base_path or model_config_file turns on TF Serving mode)": (
         "rest_api_port", "port", "model_name", "model_base_path", "model_config_file",
         "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds",
-        "allow_version_labels_for_unavailable_models",
+        "allow_version_labels_for_unavailable_models", "rest_api_timeout_in_ms", "grpc_socket_path",
+        "grpc_channel_arguments", "monitoring_config_file", "enable_batching", "batching_parameters_file",
+        "enable_serialization_as_tensor_content", "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
     ),
     "logging and metrics": (
         "debug", "access_log", "enable_metrics_endpoint", "metrics_endpoint", "server_name",
