@@ -4,6 +4,7 @@ model itself gives (state dict, checkpoint dict, TorchScript, torch.export)."""
 from __future__ import annotations
 
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def build_models(root: Path) -> Any:
         root / "checkpoint" / "model.pt",
     )
     (root / "script").mkdir()
-    torch.jit.script(network).save(str(root / "script" / "model.pt"))
+    with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; its files still load
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(network).save(str(root / "script" / "model.pt"))
     (root / "export").mkdir()
     program = torch.export.export(network, (torch.from_numpy(FEATURES),),
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
