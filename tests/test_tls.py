@@ -216,16 +216,15 @@ def test_startup_lines_say_https_and_tls(server: TlsServer) -> None:
 
 
 def test_plain_clients_on_tls_ports_fail_cleanly(server: TlsServer, pki: Pki, expected: list[int]) -> None:
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{server.http_port}/v2/health/ready", timeout=TIMEOUT)
-    # a raw plain request: the connection closes, nothing is answered in clear text
-    with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT) as raw:
-        raw.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
-        try:
-            answer = raw.recv(1024)
-        except ConnectionResetError:
-            answer = b""
-        assert not answer.startswith(b"HTTP/")
+    # plain HTTP to an HTTPS port: a plain 400 that says what to do, not an empty reply
+    for port in (server.http_port, server.metrics_port, server.rest_port):
+        plain = requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=TIMEOUT)
+        assert plain.status_code == 400
+        assert plain.text == "this port speaks HTTPS: call it with https://, not http://\n"
+        assert plain.headers["connection"] == "close"
+    # a client that connects and sends nothing holds no one up
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT):
+        assert infer_v2(server.url, pki.ca) == expected
     with grpc.insecure_channel(f"127.0.0.1:{server.tf_grpc_port}") as channel, pytest.raises(grpc.RpcError) as error:
         tf_predict(channel)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -396,8 +395,8 @@ def test_torchserve_https_addresses_with_key_and_certificate(store: Path, pki: P
             listed = curl(*verify, "-H", f"Authorization: Bearer {key}", f"https://localhost:{management}/models")
             assert listed.returncode == 0, listed.stderr
             assert json.loads(listed.stdout) == {"models": [{"modelName": "echo", "modelUrl": "echo.mar"}]}
-        plain = curl(f"http://127.0.0.1:{management}/models")
-        assert plain.returncode != 0 and not plain.stdout
+        plain = curl("-w", " %{http_code}", f"http://127.0.0.1:{management}/models")
+        assert plain.stdout == "this port speaks HTTPS: call it with https://, not http://\n 400"
         untrusted = curl("--cacert", pki.other_ca, f"{process.url}/ping")
         assert untrusted.returncode == 60, untrusted.stderr  # curl: peer certificate cannot be authenticated
         assert f"TorchServe management API listening on https://127.0.0.1:{management}" in process.log()

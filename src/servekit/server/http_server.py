@@ -665,6 +665,106 @@ class TlsHttpProtocol(HttpProtocol):
         super().eof_received()
 
 
+_PLAIN_ON_TLS_MESSAGE = b"this port speaks HTTPS: call it with https://, not http://\n"
+_PLAIN_ON_TLS = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_PLAIN_ON_TLS_MESSAGE), _PLAIN_ON_TLS_MESSAGE)
+)
+_TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS record carrying a handshake (the ClientHello)
+
+
+class _TlsListener:
+    """Accepts on a TLS socket. A connection whose first byte starts a TLS
+    handshake is served by :class:`TlsHttpProtocol` over TLS; one that starts
+    in plain text (``curl http://`` to an https port) is answered a plain 400
+    saying to use https://, rather than dropped with no word. The first byte
+    is peeked, not read, so the TLS layer sees the whole ClientHello. A client
+    that sends nothing, or does not finish its handshake, is closed after
+    ``keep_alive_timeout`` as an idle one would be."""
+
+    def __init__(self, server: HttpServer, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.context = context
+        self.timeout = max(1.0, server.keep_alive_timeout)
+        self.waiting: dict[int, tuple[socket.socket, asyncio.TimerHandle]] = {}
+        self.handshakes: set[asyncio.Task[None]] = set()
+        self.accepting = self.loop.create_task(self._accept())
+
+    async def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = await self.loop.sock_accept(self.sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:  # out of file descriptors, …: wait, as asyncio's own accept loop does
+                log.warning("Could not accept a TLS connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            fd = conn.fileno()
+            self.waiting[fd] = (conn, self.loop.call_later(self.timeout, self._forget, fd))
+            self.loop.add_reader(fd, self._first_byte, fd)
+
+    def _forget(self, fd: int) -> socket.socket | None:
+        entry = self.waiting.pop(fd, None)
+        if entry is None:
+            return None
+        conn, timer = entry
+        timer.cancel()
+        self.loop.remove_reader(fd)
+        return conn
+
+    def _first_byte(self, fd: int) -> None:
+        entry = self.waiting.get(fd)
+        if entry is None:
+            return
+        try:
+            first = entry[0].recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return  # not readable after all: keep waiting
+        except OSError:
+            first = b""
+        conn = self._forget(fd)
+        assert conn is not None
+        if first == _TLS_HANDSHAKE:
+            task = self.loop.create_task(self._handshake(conn))
+            self.handshakes.add(task)
+            task.add_done_callback(self.handshakes.discard)
+        elif first:
+            self._refuse_plain(conn)
+        else:
+            conn.close()  # closed before sending a byte
+
+    async def _handshake(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: TlsHttpProtocol(self.server, "https"), conn, ssl=self.context,
+                ssl_handshake_timeout=self.timeout,
+            )
+        except (OSError, TimeoutError, ConnectionError):  # ssl.SSLError is an OSError
+            conn.close()
+
+    def _refuse_plain(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(_HEAD_LIMIT)  # what arrived of the request, so closing does not reset the answer away
+            conn.send(_PLAIN_ON_TLS)
+            conn.shutdown(socket.SHUT_WR)
+        conn.close()
+
+    def close(self) -> None:
+        """Stop accepting (connections already served close with the server's)."""
+        self.accepting.cancel()
+        self.accepting.add_done_callback(lambda _: self.sock.close())
+        for fd in list(self.waiting):
+            conn = self._forget(fd)
+            if conn is not None:
+                conn.close()
+        for task in self.handshakes:
+            task.cancel()
+
+
 class _Cycle:
     """One request/response: the ASGI ``receive`` and ``send`` callables."""
 
@@ -808,7 +908,7 @@ class HttpServer:
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[asyncio.AbstractServer | _TlsListener] = []
         self.stopping = False
         self.invalid_response_logged = False
         self._stopped = asyncio.Event()
@@ -820,13 +920,9 @@ class HttpServer:
             context = tls[index] if index < len(tls) else None
             if context is None:
                 listener = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=2048)
+                self.servers.append(listener)
             else:
-                # a client that connects and never completes its handshake waits no longer than an idle one
-                listener = await self.loop.create_server(
-                    lambda: TlsHttpProtocol(self, "https"), sock=sock, backlog=2048, ssl=context,
-                    ssl_handshake_timeout=max(1.0, self.keep_alive_timeout),
-                )
-            self.servers.append(listener)
+                self.servers.append(_TlsListener(self, sock, context))
         await self._stopped.wait()
         for each in self.servers:
             each.close()
