@@ -74,6 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, remote: tuple[str, Path]) -
     with process:
         key = json.loads((root / "key_file.json").read_text())["management"]["key"]
         yield {"url": process.url, "mgmt": f"http://127.0.0.1:{management}", "key": key,
+               "metrics": f"http://127.0.0.1:{process.metrics_port}/metrics",
                "remote": base_url, "root": root, "log": process.log}
 
 
@@ -293,3 +294,40 @@ def test_a_handler_is_started_with_the_first_worker(server: dict[str, Any]) -> N
     assert started.json() == {"status": "Workers scaled to 1 for model: echo, version: 1.0"}
     assert predict(server, "echo").text == "1.0"
     assert call(server, "DELETE", "/models/echo").status_code == 200
+
+
+def test_torchserve_metrics_on_the_metrics_port(server: dict[str, Any]) -> None:
+    """TorchServe's names, labels and text form (what its Postman collection matches),
+    beside servekit's own."""
+    import re
+    import socket
+
+    def value(text: str, line_start: str) -> float:
+        found = [line for line in text.splitlines() if line.startswith(line_start)]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    host = socket.gethostname()
+    before = requests.get(server["metrics"], timeout=10).text
+    assert call(server, "POST", "/models?url=echo.mar&initial_workers=1").status_code == 200
+    try:
+        for _ in range(3):
+            assert predict(server, "echo").text == "1.0"
+        assert predict(server, "echo/1.0").text == "1.0"
+        assert predict(server, "nothing").status_code == 404
+        text = requests.get(server["metrics"], timeout=10).text
+    finally:
+        assert call(server, "DELETE", "/models/echo").status_code == 200
+    assert re.search(r'.*Requests2XX\{Level="Host",Hostname=".*",\} \d+\.\d+.*', text), text
+    assert "# TYPE Requests2XX counter" in text and "# TYPE ts_inference_requests_total counter" in text
+    assert value(text, "Requests2XX{") - value(before, "Requests2XX{") == 5  # register, 4 predictions
+    assert value(text, "Requests4XX{") - value(before, "Requests4XX{") == 1
+    labels = f'model_name="echo",model_version="default",hostname="{host}",'
+    requests_line = f"ts_inference_requests_total{{{labels}}}"
+    assert value(text, requests_line) - value(before, requests_line) == 3
+    versioned = f"ts_inference_requests_total{{{labels}}}".replace('"default"', '"1.0"')
+    assert value(text, versioned) - value(before, versioned) == 1
+    latency = f"ts_inference_latency_microseconds{{{labels}}}"
+    assert value(text, latency) > value(before, latency)
+    assert f"ts_queue_latency_microseconds{{{labels}}}" in text
+    own = 'servekit_model_requests_total{model="echo",protocol="torchserve",version="1.0"}'
+    assert value(text, own) - value(before, own) == 4

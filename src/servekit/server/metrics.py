@@ -50,6 +50,9 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # families a front exposes in its peer's style (TorchServe's Java client:
+        # no _total added, a comma after the last label): family name -> exposed name
+        self.java_style: dict[str, str] = {}
 
     def observe(self, model: str, version: str, protocol: str, seconds: float) -> None:
         key = (model, version, protocol)
@@ -65,11 +68,42 @@ class Metrics:
         self.failures.labels(model, version, protocol, str(status)).inc()
 
     def render(self) -> bytes:
+        registry = self.registry
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        if not self.java_style:
             return generate_latest(registry)
-        return generate_latest(self.registry)
+        families = list(registry.collect())
+        plain = _Families([f for f in families if f.name not in self.java_style])
+        styled = [f for f in families if f.name in self.java_style]
+        return generate_latest(plain) + b"".join(_java_text(f, self.java_style[f.name]) for f in styled)
+
+
+class _Families:
+    """Collected families, as something ``generate_latest`` can render."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Any]:
+        return self.families
+
+
+def _java_text(family: Any, name: str) -> bytes:
+    """A counter family as TorchServe's metrics port writes it:
+    ``Name{a="x",b="y",} 3.0`` (the value of its ``_total`` samples)."""
+    lines = [f"# HELP {name} {family.documentation}", f"# TYPE {name} {family.type}"]
+    for sample in family.samples:
+        if family.type == "counter" and not sample.name.endswith("_total"):
+            continue  # _created
+        labels = "".join(f'{k}="{_escape(v)}",' for k, v in sample.labels.items() if k != "pid")
+        lines.append(f"{name}{{{labels}}} {float(sample.value)!r}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def share_across_processes() -> str | None:

@@ -49,6 +49,7 @@ from servekit.errors import (
     Unauthorized,
 )
 from servekit.fronts.torchserve import changes
+from servekit.fronts.torchserve.metrics import counted, counting_errors, torchserve_metrics
 from servekit.names import check_name, check_version
 from servekit.registry import ModelVersion, Registry
 from servekit.repository.discovery import public_reason
@@ -246,17 +247,24 @@ def numeric_request(body: bytes) -> InferenceRequest:
 def inference_routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
     store = model_store(ctx.sources)
+    counters = torchserve_metrics(ctx.metrics) if torchserve_mode(ctx.settings) else None
 
     async def ping(request: Request) -> Response:
-        broken = []
+        # TorchServe's answer: 200 with Healthy, Partial Healthy (some models
+        # serve) or Unhealthy (none does); a model that should have loaded at
+        # startup and did not (its archive missing or broken) counts as not serving
+        broken = [f"{name}: {reason}" for name, reason in store.startup_failures.items()]
+        serving = 0
         for name in registry.names():
             try:
                 registry.resolve(name)
+                serving += 1
             except ServekitError:
                 broken.append(f"{name}: no ready version")
-        if broken:
-            return json_response({"status": "Unhealthy", "reason": "; ".join(broken)}, 500)
-        return json_response({"status": "Healthy"})
+        if not broken:
+            return json_response({"status": "Healthy"})
+        status = "Partial Healthy" if serving else "Unhealthy"
+        return json_response({"status": status, "reason": "; ".join(broken)})
 
     async def predictions(request: Request) -> Response:
         name = request.path_params["model"]
@@ -273,13 +281,19 @@ def inference_routes(ctx: ServerContext) -> list[Route]:
             handler.append(model.metadata().platform == "torchserve")
             return handler_request(body, headers) if handler[0] else numeric_request(body)
 
-        return await ctx.dataplane.serve(
-            Target(name, request.path_params.get("version")),
-            decode,
-            lambda result: handler_response(result) if handler[0] else numeric_response(result),
-            protocol=PROTOCOL,
-            timeout=header_timeout(headers),
-        )
+        version = request.path_params.get("version")
+        started = time.perf_counter()
+        try:
+            return await ctx.dataplane.serve(
+                Target(name, version),
+                decode,
+                lambda result: handler_response(result) if handler[0] else numeric_response(result),
+                protocol=PROTOCOL,
+                timeout=header_timeout(headers),
+            )
+        finally:
+            if counters is not None and registry.has(name):
+                counters.inference(name, version, time.perf_counter() - started, registry.find(name, version))
 
     e = error_response
     return [
@@ -625,10 +639,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def mounts(ctx: ServerContext) -> list[Mount]:
-    out = [Mount(MAIN, inference_routes(ctx), error_response)]
-    if torchserve_mode(ctx.settings):
-        out.append(Mount(TORCHSERVE_MANAGEMENT, management_routes(ctx), error_response))
-    return out
+    if not torchserve_mode(ctx.settings):
+        return [Mount(MAIN, inference_routes(ctx), error_response)]
+    # TorchServe mode: every answer counted in TorchServe's Requests2XX/4XX/5XX
+    counters = torchserve_metrics(ctx.metrics)
+    on_error = counting_errors(error_response, counters)
+    return [
+        Mount(MAIN, counted(inference_routes(ctx), error_response, counters), on_error),
+        Mount(TORCHSERVE_MANAGEMENT, counted(management_routes(ctx), error_response, counters), on_error),
+    ]
 
 
 async def start(ctx: ServerContext) -> None:
