@@ -104,7 +104,7 @@ def _load(settings: ServerSettings) -> Tls | None:
         raise ConfigError(_say("ssl_certfile", certfile, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"))
     key_setting, key_path = ("ssl_keyfile", keyfile) if keyfile else ("ssl_certfile", certfile)
     key_pem = _read(keyfile, "ssl_keyfile") if keyfile else cert_pem
-    if b"ENCRYPTED" in key_pem:
+    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in key_pem or b"Proc-Type: 4,ENCRYPTED" in key_pem:
         raise ConfigError(_say(
             key_setting, key_path,
             "holds an encrypted private key; servekit needs it unencrypted (openssl pkey -in KEY -out PLAIN)",
