@@ -85,7 +85,7 @@ class ArticleServer:
 
     def start(self, timeout: float = 120) -> ArticleServer:
         with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen(["bash", "-c", f"exec {self.command}"], cwd=self.cwd,
+            self.proc = subprocess.Popen(["bash", "-c", self.command], cwd=self.cwd,
                                          env=shell_env(self.env), stdout=log, stderr=subprocess.STDOUT,
                                          text=True, start_new_session=True)
         deadline = time.monotonic() + timeout
