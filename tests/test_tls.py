@@ -483,3 +483,25 @@ def test_listeners_sharing_a_port_must_agree_on_tls(pki: Pki) -> None:
         secure_ports(ServerSettings(**base, ssl_ports="http_port"))
     assert secure_ports(ServerSettings(**base, ssl_ports="http_port,metrics_port")) == {9000}
     assert secure_ports(ServerSettings(**{**base, "metrics_port": 9002}, ssl_ports="metrics_port")) == {9002}
+
+
+@pytest.mark.parametrize("maker", ["cryptography", "openssl"])
+def test_self_signed_pairs_name_the_hosts(maker: str, tmp_path: Path) -> None:
+    """Both ways servekit makes TorchServe's self-signed certificate give a
+    usable pair naming localhost, 127.0.0.1 and the configured host."""
+    from servekit.server import tls
+
+    names = ["127.0.0.1", "10.1.2.3", "localhost", "model-host"]
+    if maker == "openssl":
+        if shutil.which("openssl") is None:
+            pytest.skip("no openssl command")
+        cert_pem, key_pem = tls._self_signed_openssl(names, tmp_path)
+    else:
+        cert_pem, key_pem = tls._self_signed_cryptography(names)
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    alt = x509.load_pem_x509_certificate(cert_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    named = {str(v) for v in alt.value.get_values_for_type(x509.IPAddress)}
+    named |= set(alt.value.get_values_for_type(x509.DNSName))
+    assert named == set(names)
