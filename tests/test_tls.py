@@ -164,7 +164,7 @@ def test_metrics_and_tf_serving_rest_ports_serve_tls(server: TlsServer, pki: Pki
     rest = requests.post(f"https://127.0.0.1:{server.rest_port}/v1/models/iris:predict",
                          json={"instances": ROWS.tolist()}, verify=pki.ca, timeout=TIMEOUT)
     assert rest.status_code == 200, rest.text
-    assert [int(v) for v in rest.json()["predictions"]] == expected
+    assert np.ravel(rest.json()["predictions"]).astype(int).tolist() == expected
 
 
 def test_v2_grpc_with_tritonclient_ssl(server: TlsServer, pki: Pki, expected: list[int]) -> None:
@@ -176,7 +176,7 @@ def test_v2_grpc_with_tritonclient_ssl(server: TlsServer, pki: Pki, expected: li
         tensor = grpcclient.InferInput("x", list(ROWS.shape), "FP64")
         tensor.set_data_from_numpy(ROWS.astype(np.float64))
         result = client.infer("iris", [tensor])
-        assert result.as_numpy("predict").tolist() == expected
+        assert result.as_numpy("predict").ravel().tolist() == expected
     finally:
         client.close()
 
