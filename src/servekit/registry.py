@@ -66,7 +66,7 @@ class ModelVersion:
         """The runtime's metadata, computed once per loaded version."""
         if self._metadata is None:
             if self.runtime is None:
-                raise ModelNotReady(f"model {self.name!r} version {self.version!r} is {self.state.value}")
+                raise ModelNotReady(f"{described(self)} is {self.state.value}")
             self._metadata = self.runtime.metadata()
         return self._metadata
 
@@ -177,7 +177,7 @@ class Registry:
             )
         if not model.ready:
             raise ModelNotReady(
-                f"model {name!r} version {version!r} is {model.state.value}"
+                f"{described(model)} is {model.state.value}"
                 + (f": {model.reason}" if model.reason else "")
             )
         return model
@@ -228,7 +228,7 @@ class Registry:
         """Run a request on an already resolved version (the data plane's last step)."""
         batcher = model.batcher
         if batcher is None:
-            raise ModelNotReady(f"model {model.name!r} version {model.version!r} is {model.state.value}")
+            raise ModelNotReady(f"{described(model)} is {model.state.value}")
         return await batcher.submit(request)
 
     # -- state changes ------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 from servekit.archive.reader import is_archive, open_archive
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
 from servekit.errors import ConfigError, Forbidden, InvalidInput, ModelNotFound, ServekitError
+from servekit.repository.discovery import public_reason
 from servekit.repository.sources import ModelSources
 
 log = logging.getLogger("servekit.archive")
@@ -70,6 +71,8 @@ class ModelStore:
     # name -> its default version, where one was chosen (registration, set-default)
     defaults: dict[str, str] = field(default_factory=dict)
     loaded_startup: bool = False
+    # archives named at startup that could not be added (missing, not an archive), with why
+    startup_failures: dict[str, str] = field(default_factory=dict)
     # the stamp of the last TorchServe change applied to each part of the state
     # (see protocols.torchserve_changes): a change relayed late leaves that part alone
     stamps: dict[tuple[str, str, str], Stamp] = field(default_factory=dict)
@@ -102,6 +105,7 @@ class ModelStore:
                                                       loaded_at_startup=True))
                 except (ConfigError, InvalidInput, ModelNotFound) as exc:
                     log.error("Cannot load %s: %s", location, exc.message)
+                    self.startup_failures[name or location] = public_reason(exc.message, [self.root])
         return [effective(settings, self.option(*key)) for key, settings in self.models.items()]
 
     def startup_entries(self) -> list[tuple[str | None, str]]:

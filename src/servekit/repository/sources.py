@@ -36,6 +36,7 @@ class ModelSources:
         self.fronts: dict[str, Any] = {}
         # the desired state and labels a sync change carried (see pin())
         self.pinned: tuple[list[ModelSettings], dict[str, dict[str, str]]] | None = None
+        self._reported: set[tuple[str, str]] = set()
 
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)
@@ -98,11 +99,33 @@ class ModelSources:
             for settings in found:
                 key = (settings.name, settings.parameters.version or "")
                 if key in seen:
-                    log.warning("Model %r version %s is defined twice; using the first", *key)
+                    self._report(key, "Model %r%s is defined twice; using the first", settings.name,
+                                 f" version {key[1]}" if key[1] else " (without a version)")
                     continue
                 seen.add(key)
                 out.append(settings)
+        return self._without_shadowed(out)
+
+    def _without_shadowed(self, found: list[ModelSettings]) -> list[ModelSettings]:
+        """A model with numbered versions is not also served without a version:
+        the unversioned settings of such a name are left out (and said once)."""
+        versioned = {s.name for s in found if s.parameters.version}
+        out = []
+        for settings in found:
+            if settings.name in versioned and not settings.parameters.version:
+                self._report(
+                    (settings.name, settings.source_dir),
+                    "Model %r has numbered versions; not serving its settings without a version (in %s): "
+                    "give them a version or remove them", settings.name, settings.source_dir or "?",
+                )
+                continue
+            out.append(settings)
         return out
+
+    def _report(self, key: tuple[str, str], message: str, *args: object) -> None:
+        if key not in self._reported:  # once, not at every poll
+            self._reported.add(key)
+            log.warning(message, *args)
 
     def wanted(self) -> list[ModelSettings]:
         """The desired state less what was unloaded explicitly."""

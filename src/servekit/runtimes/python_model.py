@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from servekit.errors import InvalidInput, ModelLoadError
+from servekit.errors import InvalidInput, ModelLoadError, ServekitError
 from servekit.runtimes.adapters import register_adapter
 from servekit.runtimes.base import Runtime
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor, TensorSpec
@@ -157,7 +157,19 @@ class PythonModelRuntime(Runtime):
         self.library.close()
 
     def run(self, items: list[Any]) -> list[Any]:
-        return list(self.model.predict_batch(items))
+        try:
+            return list(self.model.predict_batch(items))
+        except ServekitError as exc:
+            self.as_served(exc)
+            raise
+
+    def as_served(self, exc: ServekitError) -> None:
+        """``exc`` naming the model as clients call it (``'sentiment'``), not by
+        its configuration key in the library (``'classifier'``)."""
+        key = getattr(self.model, "configuration_key", None)
+        if key and key != self.name:
+            exc.message = exc.message.replace(f"model {key!r}", f"model {self.name!r}")
+            exc.args = (exc.message,)
 
     def predict(self, request: InferenceRequest) -> InferenceResponse:
         items = decode_items(request, self.signature.input_type)
@@ -193,7 +205,12 @@ class AsyncPythonModelRuntime(PythonModelRuntime):
 
     async def predict(self, request: InferenceRequest) -> InferenceResponse:  # type: ignore[override]
         items = decode_items(request, self.signature.input_type)
-        return self.finish(request, list(await self.model.predict_batch(items)))
+        try:
+            results = list(await self.model.predict_batch(items))
+        except ServekitError as exc:
+            self.as_served(exc)
+            raise
+        return self.finish(request, results)
 
 
 def adapt_library_model(cls: Any) -> type[Runtime] | None:

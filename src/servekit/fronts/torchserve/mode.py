@@ -166,6 +166,9 @@ def torchserve_settings(settings: ServerSettings, args: argparse.Namespace) -> S
     if models:
         settings = settings.merged({"load_models": ",".join(models)})
         explicit.add("load_models")
+    config_file = default_config_file(settings, args)
+    if config_file is not None:
+        settings = settings.merged({"ts_config": str(config_file)})
     if settings.ts_config:
         path = Path(settings.ts_config)
         try:
@@ -200,6 +203,34 @@ def _self_signed(settings: ServerSettings, path: Path) -> ServerSettings:
         path,
     )
     return settings.merged({"ssl_certfile": certfile, "ssl_keyfile": keyfile})
+
+
+DEFAULT_CONFIG_FILE = "config.properties"
+
+
+def default_config_file(
+    settings: ServerSettings, args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> Path | None:
+    """The config.properties TorchServe would read when ``--ts-config`` does not
+    name one: ``TS_CONFIG_FILE`` (which TorchServe prefers even to
+    ``--ts-config``), else ``./config.properties`` when it exists - both only
+    when servekit is started the TorchServe way (``--start``, ``--model-store``,
+    ``--models``, ``--ncs`` or ``--ts-config``), so a stray file never turns an
+    MLServer repository into a TorchServe server."""
+    environ = dict(os.environ) if environ is None else environ
+    torchserve_way = bool(
+        settings.model_store or settings.load_models or settings.ts_config
+        or getattr(args, "start", False) or getattr(args, "ncs", False) or getattr(args, "foreground", False)
+    )
+    if not torchserve_way:
+        return None
+    if environ.get("TS_CONFIG_FILE"):
+        log.info("Reading TorchServe's config from TS_CONFIG_FILE=%s", environ["TS_CONFIG_FILE"])
+        return Path(environ["TS_CONFIG_FILE"])
+    if settings.ts_config is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        log.info("Reading ./%s (no --ts-config given, as TorchServe does)", DEFAULT_CONFIG_FILE)
+        return Path(DEFAULT_CONFIG_FILE)
+    return None
 
 
 def _explicit_fields(args: argparse.Namespace) -> set[str]:
