@@ -159,12 +159,12 @@ def test_v2_rest_answers_over_verified_tls(server: TlsServer, pki: Pki, expected
 
 
 def test_metrics_and_tf_serving_rest_ports_serve_tls(server: TlsServer, pki: Pki, expected: list[int]) -> None:
-    metrics = requests.get(f"https://127.0.0.1:{server.metrics_port}/metrics", verify=pki.ca, timeout=TIMEOUT)
-    assert metrics.status_code == 200 and "servekit_model_requests_total" in metrics.text
     rest = requests.post(f"https://127.0.0.1:{server.rest_port}/v1/models/iris:predict",
                          json={"instances": ROWS.tolist()}, verify=pki.ca, timeout=TIMEOUT)
     assert rest.status_code == 200, rest.text
     assert np.ravel(rest.json()["predictions"]).astype(int).tolist() == expected
+    metrics = requests.get(f"https://127.0.0.1:{server.metrics_port}/metrics", verify=pki.ca, timeout=TIMEOUT)
+    assert metrics.status_code == 200 and 'protocol="tfserving' in metrics.text
 
 
 def test_v2_grpc_with_tritonclient_ssl(server: TlsServer, pki: Pki, expected: list[int]) -> None:
