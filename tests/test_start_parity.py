@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import joblib
+import pytest
 import requests
 from servers import ServerProcess, free_port
 from sklearn.linear_model import LogisticRegression
@@ -162,3 +163,21 @@ def test_numbered_versions_added_live_replace_the_unversioned_model(tmp_path: Pa
         log = process.log()
     assert "Model 'logistic' has numbered versions; not serving its settings without a version" in log
     assert log.count("has numbered versions") == 1
+
+
+# -- models each worker loads ---------------------------------------------------------------------
+def test_the_log_says_which_models_each_worker_loads_again(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from test_onnx import linear_model
+
+    linear_model(tmp_path / "linear" / "model.onnx")
+    (tmp_path / "iris").mkdir()
+    joblib.dump(LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1]), tmp_path / "iris" / "model.joblib")
+    with ServerProcess(["serve", str(tmp_path)], workers=2) as process:
+        body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.0, 2.0, 3.0]}]}
+        answer = requests.post(f"{process.url}/v2/models/linear/infer", json=body, timeout=30)
+        log = process.log()
+    assert answer.status_code == 200
+    assert ("Model 'linear': TensorFlow/onnxruntime cannot be shared across fork, so each of the 2 workers "
+            "loads its own copy (memory and load time times 2)") in log
+    assert "'iris'" not in log.split("cannot be shared across fork")[0].splitlines()[-1]

@@ -494,7 +494,17 @@ class Supervisor:
         if self.settings.load_models_at_startup:
             from servekit.runtimes import survives_fork
 
-            preload = [s for s in self.sources.wanted() if survives_fork(s)]
+            wanted = self.sources.wanted()
+            preload = [s for s in wanted if survives_fork(s)]
+            per_worker = sorted({s.name for s in wanted if not survives_fork(s)})
+            if per_worker and self.workers > 1:
+                log.warning(
+                    "Model%s %s: TensorFlow/onnxruntime cannot be shared across fork, so each of the %d "
+                    "workers loads its own copy (memory and load time times %d); --parallel-workers "
+                    "bounds it (each worker holds one copy of every such model)",
+                    "s" if len(per_worker) > 1 else "", ", ".join(repr(n) for n in per_worker),
+                    self.workers, self.workers,
+                )
             asyncio.run(self.registry.apply(preload))
         self.registry.executor.shutdown(wait=True)
         signal.signal(signal.SIGTERM, self._stop)
