@@ -80,6 +80,14 @@ def _check_repository(root: str, lenient: bool) -> None:
 
     problems = startup_problems(root)
     if not problems:
+        from servekit.repository.discovery import discover
+
+        if not discover(root):
+            log.warning(
+                "No models in %s: a model is a folder with a model-settings.json, or with one model file "
+                "(model.joblib, model.onnx, …), or numbered version folders; starting without models",
+                Path(root).resolve(),
+            )
         return
     if lenient:
         for problem in problems:
