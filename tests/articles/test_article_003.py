@@ -231,7 +231,7 @@ def served(tutorial: Path, module_ports: Ports) -> Iterator[ArticleServer]:
     folder.mkdir()
     (folder / "model-settings.json").write_text(
         '{"name": "imdb_classifier", "implementation": "imdb_models.Classifier"}\n')
-    env = {**module_ports.env(), "MODELKIT_ASSETS_DIR": str(tutorial), "PYTHONPATH": str(tutorial),
+    env = {**module_ports.env(), "MODELKIT_ASSETS_DIR": str(tutorial),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     with ArticleServer("servekit serve service", cwd=tutorial, env=env,
                        ready_url=f"http://127.0.0.1:{module_ports.http}/v2/health/ready") as server:
