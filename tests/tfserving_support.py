@@ -115,3 +115,34 @@ def article_models() -> ArticleModels:
         if version == 2:
             model.save(keras_file)
     return ArticleModels(store=store, keras_file=keras_file, expected=expected)
+
+
+def tf1_half_plus_two(export_dir: Path, bias: float = 2.0) -> None:
+    """A TensorFlow 1 style SavedModel built the way TF Serving's test models
+    are: ``y = 0.5 * x + bias`` fed either ``x`` directly (``serving_default``)
+    or serialized ``tf.Example`` protos with a float feature ``x``
+    (``classify_x_to_y``, ``regress_x_to_y``), through ``ParseExample``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    builder = v1.saved_model.builder.SavedModelBuilder(str(export_dir))
+    with v1.Session(graph=tf.Graph()) as session:
+        slope = v1.Variable(0.5, name="a")
+        offset = v1.Variable(bias, name="b")
+        serialized = v1.placeholder(tf.string, name="tf_example", shape=[None])
+        parsed = v1.parse_example(serialized, {"x": v1.FixedLenFeature([1], tf.float32)})
+        x = tf.identity(parsed["x"], name="x")  # [-1, 1]
+        y = tf.identity(slope * x + offset, name="y")
+        info = v1.saved_model.utils.build_tensor_info
+        build = v1.saved_model.signature_def_utils.build_signature_def
+        signatures = {
+            "serving_default": build({"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict"),
+            "classify_x_to_y": build({"inputs": info(serialized)}, {"scores": info(y)},
+                                     "tensorflow/serving/classify"),
+            "regress_x_to_y": build({"inputs": info(serialized)}, {"outputs": info(y)},
+                                    "tensorflow/serving/regress"),
+        }
+        session.run(v1.global_variables_initializer())
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+    builder.save()

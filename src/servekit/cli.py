@@ -14,6 +14,7 @@ from servekit.archive import writer as archive_writer
 from servekit.config import load_server_settings
 from servekit.errors import ConfigError, ServekitError
 from servekit.fronts.seldon import cli as seldon_cli
+from servekit.fronts.tfserving import flags as tfserving_flags
 from servekit.fronts.torchserve import mode as torchserve_mode
 from servekit.library.commands import LIBRARY_COMMANDS
 from servekit.server_flags import HelpFormatter, add_server_flags, server_overrides, setup_logging
@@ -43,6 +44,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
     add_server_flags(parser)
     torchserve_group = next(g for g in parser._action_groups if (g.title or "").startswith("TorchServe"))
     torchserve_mode.add_flags(torchserve_group)
+    tfserving_flags.add_flags(parser)
     parser.epilog = SERVE_EPILOG
 
 
@@ -52,6 +54,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from servekit.server.assembly import SKINS
     from servekit.server.runner import serve
 
+    if tfserving_flags.wants_version(args):
+        print(tfserving_flags.version_line())
+        return 0
     folder = args.folder
     if folder is not None and not Path(folder).is_dir():
         what = "is a file, not a folder" if Path(folder).exists() else "does not exist"
@@ -62,6 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = load_server_settings(folder or ".", server_overrides(args))
     settings = torchserve_mode.torchserve_settings(settings, args)
     setup_logging(settings.debug)
+    tfserving_flags.log_not_used(args)
     sources = ModelSources(settings)
     torchserve_wanted = bool(settings.model_store or settings.load_models or settings.ts_config)
     tfserving_mode = configure_tfserving(settings, sources, strict_env=folder is None and not torchserve_wanted)

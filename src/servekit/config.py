@@ -39,6 +39,13 @@ class ServerSettings(BaseModel):
             "API (/ping, /predictions)"
         ),
     )
+    enable_http: bool = Field(
+        True,
+        description=(
+            "serve the main HTTP port (http_port); in TF Serving mode only when http_port is given, "
+            "as tensorflow_model_server binds only --port and --rest_api_port"
+        ),
+    )
     grpc_port: int = Field(8081, description="V2 gRPC port (tritonclient.grpc, KServe)")
     metrics_port: int = Field(8082, description="Prometheus metrics port (metrics_endpoint on it)")
     rest_api_port: int | None = Field(None, description="TF Serving's REST API port (/v1/models/…)")

@@ -27,7 +27,7 @@ def setup_logging(debug: bool) -> None:
 # shows the groups it uses (``microservice`` has no TorchServe or TF Serving flags)
 GROUPS: dict[str, tuple[str, ...]] = {
     "network and ports": (
-        "host", "http_port", "grpc_port", "metrics_port", "enable_grpc", "http_server", "keep_alive_seconds",
+        "host", "http_port", "enable_http", "grpc_port", "metrics_port", "enable_grpc", "http_server", "keep_alive_seconds",
     ),
     "workers": ("parallel_workers", "threads_per_worker", "inline_predict_ms", "gil_switch_interval_ms"),
     "limits": (

@@ -35,8 +35,11 @@ class Signature:
         }
 
 
-def bind_inputs(signature: Signature, request: InferenceRequest, model: str) -> Feeds:
-    """The request's tensors by declared input name, cast and shape-checked.
+def bind_inputs(
+    signature: Signature, request: InferenceRequest, model: str, *, check_shapes: bool = True
+) -> Feeds:
+    """The request's tensors by declared input name, cast and (unless
+    ``check_shapes`` is off: the graph decides) shape-checked.
 
     A lone tensor feeds a lone input whatever its name (TF Serving's unnamed
     ``instances``, V2 clients that call it ``input-0``).
@@ -46,7 +49,7 @@ def bind_inputs(signature: Signature, request: InferenceRequest, model: str) -> 
     if len(specs) == 1 and len(given) == 1:
         ((spec_name, spec),) = specs.items()
         ((_, tensor),) = given.items()
-        return {spec_name: _cast(tensor, spec, model)}
+        return {spec_name: _cast(tensor, spec, model, check_shapes)}
     missing = [n for n in specs if n not in given]
     unknown = [n for n in given if n not in specs]
     if missing or unknown:
@@ -59,7 +62,7 @@ def bind_inputs(signature: Signature, request: InferenceRequest, model: str) -> 
             f"model {model!r} ({signature.name}) takes inputs {', '.join(specs)}; "
             + "; ".join(parts)
         )
-    return {name: _cast(given[name], spec, model) for name, spec in specs.items()}
+    return {name: _cast(given[name], spec, model, check_shapes) for name, spec in specs.items()}
 
 
 def output_names(signature: Signature, request: InferenceRequest, model: str) -> list[str]:
@@ -85,7 +88,7 @@ def output_tensors(values: Feeds, names: list[str]) -> list[Tensor]:
     return out
 
 
-def _cast(tensor: Tensor, spec: TensorSpec, model: str) -> np.ndarray:
+def _cast(tensor: Tensor, spec: TensorSpec, model: str, check_shapes: bool = True) -> np.ndarray:
     data = tensor.data
     target = dtype_of(spec.datatype)
     if spec.datatype == "BYTES":
@@ -104,7 +107,8 @@ def _cast(tensor: Tensor, spec: TensorSpec, model: str) -> np.ndarray:
                 "got fractional numbers"
             )
         data = data.astype(target)
-    _check_shape(data, spec, model)
+    if check_shapes:
+        _check_shape(data, spec, model)
     return data
 
 

@@ -1,6 +1,13 @@
 """TensorFlow SavedModels (every signature; ``serving_default`` unless the
 request's ``signature_name`` parameter says otherwise) and Keras ``.keras`` /
 ``.h5`` files. Needs TensorFlow's CPU package: ``pip install 'servekit[tensorflow]'``.
+
+SavedModels load the way TensorFlow Serving loads them: the MetaGraph tagged
+``serve`` in a session, each signature run by feeding and fetching its tensors
+by name. Tensors are fed as given and the graph decides what it accepts (a
+``[3]`` tensor into an input declared ``[-1, 1]`` works when the graph's ops
+take it, as with TF Serving), and TF1 exports that ``tf.saved_model.load``
+cannot rebuild (TF Serving's ``saved_model_half_plus_three``) load too.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ log = logging.getLogger("servekit.runtimes")
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 KERAS_SUFFIXES = (".keras", ".h5")
+# TF Serving's --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism,
+# passed to the workers by the server
+INTRA_OP_ENV = "SERVEKIT_TF_INTRA_OP_PARALLELISM"
+INTER_OP_ENV = "SERVEKIT_TF_INTER_OP_PARALLELISM"
 
 
 def import_tensorflow() -> Any:
@@ -90,6 +101,9 @@ class TensorFlowRuntime(Runtime):
         self.ready = True
 
     def _load_saved_model(self, tf: Any, path: Path) -> None:
+        if _has_serve_graph(path):
+            self._load_session(tf, path)
+            return
         loaded = tf.saved_model.load(str(path))
         self._model = loaded
         defs = _signature_defs(path)
@@ -105,6 +119,24 @@ class TensorFlowRuntime(Runtime):
                 outputs=[_spec(k, v, definition, "outputs") for k, v in sorted(outputs.items())],
                 call=_saved_model_call(tf, function),
                 method_name=definition.method_name if definition is not None else PREDICT_METHOD,
+            )
+
+    def _load_session(self, tf: Any, path: Path) -> None:
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph, config=_session_config(tf))
+        with graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+        self._model = session
+        for name, definition in sorted(meta_graph.signature_def.items()):
+            if name.startswith("__") or not definition.inputs:
+                continue  # __saved_model_init_op: run at load, not a call
+            self.signatures[name] = Signature(
+                name=name,
+                inputs=[_info_spec(tf, k, v) for k, v in sorted(definition.inputs.items())],
+                outputs=[_info_spec(tf, k, v) for k, v in sorted(definition.outputs.items())],
+                call=_session_call(session, definition),
+                method_name=definition.method_name or PREDICT_METHOD,
+                parameters={"check_shapes": False},
             )
 
     def _load_keras(self, tf: Any, path: Path) -> None:
@@ -155,7 +187,8 @@ class TensorFlowRuntime(Runtime):
 
     def predict(self, request: InferenceRequest) -> InferenceResponse:
         signature = self.signature(request.parameters.get("signature_name"))
-        feeds = bind_inputs(signature, request, self.name)
+        feeds = bind_inputs(signature, request, self.name,
+                            check_shapes=signature.parameters.get("check_shapes", True))
         names = output_names(signature, request, self.name)
         try:
             values = signature.call(feeds, names)
@@ -166,6 +199,9 @@ class TensorFlowRuntime(Runtime):
 
     def unload(self) -> None:
         self.signatures.clear()
+        close = getattr(self._model, "close", None)
+        if callable(close):
+            close()
         self._model = None
 
     def metadata(self) -> ModelMetadata:
@@ -188,6 +224,73 @@ def _saved_model_call(tf: Any, function: Any) -> Any:
         return {name: result[name].numpy() for name in wanted}
 
     return call
+
+
+def _has_serve_graph(path: Path) -> bool:
+    """Whether saved_model.pb holds a MetaGraph tagged ``serve`` (what TF Serving loads)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    graph = path / "saved_model.pb"
+    if not graph.is_file():
+        return False
+    model = saved_model_pb2.SavedModel()
+    try:
+        model.ParseFromString(graph.read_bytes())
+    except Exception:  # an odd file: tf.saved_model.load says what is wrong
+        return False
+    return any("serve" in m.meta_info_def.tags for m in model.meta_graphs)
+
+
+def _session_config(tf: Any) -> Any:
+    """Thread pools: TF Serving's --tensorflow_intra_op_parallelism /
+    --tensorflow_inter_op_parallelism when given, else the worker's share of cores."""
+    config = tf.compat.v1.ConfigProto()
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    intra = os.environ.get(INTRA_OP_ENV, "") or threads
+    inter = os.environ.get(INTER_OP_ENV, "") or (str(min(2, int(threads))) if threads.isdigit() else "")
+    if intra.isdigit():
+        config.intra_op_parallelism_threads = int(intra)
+    if inter.isdigit():
+        config.inter_op_parallelism_threads = int(inter)
+    return config
+
+
+def _session_call(session: Any, definition: Any) -> Any:
+    """Run a signature in the session: its inputs fed by tensor name, whatever
+    their shapes (TensorFlow's Python feed check is left out, as TF Serving's
+    C++ session run has none: the ops decide)."""
+    from tensorflow.core.protobuf import config_pb2
+
+    feeds = sorted(definition.inputs)
+    callables: dict[tuple[str, ...], Any] = {}
+
+    def call(values: Feeds, wanted: list[str]) -> Feeds:
+        key = tuple(wanted)
+        run = callables.get(key)
+        if run is None:
+            options = config_pb2.CallableOptions()
+            options.feed.extend(definition.inputs[n].name for n in feeds)
+            options.fetch.extend(definition.outputs[n].name for n in wanted)
+            run = callables[key] = session._make_callable_from_options(options)
+        results = run(*[values[n] for n in feeds])
+        return dict(zip(wanted, results, strict=True))
+
+    return call
+
+
+def _info_spec(tf: Any, name: str, info: Any) -> TensorSpec:
+    """A signature's TensorInfo as a spec: graph tensor name, unknown rank."""
+    parameters: dict[str, Any] = {"tensor_name": info.name}
+    if info.tensor_shape.unknown_rank:
+        parameters["unknown_rank"] = True
+        dims: list[int] = []
+    else:
+        dims = [int(d.size) for d in info.tensor_shape.dim]
+    try:
+        datatype = _datatype(tf, info.dtype)
+    except (TypeError, ValueError):
+        datatype = "BYTES" if info.dtype == 7 else "FP32"
+    return TensorSpec(name, datatype, dims, parameters)
 
 
 def _signature_defs(path: Path) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def build_context(
 def listener_addresses(settings: ServerSettings) -> dict[str, tuple[str, int]]:
     """(host, port) of each listener that is on. TorchServe's management API
     binds its own host, 127.0.0.1 unless told otherwise."""
-    out = {MAIN: (settings.host, settings.http_port)}
+    out: dict[str, tuple[str, int]] = {MAIN: (settings.host, settings.http_port)} if settings.enable_http else {}
     if settings.enable_metrics_endpoint:
         out[METRICS] = (settings.host, settings.metrics_port)
     if settings.rest_api_port:
@@ -135,7 +135,9 @@ def describe_ports(settings: ServerSettings) -> list[str]:
     def grpc(name: str) -> str:
         return " (TLS)" if tls_scheme(settings, name) == "https" else ""
 
-    lines = [f"HTTP server (V2 REST) listening on {http('http_port')}://{host}:{settings.http_port}"]
+    lines = []
+    if settings.enable_http:
+        lines.append(f"HTTP server (V2 REST) listening on {http('http_port')}://{host}:{settings.http_port}")
     if settings.enable_grpc:
         lines.append(f"gRPC server (V2) listening on {host}:{settings.grpc_port}{grpc('grpc_port')}")
     if settings.enable_metrics_endpoint:

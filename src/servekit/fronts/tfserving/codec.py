@@ -203,10 +203,18 @@ def decode_examples(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def examples_request(
-    examples: list[dict[str, Any]], input_names: list[str], parameters: dict[str, Any]
+    examples: list[dict[str, Any]], input_names: list[str], parameters: dict[str, Any],
+    serialized_input: str | None = None,
 ) -> InferenceRequest:
-    """Named inputs when the features are the model's inputs; otherwise one
-    table whose columns are the features in the first example's order."""
+    """What classify/regress feed the model. A signature that takes one string
+    tensor (TensorFlow's ``tf.Example`` parsers, as TF Serving requires) gets
+    the examples as serialized ``tf.Example`` protos in ``serialized_input``;
+    other models get named inputs when the features are the model's inputs,
+    else one table whose columns are the features in the first example's order."""
+    if serialized_input is not None:
+        data = np.empty(len(examples), dtype=object)
+        data[:] = [serialize_example(e, i) for i, e in enumerate(examples)]
+        return InferenceRequest(inputs=[Tensor(serialized_input, data)], parameters=parameters)
     features = list(examples[0])
     for i, example in enumerate(examples):
         if set(example) != set(features):
@@ -217,6 +225,49 @@ def examples_request(
         table = [[v for f in features for v in _flat(e[f])] for e in examples]
         tensors = [Tensor(UNNAMED_INPUT, to_array(table, UNNAMED_INPUT))]
     return InferenceRequest(inputs=tensors, parameters=parameters)
+
+
+def serialize_example(example: dict[str, Any], index: int) -> bytes:
+    """A ``tf.Example`` of feature -> value: floats in float_list, integers in
+    int64_list, strings, bytes and ``{"b64": …}`` in bytes_list (a list: its values)."""
+    from servekit.protocols.generated.tfserving import tensorflow_pb2 as tfpb
+
+    message = tfpb.Example()
+    for name, value in example.items():
+        values = value if isinstance(value, list) else [value]
+        feature = message.features.feature[name]
+        if not values:
+            feature.float_list.SetInParent()
+            continue
+        kinds = {_feature_kind(v, name, index) for v in values}
+        if len(kinds) != 1:
+            raise InvalidInput(f"examples[{index}] feature {name!r} mixes numbers and strings")
+        kind = kinds.pop()
+        if kind == "bytes_list":
+            feature.bytes_list.value.extend(_example_bytes(v, name) for v in values)
+        elif kind == "int64_list" and all(isinstance(v, int) for v in values):
+            feature.int64_list.value.extend(values)
+        else:
+            feature.float_list.value.extend(float(v) for v in values)
+    return bytes(message.SerializeToString())
+
+
+def _feature_kind(value: Any, name: str, index: int) -> str:
+    if isinstance(value, int):  # bool too
+        return "int64_list"
+    if isinstance(value, float):
+        return "float_list"
+    if isinstance(value, (str, bytes, dict)):
+        return "bytes_list"
+    raise InvalidInput(
+        f"examples[{index}] feature {name!r}: {type(value).__name__} is not a feature value "
+        "(numbers, strings, {\"b64\": …} or lists of them)"
+    )
+
+
+def _example_bytes(value: Any, name: str) -> bytes:
+    converted = _bytes_array([value], name)[0]
+    return converted if isinstance(converted, bytes) else str(converted).encode("utf-8")
 
 
 def _flat(value: Any) -> list[Any]:
@@ -241,12 +292,14 @@ def encode_regress(response: InferenceResponse, count: int) -> bytes:
 
 def classify_results(response: InferenceResponse, count: int) -> list[list[tuple[str, float | None]]]:
     """Per example, its (label, score) pairs: labels from a ``classes`` output
-    (else the column index), scores from ``scores`` or a probability table
-    (None when the model gives classes only)."""
+    (a ``scores`` output alone: empty labels, as TF Serving answers; a
+    probability table: the column index), scores from ``scores`` or a
+    probability table (None when the model gives classes only)."""
     by_name = {t.name: t for t in response.outputs}
     scores = by_name.get("scores")
     classes = by_name.get("classes")
-    if scores is None and classes is None:
+    index_labels = scores is None and classes is None
+    if index_labels:
         tensor = _pick(response, ("probabilities", "predict_proba"))
         if tensor.data.dtype.kind == "f" and tensor.data.reshape(count, -1).shape[1] > 1:
             scores = tensor
@@ -259,7 +312,7 @@ def classify_results(response: InferenceResponse, count: int) -> list[list[tuple
     return [
         [
             (
-                _label(class_rows[i, j]) if class_rows is not None else str(j),
+                _label(class_rows[i, j]) if class_rows is not None else (str(j) if index_labels else ""),
                 float(score_rows[i, j]) if score_rows is not None else None,
             )
             for j in range(rows.shape[1])

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from servekit.dataplane import Target
-from servekit.errors import InvalidInput, ModelLoadError, ServekitError
+from servekit.errors import ConfigError, InvalidInput, ModelLoadError, ServekitError
 from servekit.fronts.tfserving import codec as tfserving_codec
 from servekit.fronts.tfserving import grpc_codec as codec
 from servekit.fronts.tfserving import operations as tfserving_operations
@@ -88,6 +88,8 @@ class PredictionServicer:
         request, given = codec.split_predict(data)
         spec = request.model_spec
         name, version, label = selection(spec)
+        if not label:
+            tfserving_operations.check_servable(self.registry, name, version)
 
         def decode(model: Any) -> InferenceRequest:
             if not given:
@@ -102,11 +104,15 @@ class PredictionServicer:
         )
         out = pb.ModelSpec()
         fill_spec(out, name, response.model_version, spec.signature_name or DEFAULT_SIGNATURE)
-        return codec.encode_predict(out, response.outputs)
+        return codec.encode_predict(
+            out, response.outputs, self.ctx.settings.enable_serialization_as_tensor_content
+        )
 
     async def _examples(self, request: Any, context: grpc.aio.ServicerContext) -> tuple[Any, int]:
         spec = request.model_spec
         name, version, label = selection(spec)
+        if not label:
+            tfserving_operations.check_servable(self.registry, name, version)
         examples = codec.examples(request.input)
         response = await self.ctx.dataplane.infer(
             Target(name, version, label),
@@ -165,6 +171,7 @@ def signature_def_map(signatures: dict[str, Any]) -> Any:
                 tensor.dtype = tfpb.DataType.Value(info["dtype"])
                 for dim in info["tensor_shape"]["dim"]:
                     tensor.tensor_shape.dim.add(size=int(dim["size"]))
+                tensor.tensor_shape.unknown_rank = info["tensor_shape"]["unknown_rank"]
     return out
 
 
@@ -283,14 +290,44 @@ def add_services(server: grpc.aio.Server, ctx: ServerContext) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
+def channel_arguments(text: str | None) -> list[tuple[str, int | str]]:
+    """TF Serving's ``--grpc_channel_arguments``: ``key=value`` pairs separated
+    by commas; numbers become integers, as TF Serving passes them."""
+    out: list[tuple[str, int | str]] = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"--grpc_channel_arguments: {item!r} is not key=value "
+                "(write grpc.max_connection_age_ms=2000,grpc.keepalive_time_ms=10000)"
+            )
+        number = value.lstrip("-")
+        out.append((key, int(value) if number.isdigit() else value))
+    return out
+
+
+def grpc_options(settings: Any) -> list[tuple[str, int | str]]:
+    """servekit's gRPC server options, then ``--grpc_channel_arguments`` (which win)."""
+    options: dict[str, int | str] = dict(server_options(settings.max_request_size))
+    options.update(channel_arguments(settings.grpc_channel_arguments))
+    return list(options.items())
+
+
 async def start(ctx: ServerContext) -> Stop:
-    """Serve TF Serving's gRPC API on ``--port`` in this worker."""
+    """Serve TF Serving's gRPC API on ``--port`` in this worker (and on
+    ``--grpc_socket_path``, a unix socket, in worker 0: a socket file has one owner)."""
     settings = ctx.settings
-    server = grpc.aio.server(options=server_options(settings.max_request_size))
+    server = grpc.aio.server(options=grpc_options(settings))
     add_services(server, ctx)
     address = f"{settings.host}:{settings.port}"
     try:
         bound = add_grpc_port(server, address, settings, "port")
+        socket_path = settings.grpc_socket_path if ctx.index == 0 else None
+        if socket_path and not server.add_insecure_port(f"unix:{socket_path}"):
+            raise RuntimeError(f"cannot bind unix socket {socket_path}")
     except RuntimeError as exc:
         raise ServekitError(f"cannot listen for TF Serving gRPC on {address}: {exc}") from None
     if bound == 0:
@@ -317,6 +354,7 @@ __all__ = [
     "ModelServicer",
     "PredictionServicer",
     "apply_reload",
+    "channel_arguments",
     "selection",
     "status_code",
 ]

@@ -5,9 +5,15 @@ examples of classify/regress, for TF Serving's gRPC API.
 them: each input's ``tensor_content`` stays a view of the bytes gRPC
 received and becomes an array with ``np.frombuffer``, without a copy. Typed
 fields (``float_val`` …) are read with TensorFlow's rules (one value fills
-the tensor, fewer values than elements repeat the last). Replies carry
-numbers as ``tensor_content``, written after the serialized rest of the
-response, so the output array is copied once, into the reply.
+the tensor, fewer values than elements repeat the last).
+
+Replies carry numbers in the typed fields, as TF Serving does by default
+(clients read ``outputs[…].float_val``), or in ``tensor_content`` with
+``--enable_serialization_as_tensor_content`` (TF Serving's flag). The packed
+``float_val``/``double_val``/``bool_val`` fields hold the same little-endian
+bytes as ``tensor_content``, so they are written the same way, after the
+serialized rest of the response: the output array is copied once, into the
+reply. Integers are varints, written by protobuf.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ PREDICT_INPUTS = 2  # PredictRequest.inputs (map entries)
 PREDICT_OUTPUTS = 1  # PredictResponse.outputs
 ENTRY_KEY, ENTRY_VALUE = 1, 2  # of a map entry
 TENSOR_CONTENT = 4  # TensorProto.tensor_content
+# dtypes whose packed typed field holds the array's little-endian bytes as they are
+RAW_TYPED_FIELDS = {tfpb.DT_FLOAT: 5, tfpb.DT_DOUBLE: 6, tfpb.DT_BOOL: 11}  # float_val, double_val, bool_val
 
 # DataType -> (numpy dtype, the typed field holding its values)
 DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
@@ -186,16 +194,23 @@ def _fill(values: np.ndarray, shape: list[int], count: int, name: str, max_fill:
     return np.pad(values, (0, count - values.size), mode="edge").reshape(shape)
 
 
-def encode_predict(spec: Any, outputs: list[Tensor]) -> bytes:
+def encode_predict(spec: Any, outputs: list[Tensor], tensor_content: bool = False) -> bytes:
     """A serialized PredictResponse: ``spec`` (a ModelSpec) and the outputs, their
-    numbers appended as tensor_content without passing through protobuf."""
+    numbers in the typed fields (or ``tensor_content``), the raw bytes appended
+    without passing through protobuf."""
     chunks: list[bytes | memoryview] = [pb.PredictResponse(model_spec=spec).SerializeToString()]
     for tensor in outputs:
         proto = tfpb.TensorProto()
         content = encode_tensor(tensor.data, proto)
+        field = TENSOR_CONTENT
+        if content is not None and not tensor_content:
+            field = RAW_TYPED_FIELDS.get(proto.dtype, 0)
+            if not field:  # integers: varints
+                getattr(proto, DTYPES[proto.dtype][1]).extend(_typed_values(tensor.data, proto.dtype))
+                content = None
         value = [proto.SerializeToString()]
-        if content is not None:
-            value += length_delimited(TENSOR_CONTENT, content)
+        if content is not None and len(content):
+            value += length_delimited(field, content)
         entry = [
             *length_delimited(ENTRY_KEY, tensor.name.encode("utf-8")),
             varint(ENTRY_VALUE << 3 | LENGTH_DELIMITED) + varint(sum(len(v) for v in value)),
@@ -222,6 +237,15 @@ def encode_tensor(array: np.ndarray, out: Any) -> memoryview | None:
     out.dtype = code
     data = np.ascontiguousarray(array, dtype=DTYPES[code][0])
     return data.reshape(-1).view(np.uint8).data
+
+
+def _typed_values(array: np.ndarray, code: int) -> list[int]:
+    """An integer (or float16) array's values for its varint typed field."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if code == tfpb.DT_HALF:
+        flat = flat.astype(np.float16).view(np.uint16)
+    values: list[int] = flat.tolist()
+    return values
 
 
 def examples(input_message: Any) -> list[dict[str, Any]]:

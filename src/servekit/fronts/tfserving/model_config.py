@@ -106,8 +106,8 @@ def parse_model_config(text: str, *, structured: bool = False, origin: str = "co
         return message
     try:
         text_format.Parse(text, message)
-    except text_format.ParseError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
+    except text_format.ParseError as exc:  # TF Serving's words, which its test looks for
+        raise ConfigError(f"{origin}: Error parsing text-format tensorflow.serving.ModelServerConfig: {exc}") from None
     return message
 
 

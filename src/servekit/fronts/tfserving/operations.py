@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from servekit.errors import ModelNotFound
 from servekit.fronts.tfserving import codec
 from servekit.registry import ModelState, ModelVersion, Registry
 from servekit.tensors import InferenceRequest, TensorSpec
@@ -40,6 +41,18 @@ TF_STATES = {
 }
 
 
+def check_servable(registry: Registry, name: str, version: str | None) -> None:
+    """An unknown model or version is NOT_FOUND (404) with TF Serving's words,
+    ``Servable not found for request: Latest(name)`` / ``Specific(name, 3)``
+    (clients and TF Serving's own tests look for "Servable"), before the
+    request's inputs are looked at."""
+    if registry.has(name, version or None):
+        return
+    request = f"Specific({name}, {version})" if version else f"Latest({name})"
+    served = ", ".join(registry.names()) or "none"
+    raise ModelNotFound(f"Servable not found for request: {request} (models served: {served})")
+
+
 def version_status(model: ModelVersion) -> dict[str, Any]:
     """TF Serving's ``ModelVersionStatus`` of one version (enum values by name)."""
     failed = model.state is ModelState.UNAVAILABLE
@@ -57,6 +70,8 @@ def model_signatures(
     registry: Registry, name: str, version: str | None, label: str | None
 ) -> tuple[ModelVersion, dict[str, Any]]:
     """The resolved version and its ``signature_def`` map (see :func:`signature_def`)."""
+    if not label:
+        check_servable(registry, name, version)
     model = registry.resolve(name, version, label)
     meta = model.metadata()
     signatures = meta.parameters.get("signatures") or {}
@@ -67,7 +82,8 @@ def signature_def(signatures: dict[str, Any], default_inputs: list[TensorSpec],
                   default_outputs: list[TensorSpec]) -> dict[str, Any]:
     """TF Serving's ``signature_def`` map from the runtime's metadata; models
     without signatures get one ``serving_default`` from their inputs and outputs.
-    Dims are strings (``"-1"``: any size) as in TF Serving's JSON."""
+    Dims are strings (``"-1"``: any size) and ``defaults`` is ``{}``, as in TF
+    Serving's JSON."""
     if not signatures:
         signatures = {
             "serving_default": {
@@ -81,6 +97,7 @@ def signature_def(signatures: dict[str, Any], default_inputs: list[TensorSpec],
             "inputs": {t["name"]: _tensor_info(t) for t in sig["inputs"]},
             "outputs": {t["name"]: _tensor_info(t) for t in sig["outputs"]},
             "method_name": sig.get("method_name") or PREDICT_METHOD,
+            "defaults": {},
         }
         for name, sig in signatures.items()
     }
@@ -88,13 +105,14 @@ def signature_def(signatures: dict[str, Any], default_inputs: list[TensorSpec],
 
 def _tensor_info(spec: dict[str, Any]) -> dict[str, Any]:
     shape = spec.get("shape") or []
+    parameters = spec.get("parameters") or {}
     return {
         "dtype": TF_DTYPES.get(spec.get("datatype", ""), "DT_INVALID"),
         "tensor_shape": {
             "dim": [{"size": str(d), "name": ""} for d in shape],
-            "unknown_rank": False,
+            "unknown_rank": bool(parameters.get("unknown_rank")),
         },
-        "name": (spec.get("parameters") or {}).get("tensor_name") or spec["name"],
+        "name": parameters.get("tensor_name") or spec["name"],
     }
 
 
@@ -105,8 +123,18 @@ def examples_decoder(
     the resolved model's inputs (see :func:`tfserving_codec.examples_request`)."""
 
     def decode(model: ModelVersion) -> InferenceRequest:
-        inputs = [s.name for s in model.metadata().inputs]
-        request: InferenceRequest = codec.examples_request(examples, inputs, parameters)
+        meta = model.metadata()
+        inputs = [s.name for s in meta.inputs]
+        signatures = meta.parameters.get("signatures") or {}
+        chosen = signatures.get(parameters.get("signature_name") or "serving_default")
+        if chosen is None and len(signatures) == 1:
+            chosen = next(iter(signatures.values()))
+        serialized = None
+        if chosen is not None:
+            inputs = [t["name"] for t in chosen["inputs"]]
+            if len(chosen["inputs"]) == 1 and chosen["inputs"][0].get("datatype") == "BYTES":
+                serialized = inputs[0]  # a tf.Example parser: TF Serving's classify/regress
+        request: InferenceRequest = codec.examples_request(examples, inputs, parameters, serialized)
         return request
 
     return decode
@@ -115,6 +143,7 @@ def examples_decoder(
 __all__ = [
     "TF_DTYPES",
     "TF_STATES",
+    "check_servable",
     "examples_decoder",
     "model_signatures",
     "signature_def",

@@ -3,18 +3,25 @@
 - ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]``  model status
 - ``GET  /v1/models/{name}[…]/metadata``                 signature defs
 - ``POST /v1/models/{name}[…]:predict|:classify|:regress``
+- Prometheus metrics at the path of ``--monitoring_config_file``'s
+  ``prometheus_config`` (``/monitoring/prometheus/metrics``)
 
 Errors are ``{"error": "…"}`` with the HTTP status of the failure.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+from servekit.config import ServerSettings
 from servekit.dataplane import Target, header_timeout
-from servekit.errors import InvalidInput, ServekitError
+from servekit.errors import ConfigError, InvalidInput, ServekitError
 from servekit.fronts.tfserving import codec, operations
 from servekit.registry import ModelVersion
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import TFSERVING_REST, Mount, ServerContext, Skin
+from servekit.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from servekit.tensors import InferenceRequest
 
 PROTOCOL = "tfserving"
@@ -59,8 +66,13 @@ def routes(ctx: ServerContext) -> list[Route]:
             raise InvalidInput(
                 f"unknown method :{method} on {request.path}; use :predict, :classify or :regress"
             )
+        version, label = selected(p)
+        if not label:
+            operations.check_servable(registry, p["model"], version)
         body = await request.body()
         timeout = header_timeout(request.headers)
+        if timeout is None and ctx.settings.rest_api_timeout_in_ms:
+            timeout = ctx.settings.rest_api_timeout_in_ms / 1000
         if method == "predict":
             rows: list[bool] = []
 
@@ -97,10 +109,43 @@ def routes(ctx: ServerContext) -> list[Route]:
     return out
 
 
-SKIN = Skin(
-    name="tfserving-rest",
-    mounts=lambda ctx: [Mount(TFSERVING_REST, routes(ctx), error_response)],
-)
+def monitoring_path(settings: ServerSettings) -> str | None:
+    """The Prometheus path of ``--monitoring_config_file`` (TF Serving's
+    MonitoringConfig: ``prometheus_config { enable: true path: "…" }``), or None."""
+    if not settings.monitoring_config_file:
+        return None
+    path = Path(settings.monitoring_config_file)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
+    block = re.search(r"prometheus_config\s*:?\s*\{([^}]*)\}", text)
+    if block is None or not re.search(r"\benable\s*:\s*true\b", block.group(1)):
+        return None
+    found = re.search(r"\bpath\s*:\s*[\"']([^\"']*)[\"']", block.group(1))
+    where = found.group(1) if found and found.group(1) else DEFAULT_MONITORING_PATH
+    if not where.startswith("/"):
+        raise ConfigError(f"--monitoring_config_file {path}: prometheus_config path {where!r} must start with /")
+    return where
 
 
-__all__ = ["SKIN", "error_response", "routes"]
+DEFAULT_MONITORING_PATH = "/monitoring/prometheus/metrics"  # TF Serving's
+
+
+def mounts(ctx: ServerContext) -> list[Mount]:
+    out = [Mount(TFSERVING_REST, routes(ctx), error_response)]
+    where = monitoring_path(ctx.settings)
+    if where:
+        metrics = ctx.metrics
+
+        async def prometheus(request: Request) -> Response:
+            return Response(metrics.render(), content_type=METRICS_CONTENT_TYPE)
+
+        out.append(Mount(TFSERVING_REST, [route("GET", where, prometheus, error_response)], error_response))
+    return out
+
+
+SKIN = Skin(name="tfserving-rest", mounts=mounts)
+
+
+__all__ = ["SKIN", "error_response", "monitoring_path", "routes"]

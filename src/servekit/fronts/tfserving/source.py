@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ConfigError
@@ -48,6 +50,7 @@ class TFServingSource:
         self._text: str | None = None
         self._read_at = time.monotonic()
         self._missing: set[Path] = set()
+        self.batching: dict[str, Any] = {}  # ModelSettings fields from --batching_parameters_file
         if config_file is not None:
             self._text = _read(config_file)
             self.entries = read_model_config(config_file)
@@ -111,7 +114,8 @@ class TFServingSource:
                     )
                 continue
             self._missing.discard(entry.base_path)
-            out.extend(versioned_settings(entry.name, entry.base_path, entry.policy, self.watcher))
+            found = versioned_settings(entry.name, entry.base_path, entry.policy, self.watcher)
+            out.extend(s.model_copy(update=self.batching) if self.batching else s for s in found)
         return out
 
     def labels(self) -> dict[str, dict[str, str]]:
@@ -119,6 +123,32 @@ class TFServingSource:
 
 
 FRONT = "tfserving"  # its key in ModelSources.fronts
+
+
+def read_batching_parameters(path: Path) -> dict[str, Any]:
+    """TF Serving's BatchingParameters text file as servekit's batching settings:
+    ``max_batch_size`` (rows), ``batch_timeout_micros`` (max_batch_time, the
+    time a batch waits to fill) and ``max_enqueued_batches`` (times
+    max_batch_size: the model's queue). servekit batches adaptively, so
+    ``num_batch_threads``, ``allowed_batch_sizes`` and padding have no use here."""
+    values: dict[str, int] = {}
+    for name, value in _BATCHING_FIELD.findall(_read(path)):
+        values[name] = int(value)
+    out: dict[str, Any] = {}
+    if values.get("max_batch_size"):
+        out["max_batch_size"] = values["max_batch_size"]
+    if "batch_timeout_micros" in values:
+        out["max_batch_time"] = values["batch_timeout_micros"] / 1e6
+    if values.get("max_enqueued_batches") and values.get("max_batch_size"):
+        out["max_queue_size"] = min(values["max_enqueued_batches"] * values["max_batch_size"], MAX_QUEUE)
+    log.info("Batching parameters from %s: %s", path,
+             ", ".join(f"{k}={v}" for k, v in out.items()) or "none that servekit uses")
+    return out
+
+
+# ``name { value: 128 }`` and ``name: 128`` in a BatchingParameters text proto
+_BATCHING_FIELD = re.compile(r"\b(\w+)\s*(?::\s*|\{\s*value\s*:\s*)(\d+)")
+MAX_QUEUE = 1_000_000
 
 
 def _read(path: Path) -> str:
@@ -176,13 +206,42 @@ def configure_tfserving(
         assert base is not None
         entry = ModelConfigEntry(name=name or DEFAULT_MODEL_NAME, base_path=Path(base).resolve())
         source = TFServingSource(sources.watcher, entries=[entry])
+    check_flags(settings)
+    if settings.enable_batching and settings.batching_parameters_file:
+        source.batching = read_batching_parameters(Path(settings.batching_parameters_file))
     _attach(sources, source)
     sources.poll_seconds.append(settings.file_system_poll_wait_seconds)
+    tfserving_ports(settings)
+    return True
+
+
+def check_flags(settings: ServerSettings) -> None:
+    """TF Serving's files and lists that are read in each worker, read once at
+    startup so that a mistake stops it with a message."""
+    from servekit.fronts.tfserving import grpc_api, rest
+
+    grpc_api.channel_arguments(settings.grpc_channel_arguments)
+    rest.monitoring_path(settings)
+    for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+        value = getattr(settings, name)
+        if value:  # the TensorFlow runtime reads them in the workers
+            os.environ[f"SERVEKIT_TF_{name.removeprefix('tensorflow_').upper()}"] = str(value)
+
+
+def tfserving_ports(settings: ServerSettings) -> None:
+    """TF Serving mode's ports: REST on 8501 and gRPC on 8500 unless given, and
+    only those, as ``tensorflow_model_server`` binds: servekit's main HTTP, V2
+    gRPC and metrics ports stay off unless a flag, variable or settings.json
+    names them (or turns them on)."""
     if settings.rest_api_port is None:
         settings.rest_api_port = DEFAULT_REST_API_PORT
     if settings.port is None:
         settings.port = DEFAULT_GRPC_PORT
-    return True
+    given = set(settings.model_fields_set)
+    for switch, port in (("enable_http", "http_port"), ("enable_grpc", "grpc_port"),
+                         ("enable_metrics_endpoint", "metrics_port")):
+        if not given & {switch, port}:
+            setattr(settings, switch, False)
 
 
 def _attach(sources: ModelSources, source: TFServingSource) -> None:
