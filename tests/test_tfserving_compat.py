@@ -203,9 +203,12 @@ def test_metadata_as_tf_serving_writes_it(server: TFServingCommand) -> None:
 
 
 def test_prometheus_on_the_rest_port_from_the_monitoring_config(server: TFServingCommand) -> None:
-    requests.post(f"{server.rest}/v1/models/default:predict", json={"instances": [1.0]})
     response = requests.get(f"{server.rest}/monitoring/prometheus/metrics")
     assert response.status_code == 200
+    # before any request: the models' versions (TF Serving's page is never empty)
+    assert 'servekit_model_versions{model="default",state="AVAILABLE"} 1' in response.text
+    requests.post(f"{server.rest}/v1/models/default:predict", json={"instances": [1.0]})
+    response = requests.get(f"{server.rest}/monitoring/prometheus/metrics")
     assert "# TYPE" in response.text and 'model="default"' in response.text
 
 

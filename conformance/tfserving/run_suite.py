@@ -14,6 +14,7 @@ Writes ``conformance/results/tfserving.json`` (see ``conformance/run.py``).
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
@@ -46,8 +47,15 @@ SKIPPED = {
 
 WRAPPER = """#!/bin/sh
 # tensorflow_model_server for TF Serving's test: servekit with the same arguments
-exec {servekit} "$@"
+# (in its own environment, without the test's tf-keras)
+exec env -u PYTHONPATH -u TF_USE_LEGACY_KERAS {servekit} "$@"
 """
+# The test builds Keras models with tf.keras and expects Keras 2's SavedModel
+# signatures (input "x", output "y"); TensorFlow 2.21's tf.keras is Keras 3
+# (signatures "inputs" -> "output_0") unless tf-keras is installed and
+# TF_USE_LEGACY_KERAS=1, as TF Serving's own builds have it. Installed for the
+# test process only, into .work/site, from the package registry.
+TF_KERAS = "tf-keras==2.21.0"
 
 # tensorflow_serving is a regular package of tensorflow-serving-api (only
 # ``apis``); this one adds the vendored model_servers.test_util beside it
@@ -83,6 +91,8 @@ def prepare() -> dict[str, str]:
     (site / "model_servers" / "test_util" / base).symlink_to(
         VENDOR / "tensorflow_serving" / "model_servers" / "test_util" / base
     )
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                    str(WORK / "site"), TF_KERAS], check=True)
     tmp = WORK / "tmp"
     tmp.mkdir()
     env = {
@@ -92,6 +102,7 @@ def prepare() -> dict[str, str]:
         "XML_OUTPUT_FILE": str(WORK / "results.xml"),
         "PYTHONPATH": str(WORK / "site"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_USE_LEGACY_KERAS": "1",
     }
     return env
 
@@ -111,10 +122,8 @@ def run_tests(names: list[str], env: dict[str, str]) -> tuple[int, str]:
         except subprocess.TimeoutExpired:
             code = -1
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     return code, log.read_text()
 
 
@@ -162,7 +171,8 @@ def main() -> int:
             f"TF Serving {PEER_VERSION}'s own tensorflow_model_server_test.py and test_util helper, "
             "with its test SavedModels and config files, vendored unchanged (Apache-2.0, about 125 KB); "
             "its flags as written; the tensorflow_model_server it starts is a wrapper that execs "
-            f"servekit with the same arguments. {passed}/{len(runnable)} of the tests that do not need "
+            f"servekit with the same arguments. The test process uses {TF_KERAS} (TF_USE_LEGACY_KERAS=1) "
+            "so that tf.keras saves the Keras 2 signatures the test expects. {passed}/{len(runnable)} of the tests that do not need "
             f"TFLite, MultiInference, the profiler or TF Text passed in {seconds:.0f} s "
             f"(unittest exit {code}). TF Serving itself does not install from the package "
             "registries here (tensorflow-model-server is a binary), so there is no peer column."

@@ -18,7 +18,7 @@ from servekit.config import ServerSettings
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import ConfigError, InvalidInput, ServekitError
 from servekit.fronts.tfserving import codec, operations
-from servekit.registry import ModelVersion
+from servekit.registry import ModelVersion, Registry
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import TFSERVING_REST, Mount, ServerContext, Skin
 from servekit.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -132,14 +132,30 @@ def monitoring_path(settings: ServerSettings) -> str | None:
 DEFAULT_MONITORING_PATH = "/monitoring/prometheus/metrics"  # TF Serving's
 
 
+def model_gauge(registry: Registry) -> bytes:
+    """Versions per model and state, from the registry: present from the
+    start, before any request was counted (TF Serving's page always has some)."""
+    lines = [
+        "# HELP servekit_model_versions Model versions by state.",
+        "# TYPE servekit_model_versions gauge",
+    ]
+    for name in registry.names():
+        states: dict[str, int] = {}
+        for model in registry.select(name):
+            states[model.state.name] = states.get(model.state.name, 0) + 1
+        lines += [f'servekit_model_versions{{model="{name}",state="{state}"}} {count}'
+                  for state, count in sorted(states.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def mounts(ctx: ServerContext) -> list[Mount]:
     out = [Mount(TFSERVING_REST, routes(ctx), error_response)]
     where = monitoring_path(ctx.settings)
     if where:
-        metrics = ctx.metrics
+        metrics, registry = ctx.metrics, ctx.registry
 
         async def prometheus(request: Request) -> Response:
-            return Response(metrics.render(), content_type=METRICS_CONTENT_TYPE)
+            return Response(metrics.render() + model_gauge(registry), content_type=METRICS_CONTENT_TYPE)
 
         out.append(Mount(TFSERVING_REST, [route("GET", where, prometheus, error_response)], error_response))
     return out
