@@ -357,7 +357,7 @@ def test_server_answers_large_json_requests_exactly(linear_server: tuple[ServerP
         answer = requests.post(f"{server.url}/v2/models/linear/infer", data=body, timeout=60)
         assert answer.status_code == 200, answer.text
         outputs = answer.json()["outputs"]
-        assert outputs[0]["shape"] == [2000]
+        assert outputs[0]["shape"] == [2000, 1]
         assert outputs[0]["data"] == model.predict(values).tolist()
 
 

@@ -118,3 +118,24 @@ def test_gzip_and_deflate_bodies() -> None:
 def test_malformed_requests(document: object, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         v2_codec.decode_request(orjson.dumps(document), {})
+
+
+def test_numpy_content_type_outputs_are_columns_as_mlserver_answers() -> None:
+    # MLServer's NumpyCodec answers a vector as [N, 1] with content_type np; other vectors keep their shape
+    marked = Tensor("predict", np.array([0, 2], dtype=np.int64), parameters={"content_type": "np"})
+    plain = Tensor("scores", np.array([0.5, 0.25]))
+    matrix = Tensor("proba", np.array([[0.9, 0.1], [0.2, 0.8]]), parameters={"content_type": "np"})
+    response = InferenceResponse(model_name="m", outputs=[marked, plain, matrix])
+    body, _ = v2_codec.encode_response(response)
+    outputs = {o["name"]: o for o in orjson.loads(body)["outputs"]}
+    assert outputs["predict"] == {"name": "predict", "shape": [2, 1], "datatype": "INT64",
+                                  "parameters": {"content_type": "np"}, "data": [0, 2]}
+    assert outputs["scores"] == {"name": "scores", "shape": [2], "datatype": "FP64", "data": [0.5, 0.25]}
+    assert outputs["proba"]["shape"] == [2, 2]
+    # binary outputs say the same shape
+    request = v2_codec.decode_request(
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}],'
+        b' "parameters": {"binary_data_output": true}}', {})
+    body, header = v2_codec.encode_response(response, request)
+    assert header is not None
+    assert orjson.loads(body[:header])["outputs"][0]["shape"] == [2, 1]

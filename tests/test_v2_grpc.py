@@ -171,11 +171,12 @@ def test_infer_raw_contents_equals_rest_and_local(
     assert not any(o.HasField("contents") for o in response.outputs)
 
     local = joblib.load(repository / "iris" / "model.joblib")
-    np.testing.assert_array_equal(result.as_numpy("predict"), local.predict(rows))
+    # a vector output is a column, [N, 1], as MLServer answers (content_type np)
+    np.testing.assert_array_equal(result.as_numpy("predict"), local.predict(rows).reshape(-1, 1))
     np.testing.assert_allclose(result.as_numpy("predict_proba"), local.predict_proba(rows), rtol=1e-12)
 
     rest = rest_infer(server, "iris", rows, "FP64", ["predict", "predict_proba"])
-    assert result.as_numpy("predict").tolist() == rest["predict"]["data"]
+    assert result.as_numpy("predict").reshape(-1).tolist() == rest["predict"]["data"]
     assert result.as_numpy("predict_proba").shape == tuple(rest["predict_proba"]["shape"])
     np.testing.assert_allclose(result.as_numpy("predict_proba").ravel(), rest["predict_proba"]["data"], rtol=1e-12)
 
@@ -193,7 +194,8 @@ def test_infer_typed_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub, s
     assert len(response.raw_output_contents) == 0
     outputs = {o.name: o for o in response.outputs}
     assert outputs["predict"].datatype == "INT64"
-    assert list(outputs["predict"].shape) == [len(rows)]
+    assert list(outputs["predict"].shape) == [len(rows), 1]
+    assert outputs["predict"].parameters["content_type"].string_param == "np"
     assert outputs["predict_proba"].datatype == "FP64"
     assert list(outputs["predict_proba"].shape) == [len(rows), 3]
     rest = rest_infer(server, "iris", rows, "FP64", ["predict", "predict_proba"])
@@ -297,7 +299,7 @@ def test_stream_infer(client: grpcclient.InferenceServerClient, server: ServerPr
             if error is not None:
                 errors.append(str(error))
             else:
-                got[result.get_response().id] = int(result.as_numpy("predict")[0])
+                got[result.get_response().id] = int(result.as_numpy("predict")[0, 0])
     finally:
         client.stop_stream()
     rest = rest_infer(server, "iris", rows, "FP64", ["predict"])
@@ -326,7 +328,7 @@ def test_repository_unload_and_load(client: grpcclient.InferenceServerClient, se
     client.load_model("spare")
     assert client.is_model_ready("spare")
     assert repository_states(client)["spare"] == "READY"
-    assert client.infer("spare", [triton_input("input-0", rows, "FP64")]).as_numpy("predict").shape == (2,)
+    assert client.infer("spare", [triton_input("input-0", rows, "FP64")]).as_numpy("predict").shape == (2, 1)
     with pytest.raises(InferenceServerException) as error:
         client.load_model("no-such-model")
     assert error.value.status() == "StatusCode.NOT_FOUND"
@@ -390,7 +392,7 @@ def test_errors_map_to_grpc_codes_and_server_keeps_serving(
 
     assert client.is_server_live()
     result = client.infer("iris", [triton_input("input-0", rows, "FP64")])
-    assert result.as_numpy("predict").shape == (2,)
+    assert result.as_numpy("predict").shape == (2, 1)
 
 
 def test_malformed_message_is_invalid_argument(server: ServerProcess) -> None:

@@ -40,7 +40,7 @@ def test_infer_matches_model(client: httpclient.InferenceServerClient, repositor
     ]
     result = client.infer("logistic", [inp], model_version="1", outputs=outputs, request_id="req-1")
     model = joblib.load(repository / "logistic" / "1" / "model.joblib")
-    np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(x))
+    np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(x).reshape(-1, 1))  # a column, as MLServer answers
     np.testing.assert_allclose(result.as_numpy("predict_proba"), model.predict_proba(x), rtol=1e-12)
     response = result.get_response()
     assert response["id"] == "req-1"
@@ -57,7 +57,7 @@ def test_binary_input_fp64_whole_article_request(client: httpclient.InferenceSer
     inp.set_data_from_numpy(X.values.astype(np.float64), binary_data=True)
     result = client.infer("fashion-sklearn", [inp], model_version="v1")
     model = joblib.load(repository / "sklearn" / "Fashion_MNIST.joblib")
-    np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(X.values))
+    np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(X.values).reshape(-1, 1))
 
 
 def test_binary_output_by_request_parameter(server: ServerProcess) -> None:

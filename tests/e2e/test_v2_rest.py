@@ -39,9 +39,9 @@ def test_article_single_row_sklearn(server: ServerProcess, test_set: tuple[pd.Da
     assert "parameters" not in body  # none: left out, never null
     [output] = body["outputs"]
     assert output["name"] == "predict"
-    assert output["shape"] == [1]
+    assert output["shape"] == [1, 1]  # a column, as MLServer answers
     assert output["datatype"] == "INT64"
-    assert "parameters" not in output
+    assert output["parameters"] == {"content_type": "np"}  # MLServer's NumpyCodec
     assert len(output["data"]) == 1 and isinstance(output["data"][0], int)
 
 
@@ -173,7 +173,7 @@ def test_request_id_parameters_and_outputs(server: ServerProcess) -> None:
     r = requests.post(f"{server.url}/v2/models/logistic/versions/1/infer", json=body).json()
     assert r["id"] == "my-request-7"
     assert [o["name"] for o in r["outputs"]] == ["predict", "predict_proba"]
-    assert r["outputs"][0]["shape"] == [2] and r["outputs"][1]["shape"] == [2, 10]
+    assert r["outputs"][0]["shape"] == [2, 1] and r["outputs"][1]["shape"] == [2, 10]
     assert r["outputs"][1]["datatype"] == "FP64"
     assert abs(sum(r["outputs"][1]["data"][:10]) - 1.0) < 1e-9
 

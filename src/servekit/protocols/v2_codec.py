@@ -426,6 +426,16 @@ def _text(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
+def wire_shape(tensor: Tensor) -> list[int]:
+    """The shape a V2 answer gives an output: a vector (or scalar) marked
+    ``content_type: np`` is a column, ``[N, 1]``, as MLServer's NumpyCodec
+    answers it (and its ``decode_output`` reshapes to)."""
+    shape = list(tensor.data.shape)
+    if len(shape) < 2 and tensor.parameters.get("content_type") == "np":
+        shape.append(1)
+    return shape
+
+
 def encode_response(
     response: InferenceResponse, request: InferenceRequest | None = None
 ) -> tuple[bytes, int | None]:
@@ -439,7 +449,7 @@ def encode_response(
     for tensor in response.outputs:
         entry: dict[str, Any] = {
             "name": tensor.name,
-            "shape": list(tensor.data.shape),
+            "shape": wire_shape(tensor),
             "datatype": tensor.datatype,
         }
         parameters = dict(tensor.parameters) if tensor.parameters else {}

@@ -23,7 +23,7 @@ import orjson
 from servekit.errors import InvalidInput
 from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
 from servekit.protocols.protowire import length_delimited, read_varint
-from servekit.protocols.v2_codec import serialize_bytes, tensor_from_bytes
+from servekit.protocols.v2_codec import serialize_bytes, tensor_from_bytes, wire_shape
 from servekit.tensors import (
     InferenceRequest,
     InferenceResponse,
@@ -233,7 +233,7 @@ def encode_response(response: InferenceResponse, raw: bool) -> bytes:
     raw = raw or any(t.datatype not in CONTENTS_FIELD for t in response.outputs)
     chunks: list[bytes | memoryview] = []
     for tensor in response.outputs:
-        entry = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
+        entry = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=wire_shape(tensor))
         parameters_to_proto(tensor.parameters, entry.parameters)
         if raw:
             chunks.extend(length_delimited(RAW_OUTPUT_CONTENTS, raw_bytes(tensor)))

@@ -54,6 +54,8 @@ class SKLearnRuntime(TabularRuntime):
         if self.settings.parameters.extra.get("fast_path", True):
             self.fast, self.fast_max_rows = compile_estimator(model)
         self.n_features = getattr(model, "n_features_in_", None)
+        names = getattr(model, "feature_names_in_", None)
+        self.feature_names = [str(n) for n in names] if names is not None else None
         self.outputs = {}
         for method in SKLEARN_METHODS:
             if not _has_method(model, method):

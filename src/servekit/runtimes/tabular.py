@@ -3,6 +3,13 @@
 Requested outputs are method names (``predict``, ``predict_proba``, ``transform`` …);
 a request without ``outputs`` gets the default method, ``predict`` unless
 ``parameters.extra.default_output`` says otherwise.
+
+Outputs are marked ``content_type: np``, as MLServer's runtimes mark theirs
+(NumpyCodec): the V2 APIs then give a vector the column shape ``[N, 1]`` that
+MLServer answers. A request of one input per column (MLServer's PandasCodec)
+whose names are the model's feature names (``feature_names_in_``) is put in
+the model's column order; columns the model does not know, or missing, are
+refused by name.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from servekit.tensors import (
 
 log = logging.getLogger("servekit.runtimes")
 
+# MLServer's NumpyCodec content type, which its tabular runtimes put on every output
+NUMPY_CONTENT_TYPE = "np"
+
 
 class TabularRuntime(Runtime):
     batch_axis: ClassVar[int | None] = 0
@@ -35,6 +45,8 @@ class TabularRuntime(Runtime):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.n_features: int | None = None
+        # the column names the model was fitted on, when it knows them
+        self.feature_names: list[str] | None = None
         # output name -> its spec, filled by ``load_model``
         self.outputs: dict[str, TensorSpec] = {}
 
@@ -90,7 +102,7 @@ class TabularRuntime(Runtime):
         if len(request.inputs) == 1:
             data = request.inputs[0].data
         else:
-            columns = [_rows(t.data) for t in request.inputs]
+            columns = [_rows(t.data) for t in self._in_feature_order(request.inputs)]
             if len({c.shape[0] for c in columns}) != 1:
                 raise InvalidInput("all inputs must have the same number of rows to form a table")
             data = np.concatenate(columns, axis=1)
@@ -109,6 +121,33 @@ class TabularRuntime(Runtime):
             )
         return data
 
+    def _in_feature_order(self, inputs: list[Tensor]) -> list[Tensor]:
+        """Named columns in the order the model was fitted on. Inputs named
+        otherwise (``input-0``, ``x`` …) stay in the order they came."""
+        feature_names = self.feature_names
+        if not feature_names:
+            return inputs
+        names = [t.name for t in inputs]
+        known = set(feature_names)
+        if not known.intersection(names):
+            return inputs
+        unknown = [n for n in names if n not in known]
+        missing = [n for n in feature_names if n not in set(names)]
+        if unknown or missing or len(set(names)) != len(names):
+            problems = []
+            if unknown:
+                problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+            if missing:
+                problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
+            if len(set(names)) != len(names):
+                problems.append("a column sent twice")
+            raise InvalidInput(
+                f"model {self.name!r} was fitted on the columns {', '.join(map(repr, feature_names))}; "
+                f"the request has {' and '.join(problems)}; send one input per column, named as in fit"
+            )
+        by_name = {t.name: t for t in inputs}
+        return [by_name[n] for n in feature_names]
+
     def predict(self, request: InferenceRequest) -> InferenceResponse:
         names = request.output_names or [self.default_output()]
         for name in names:
@@ -126,7 +165,7 @@ class TabularRuntime(Runtime):
                 raise InvalidInput(f"model {self.name!r} rejected the input: {exc}") from None
             if result.dtype.kind in ("U", "S", "O"):
                 result = as_bytes_array(result)
-            outputs.append(Tensor(name=name, data=result))
+            outputs.append(Tensor(name=name, data=result, parameters={"content_type": NUMPY_CONTENT_TYPE}))
         return self.response(request, outputs)
 
     def input_specs(self) -> list[TensorSpec]:
