@@ -73,7 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, remote: dict[str, Any]) -> 
     with process:
         assert process.proc is not None
         yield {"url": process.url, "mgmt": f"http://127.0.0.1:{management}", "pid": process.proc.pid,
-               "log": process.log}
+               "log": process.log, "metrics": f"http://127.0.0.1:{process.metrics_port}/metrics"}
 
 
 # -- calls on fresh connections ------------------------------------------------------
@@ -295,3 +295,23 @@ def test_asynchronous_registration_answers_202_at_once(server: dict[str, Any]) -
     wait_until_every_worker(server, "/models/later", lambda d: d[0]["status"] == "READY")
     assert [status for status, _ in answers(server, "later")] == [200] * CALLS
     assert manage(server, "DELETE", "/models/later").status_code == 200
+
+
+def test_torchserve_metrics_add_up_over_the_workers(server: dict[str, Any]) -> None:
+    """Both workers' answers are counted, and labels keep TorchServe's order
+    (prometheus_client's multiprocess mode sorts them by name)."""
+    import re
+
+    def count(text: str, pattern: str) -> float:
+        found = re.search(pattern, text)
+        return float(found.group(1)) if found else 0.0
+
+    requests_2xx = r'(?m)^Requests2XX\{Level="Host",Hostname="[^"]*",\} (\d+\.\d+)$'
+    startup = r'(?m)^ts_inference_requests_total\{model_name="startup",model_version="default",hostname="[^"]*",\} (\S+)$'
+    before = requests.get(server["metrics"], timeout=10).text
+    assert manage(server, "PUT", "/models/startup?min_worker=1&synchronous=true").status_code == 200
+    answered = [predict(server, "startup") for _ in range(CALLS)]
+    assert {r.status_code for r in answered} == {200}
+    after = requests.get(server["metrics"], timeout=10).text
+    assert count(after, requests_2xx) - count(before, requests_2xx) == CALLS + 1, after
+    assert count(after, startup) - count(before, startup) == CALLS, after

@@ -51,8 +51,9 @@ class Metrics:
         )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # families a front exposes in its peer's style (TorchServe's Java client:
-        # no _total added, a comma after the last label): family name -> exposed name
-        self.java_style: dict[str, str] = {}
+        # no _total added, a comma after the last label): family name -> exposed
+        # name and label order (multiprocess mode sorts labels by name)
+        self.java_style: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def observe(self, model: str, version: str, protocol: str, seconds: float) -> None:
         key = (model, version, protocol)
@@ -77,7 +78,7 @@ class Metrics:
         families = list(registry.collect())
         plain = _Families([f for f in families if f.name not in self.java_style])
         styled = [f for f in families if f.name in self.java_style]
-        return generate_latest(plain) + b"".join(_java_text(f, self.java_style[f.name]) for f in styled)
+        return generate_latest(plain) + b"".join(_java_text(f, *self.java_style[f.name]) for f in styled)
 
 
 class _Families:
@@ -90,14 +91,14 @@ class _Families:
         return self.families
 
 
-def _java_text(family: Any, name: str) -> bytes:
+def _java_text(family: Any, name: str, order: tuple[str, ...]) -> bytes:
     """A counter family as TorchServe's metrics port writes it:
     ``Name{a="x",b="y",} 3.0`` (the value of its ``_total`` samples)."""
     lines = [f"# HELP {name} {family.documentation}", f"# TYPE {name} {family.type}"]
     for sample in family.samples:
         if family.type == "counter" and not sample.name.endswith("_total"):
             continue  # _created
-        labels = "".join(f'{k}="{_escape(v)}",' for k, v in sample.labels.items() if k != "pid")
+        labels = "".join(f'{k}="{_escape(sample.labels[k])}",' for k in order if k in sample.labels)
         lines.append(f"{name}{{{labels}}} {float(sample.value)!r}")
     return ("\n".join(lines) + "\n").encode()
 

@@ -77,11 +77,11 @@ def torchserve_metrics(metrics: Metrics) -> TorchServeMetrics:
         latency=Counter("ts_inference_latency_microseconds", HELP + "Microseconds", per_model, registry=registry),
         queue=Counter("ts_queue_latency_microseconds", HELP + "Microseconds", per_model, registry=registry),
     )
-    metrics.java_style.update({f"Requests{k}XX": f"Requests{k}XX" for k in (2, 4, 5)})
+    metrics.java_style.update({f"Requests{k}XX": (f"Requests{k}XX", ("Level", "Hostname")) for k in (2, 4, 5)})
     metrics.java_style.update({
-        "ts_inference_requests": "ts_inference_requests_total",
-        "ts_inference_latency_microseconds": "ts_inference_latency_microseconds",
-        "ts_queue_latency_microseconds": "ts_queue_latency_microseconds",
+        "ts_inference_requests": ("ts_inference_requests_total", per_model),
+        "ts_inference_latency_microseconds": ("ts_inference_latency_microseconds", per_model),
+        "ts_queue_latency_microseconds": ("ts_queue_latency_microseconds", per_model),
     })
     _MADE[id(metrics)] = made
     return made
