@@ -7,6 +7,7 @@ from __future__ import annotations
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
 from servekit.errors import ConfigError
+from servekit.fronts.kserve import v1 as kserve_v1
 from servekit.fronts.seldon import api as seldon
 from servekit.fronts.tfserving import grpc_api as tfserving_grpc
 from servekit.fronts.tfserving import rest as tfserving
@@ -37,6 +38,7 @@ SKINS: list[Skin] = [
     seldon.SKIN,  # Seldon's microservice API, and /predict bodies in Seldon's form
     predict.SKIN,  # /predict (Flask-style, typed models) and /openapi.json
     tfserving.SKIN,  # TF Serving REST on --rest_api_port
+    kserve_v1.SKIN,  # KServe V1 (/v1/models/{m}:predict, GET /) on the main port (after TF Serving's: a shared port answers TF Serving's status)
     torchserve.SKIN,  # TorchServe inference on the main port, management on its own
     v2_grpc.SKIN,  # V2 over gRPC
     tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads
