@@ -162,6 +162,7 @@ def test_an_impossible_port_names_where_it_came_from(
 
 
 def test_a_port_in_use_names_its_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    iris_like(tmp_path / "iris")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -210,3 +211,34 @@ def test_model_name_without_its_base_path(
     monkeypatch.setenv("MODEL_BASE_PATH", str(tmp_path))
     err = refused(["serve"], capsys)
     assert f"{tmp_path}/saved_model does not exist (under MODEL_BASE_PATH={tmp_path})" in err
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--parallel-workers", "-1", "-1 is too small: it must be at least 0"),
+    ("--max-queue-size", "0", "0 is too small: it must be at least 1"),
+    ("--keep-alive-seconds", "0", "0.0 is too small: it must be more than 0"),
+    ("--max-request-size", "-1", "-1 is too small: it must be at least 1"),
+    ("--metrics-endpoint", "metrics", "'metrics' is not a path: it starts with '/' (/metrics)"),
+    ("--http-server", "nginx", "Input should be 'servekit' or 'uvicorn'"),
+])
+def test_impossible_values_are_refused_naming_the_flag(
+    flag: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = refused(["serve", str(tmp_path), flag, value], capsys)
+    assert err == f"servekit: invalid server settings: {flag}: {message}\n"
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "no-such-host.invalid"])
+def test_a_host_that_is_not_this_machine(host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    iris_like(tmp_path / "iris")
+    err = refused(["serve", str(tmp_path), "--host", host, "--http-port", "0", "--grpc-port", "0",
+                   "--metrics-port", "0"], capsys)
+    assert err.startswith(f"servekit: cannot listen on host '{host}' (--host): ")
+    assert err.rstrip().endswith("give an address of this machine (127.0.0.1 for this machine only, "
+                                 "0.0.0.0 for every interface)")
+
+
+def test_a_folder_without_models_says_what_a_model_looks_like(tmp_path: Path) -> None:
+    with ServerProcess(["serve", str(tmp_path)]) as server:
+        log = server.log()
+    assert f"No models in {tmp_path}: a model is a folder with a model-settings.json" in log

@@ -16,7 +16,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from servekit.errors import ConfigError
 
@@ -24,6 +32,28 @@ ENV_PREFIX = "SERVEKIT_"
 log = logging.getLogger("servekit.config")
 # the settings naming a port that can serve TLS (ssl_ports)
 TLS_PORT_SETTINGS = ("http_port", "grpc_port", "metrics_port", "rest_api_port", "management_port", "port")
+
+
+# the smallest value of numeric settings: (bound, whether the bound itself is refused)
+_AT_LEAST: dict[str, tuple[float, bool]] = {
+    "parallel_workers": (0, False),  # 0, as in MLServer's settings: one per core
+    "threads_per_worker": (1, False),
+    "max_request_size": (1, False),
+    "max_queue_size": (1, False),
+    "max_connections": (1, False),
+    "max_download_bytes": (1, False),
+    "default_workers_per_model": (0, False),
+    "max_queue_time": (0, False),
+    "drain_seconds": (0, False),
+    "inline_predict_ms": (0, False),
+    "poll_wait_seconds": (0, False),
+    "model_config_file_poll_wait_seconds": (0, False),
+    "file_system_poll_wait_seconds": (0, False),
+    "keep_alive_seconds": (0, True),
+    "body_timeout_seconds": (0, True),
+    "gil_switch_interval_ms": (0, True),
+    "download_timeout": (0, True),
+}
 
 
 class ServerSettings(BaseModel):
@@ -317,6 +347,21 @@ class ServerSettings(BaseModel):
         if unknown:
             raise ValueError(f"{', '.join(unknown)}: not a port setting (one of {', '.join(TLS_PORT_SETTINGS)})")
         return ",".join(names)
+
+    @field_validator(*_AT_LEAST)
+    @classmethod
+    def _at_least(cls, value: float | None, info: ValidationInfo) -> float | None:
+        low, strict = _AT_LEAST[info.field_name or ""]
+        if value is not None and (value <= low if strict else value < low):
+            raise ValueError(f"{value} is too small: it must be {'more than' if strict else 'at least'} {low}")
+        return value
+
+    @field_validator("metrics_endpoint")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a path: it starts with '/' (/metrics)")
+        return value
 
     @field_validator("http_port", "grpc_port", "metrics_port", "rest_api_port", "management_port", "port")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -314,6 +315,11 @@ def check_ports_free(settings: ServerSettings) -> None:
         try:
             listen(host, port, reuse_port=False).close()
         except OSError as exc:
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(
+                    f"cannot listen on host {host!r} (--host): {exc.strerror}; give an address of this "
+                    "machine (127.0.0.1 for this machine only, 0.0.0.0 for every interface)"
+                ) from None
             names = {"gRPC": ("grpc_port",), "TF Serving gRPC": ("port",)}.get(kind, HTTP_PORT_SETTINGS)
             flags = [f"--{name.replace('_', '-')}" for name in names if getattr(settings, name) == port]
             raise ConfigError(
