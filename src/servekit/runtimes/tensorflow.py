@@ -12,8 +12,10 @@ cannot rebuild (TF Serving's ``saved_model_half_plus_three``) load too.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,6 +51,7 @@ INTER_OP_ENV = "SERVEKIT_TF_INTER_OP_PARALLELISM"
 
 def import_tensorflow() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out
+    load_triton_first()
     try:
         import tensorflow as tf
     except ImportError as exc:
@@ -308,6 +311,19 @@ def _signature_defs(path: Path) -> dict[str, Any]:
     if not model.meta_graphs:
         return {}
     return dict(model.meta_graphs[0].signature_def)
+
+
+def load_triton_first() -> None:
+    """Triton (installed with PyPI's CUDA torch, which torchvision needs) crashes
+    the process when its LLVM loads after TensorFlow's: a torchvision handler or a
+    torch.export model served beside a TensorFlow model would end the worker with
+    a segmentation fault. Loaded before TensorFlow, both work."""
+    if "triton" in sys.modules or "tensorflow" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # a broken triton only matters to torch on a GPU
+        log.debug("triton not loaded before TensorFlow: %s", exc)
 
 
 def _spec(name: str, spec: Any, definition: Any, side: str) -> TensorSpec:
