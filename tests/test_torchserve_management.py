@@ -331,3 +331,104 @@ def test_torchserve_metrics_on_the_metrics_port(server: dict[str, Any]) -> None:
     assert f"ts_queue_latency_microseconds{{{labels}}}" in text
     own = 'servekit_model_requests_total{model="echo",protocol="torchserve",version="1.0"}'
     assert value(text, own) - value(before, own) == 4
+
+
+# -- issue 12: key_file.json as TorchServe writes it, the /token API, the inference key -------------
+def test_key_file_holds_three_keys_and_the_token_api_replaces_them(server: dict[str, Any]) -> None:
+    import datetime as dt
+    import os
+    import stat
+
+    path = server["root"] / "key_file.json"
+    keys = json.loads(path.read_text())
+    assert set(keys) == {"management", "inference", "API"} and set(keys["API"]) == {"key"}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    for kind in ("management", "inference"):
+        expires = dt.datetime.fromisoformat(keys[kind]["expiration time"].replace("Z", "+00:00"))
+        assert keys[kind]["expiration time"].endswith("Z")
+        assert dt.timedelta(minutes=55) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=60)
+    assert len({keys[k]["key"] for k in ("management", "inference", "API")}) == 3
+
+    def with_key(method: str, path_: str, key: str) -> requests.Response:
+        return requests.request(method, server["mgmt"] + path_, headers={"Authorization": f"Bearer {key}"},
+                                timeout=30)
+
+    assert_error(with_key("GET", "/models", keys["inference"]["key"]), 401, "Token Authorization failed")
+    assert_error(with_key("GET", "/models", keys["API"]["key"]), 401, "Token Authorization failed")
+    assert_error(with_key("GET", "/token?type=management", keys["management"]["key"]), 401, "API key")
+    assert_error(with_key("GET", "/token?type=bogus", keys["API"]["key"]), 400, "management or inference")
+    # predictions need no key unless token authorization was switched on explicitly
+    assert predict(server, "nothing").status_code == 404
+
+    renewed = with_key("GET", "/token?type=management", keys["API"]["key"])
+    assert renewed.status_code == 200, renewed.text
+    new = json.loads(path.read_text())
+    assert new["management"]["key"] != keys["management"]["key"]
+    assert (new["inference"], new["API"]) == (keys["inference"], keys["API"])
+    assert_error(with_key("GET", "/models", keys["management"]["key"]), 401, "Token Authorization failed")
+    assert with_key("GET", "/models", new["management"]["key"]).json() == {"models": []}
+    refused = requests.post(f"{server['url']}/v2/repository/models/echo/load",
+                            headers={"Authorization": f"Bearer {keys['management']['key']}"}, timeout=30)
+    assert refused.status_code == 401  # every port's management calls take the current key
+    server["key"] = new["management"]["key"]  # the other tests of this module go on with it
+
+
+@pytest.fixture(scope="module")
+def tokens_on(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Token authorization switched on explicitly, as TorchServe 0.11+ has it:
+    predictions need the inference key; and one server whose keys have expired."""
+    root = tmp_path_factory.mktemp("tokens")
+    store = root / "store"
+    store.mkdir()
+    make_archive(root, "echo", "1.0", store)
+    management = free_port()
+    (root / "config.properties").write_text("disable_token_authorization=false\n")
+    with ServerProcess(["serve", "--model-store", str(store), "--models", "echo=echo.mar",
+                        "--management-port", str(management), "--ts-config", "config.properties"],
+                       cwd=root) as process:
+        yield {"url": process.url, "mgmt": f"http://127.0.0.1:{management}",
+               "keys": json.loads((root / "key_file.json").read_text()), "root": root}
+
+
+def test_predictions_need_the_inference_key_when_token_authorization_is_on(tokens_on: dict[str, Any]) -> None:
+    keys = tokens_on["keys"]
+
+    def post(key: str | None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return requests.post(f"{tokens_on['url']}/predictions/echo", data=b"x", headers=headers, timeout=30)
+
+    for key in (None, keys["management"]["key"], keys["API"]["key"], "nope"):
+        refused = post(key)
+        assert_error(refused, 401, "Token Authorization failed")
+        assert refused.json()["type"] == "InvalidKeyException" and "inference key" in refused.json()["message"]
+    assert post(keys["inference"]["key"]).text == "1.0"
+    assert requests.get(f"{tokens_on['url']}/ping", timeout=10).json() == {"status": "Healthy"}
+    renewed = requests.get(f"{tokens_on['mgmt']}/token?type=inference",
+                           headers={"Authorization": f"Bearer {keys['API']['key']}"}, timeout=30)
+    assert renewed.status_code == 200, renewed.text
+    new = json.loads((tokens_on["root"] / "key_file.json").read_text())["inference"]["key"]
+    assert_error(post(keys["inference"]["key"]), 401, "Token Authorization failed")
+    assert post(new).text == "1.0"
+
+
+def test_expired_keys_are_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    make_archive(tmp_path, "echo", "1.0", store)
+    management = free_port()
+    # keys made at start expire 6 ms later, long before the server answers its first call
+    (tmp_path / "config.properties").write_text("disable_token_authorization=false\ntoken_expiration_min=0.0001\n")
+    with ServerProcess(["serve", "--model-store", str(store), "--models", "echo=echo.mar",
+                        "--management-port", str(management), "--ts-config", "config.properties"],
+                       cwd=tmp_path) as process:
+        keys = json.loads((tmp_path / "key_file.json").read_text())
+        expired = requests.get(f"http://127.0.0.1:{management}/models",
+                               headers={"Authorization": f"Bearer {keys['management']['key']}"}, timeout=30)
+        assert_error(expired, 401, "Token Authorization failed")
+        predicted = requests.post(f"{process.url}/predictions/echo", data=b"x",
+                                  headers={"Authorization": f"Bearer {keys['inference']['key']}"}, timeout=30)
+        assert_error(predicted, 401, "Token Authorization failed")
+        # the API key does not expire: it still makes new keys
+        renewed = requests.get(f"http://127.0.0.1:{management}/token?type=management",
+                               headers={"Authorization": f"Bearer {keys['API']['key']}"}, timeout=30)
+        assert renewed.status_code == 200, renewed.text

@@ -48,7 +48,7 @@ from servekit.errors import (
     ServekitError,
     Unauthorized,
 )
-from servekit.fronts.torchserve import changes
+from servekit.fronts.torchserve import changes, tokens
 from servekit.fronts.torchserve.metrics import counted, counting_errors, torchserve_metrics
 from servekit.names import check_name, check_version
 from servekit.registry import ModelVersion, Registry
@@ -267,6 +267,9 @@ def inference_routes(ctx: ServerContext) -> list[Route]:
         return json_response({"status": status, "reason": "; ".join(broken)})
 
     async def predictions(request: Request) -> Response:
+        keys = tokens.inference_enforced()
+        if keys is not None:
+            keys.require("inference", request.headers.get("authorization"))
         name = request.path_params["model"]
         body = await request.body()
         headers = request.headers
@@ -436,6 +439,16 @@ def management_routes(ctx: ServerContext) -> list[Route]:
             message += ". Use scale workers API to add workers for the model."
         return json_response({"status": message})
 
+    async def token(request: Request) -> Response:
+        """``GET /token?type=management|inference`` with the API key: a new key of that type."""
+        keys = tokens.ACTIVE
+        if keys is None:
+            raise RouteNotFound("token authorization is off (disable_token_authorization): no keys to replace")
+        keys.require("API", request.headers.get("authorization"))
+        kind = request.query.get("type", "")
+        keys.regenerate(kind)
+        return json_response({"status": f"A new {kind} key is in {keys.path.name}"})
+
     async def describe(request: Request) -> Response:
         guard(request)
         p = request.path_params
@@ -502,6 +515,7 @@ def management_routes(ctx: ServerContext) -> list[Route]:
 
     e = error_response
     return [
+        route("GET", "/token", token, e),
         route("GET", "/models", list_models, e),
         route("POST", "/models", register, e),
         route("GET", "/models/{model}", describe, e),

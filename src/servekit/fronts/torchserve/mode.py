@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -122,6 +121,7 @@ KNOWN_PROPERTIES = {
     "model_store", "load_models", "allowed_urls", "default_workers_per_model",
     "disable_token_authorization", "max_request_size",
     "private_key_file", "certificate_file", "enable_grpc_ssl", "keystore", "keystore_pass", "keystore_type",
+    "token_expiration_min",
 }
 
 
@@ -261,20 +261,47 @@ def configure_torchserve(settings: ServerSettings, sources: Any) -> bool:
     elif settings.disable_token_auth:
         log.warning("Management API token authorization is disabled (--disable-token-auth)")
     else:
-        token = secrets.token_urlsafe(24)
-        path = write_key_file(token)
-        settings.management_token = token
-        log.info("Management API key written to %s (send 'Authorization: Bearer <key>')", path)
+        from servekit.fronts.torchserve import tokens
+        from servekit.server import auth
+
+        minutes, inference = _token_properties(settings)
+        keys = tokens.activate(key_file_path(), minutes, inference)
+        settings.management_token = keys.read()["management"]["key"]  # token authorization is on
+        auth.key_check = tokens.management_key_valid
+        log.info("Token authorization: keys written to %s (send 'Authorization: Bearer <key>'; the management "
+                 "key for the management API%s; they expire after %g minutes, GET /token?type=… with the API "
+                 "key makes new ones)", keys.path, ", the inference key for predictions" if inference else "",
+                 minutes)
     return True
 
 
-def write_key_file(token: str) -> Path:
-    """TorchServe's ``key_file.json`` in the working folder, readable by the owner only."""
-    path = Path(os.environ.get("SERVEKIT_KEY_FILE") or Path.cwd() / KEY_FILE)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"management": {"key": token}}, fh, indent=2)
-    return path
+def key_file_path() -> Path:
+    """TorchServe's ``key_file.json`` in the working folder (``SERVEKIT_KEY_FILE`` elsewhere)."""
+    return Path(os.environ.get("SERVEKIT_KEY_FILE") or Path.cwd() / KEY_FILE)
+
+
+def _token_properties(settings: ServerSettings) -> tuple[float, bool]:
+    """``token_expiration_min`` (minutes, 60 by default) and whether predictions
+    need the inference key: when token authorization is switched on explicitly
+    (``disable_token_authorization=false`` in config.properties, or
+    ``TS_DISABLE_TOKEN_AUTHORIZATION=false``), as TorchServe 0.11+ does. Left at
+    its default, only the management API needs a key, so that the curl calls
+    of articles written for earlier TorchServe releases keep working."""
+    props: dict[str, str] = {}
+    if settings.ts_config:
+        try:
+            props = parse_properties(Path(settings.ts_config).read_text())
+        except OSError:
+            props = {}
+    raw = props.get("token_expiration_min", "").strip()
+    try:
+        minutes = float(raw) if raw else 60.0
+    except ValueError:
+        raise ConfigError(f"token_expiration_min={raw!r} must be a number of minutes") from None
+    if not 0 < minutes <= 525_600:
+        raise ConfigError(f"token_expiration_min={raw!r} must be from 0 to 525600 minutes (a year)")
+    explicit = props.get("disable_token_authorization") or os.environ.get("TS_DISABLE_TOKEN_AUTHORIZATION") or ""
+    return minutes, explicit.strip().lower() == "false"
 
 
 # -- background start / stop ------------------------------------------------------
