@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from typing import Any, ClassVar
 
 from servekit.config import ServerSettings
@@ -123,7 +124,19 @@ def _metavar(name: str, annotation: Any) -> str:
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Shows an option's default when its help does not already say it."""
+    """Shows an option's default when its help does not already say it, and
+    keeps the paragraphs of a description or epilog apart."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            textwrap.fill(" ".join(part.split()), width, initial_indent=indent, subsequent_indent=indent,
+                          break_on_hyphens=False)
+            for part in text.split("\n\n")
+        )
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # flags and file names stay whole (--metrics-port, model-settings.json)
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
