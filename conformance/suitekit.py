@@ -64,7 +64,7 @@ def free_port() -> int:
 
 class Process:
     """A server started in its own process group, ready when ``ready_url``
-    answers (any status below 500); stopped by its own id."""
+    answers 200; stopped by its own id."""
 
     def __init__(self, command: list[str], *, cwd: Path, log: Path, ready_url: str,
                  env: dict[str, str] | None = None, timeout: float = 120.0) -> None:
@@ -84,12 +84,9 @@ class Process:
                 raise RuntimeError(f"{self.command[0]} exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with urllib.request.urlopen(self.ready_url, timeout=2) as answer:
-                    if answer.status < 500:
+                    if answer.status == 200:
                         return self
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500:
-                    return self
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError):  # HTTPError too: not ready yet
                 pass
             time.sleep(0.2)
         self.__exit__()
