@@ -44,7 +44,7 @@ def test_v1_predict_and_explain(server: tuple[ServerProcess, LogisticRegression]
     assert answer.json() == {"predictions": model.predict(rows).tolist()}
     # the same model over V2 on the same port
     v2 = requests.post(f"{process.url}/v2/models/iris/infer", timeout=10, json={
-        "inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": sum(rows, [])}]}).json()
+        "inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": [v for row in rows for v in row]}]}).json()
     assert v2["outputs"][0]["data"] == answer.json()["predictions"]
     explain = requests.post(f"{process.url}/v1/models/iris:explain", json={"instances": rows}, timeout=10)
     assert explain.status_code == 501 and "no explainer" in explain.json()["error"]
