@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from servekit.errors import ConfigError
 
 log = logging.getLogger("servekit")
 
@@ -88,3 +93,45 @@ def log_not_used(args: argparse.Namespace) -> list[str]:
 
 
 __all__ = ["NOT_USED", "add_flags", "log_not_used", "version_line", "wants_version"]
+
+
+DEFAULT_MONITORING_PATH = "/monitoring/prometheus/metrics"  # TF Serving's
+
+
+def channel_arguments(text: str | None) -> list[tuple[str, int | str]]:
+    """TF Serving's ``--grpc_channel_arguments``: ``key=value`` pairs separated
+    by commas; numbers become integers, as TF Serving passes them."""
+    out: list[tuple[str, int | str]] = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"--grpc_channel_arguments: {item!r} is not key=value "
+                "(write grpc.max_connection_age_ms=2000,grpc.keepalive_time_ms=10000)"
+            )
+        number = value.lstrip("-")
+        out.append((key, int(value) if number.isdigit() else value))
+    return out
+
+
+def monitoring_path(settings: Any) -> str | None:
+    """The Prometheus path of ``--monitoring_config_file`` (TF Serving's
+    MonitoringConfig: ``prometheus_config { enable: true path: "…" }``), or None."""
+    if not settings.monitoring_config_file:
+        return None
+    path = Path(settings.monitoring_config_file)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
+    block = re.search(r"prometheus_config\s*:?\s*\{([^}]*)\}", text)
+    if block is None or not re.search(r"\benable\s*:\s*true\b", block.group(1)):
+        return None
+    found = re.search(r"\bpath\s*:\s*[\"']([^\"']*)[\"']", block.group(1))
+    where = found.group(1) if found and found.group(1) else DEFAULT_MONITORING_PATH
+    if not where.startswith("/"):
+        raise ConfigError(f"--monitoring_config_file {path}: prometheus_config path {where!r} must start with /")
+    return where

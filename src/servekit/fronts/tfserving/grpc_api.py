@@ -21,10 +21,11 @@ from typing import Any
 import grpc
 
 from servekit.dataplane import Target
-from servekit.errors import ConfigError, InvalidInput, ModelLoadError, ServekitError
+from servekit.errors import InvalidInput, ModelLoadError, ServekitError
 from servekit.fronts.tfserving import codec as tfserving_codec
 from servekit.fronts.tfserving import grpc_codec as codec
 from servekit.fronts.tfserving import operations as tfserving_operations
+from servekit.fronts.tfserving.flags import channel_arguments
 from servekit.fronts.tfserving.model_config import ModelConfigEntry, ModelServerConfig, entries_of
 from servekit.fronts.tfserving.source import TFServingSource, tfserving_source
 from servekit.names import check_name
@@ -288,25 +289,6 @@ def add_services(server: grpc.aio.Server, ctx: ServerContext) -> None:
         }
         server.add_registered_method_handlers(service.full_name, handlers)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-
-
-def channel_arguments(text: str | None) -> list[tuple[str, int | str]]:
-    """TF Serving's ``--grpc_channel_arguments``: ``key=value`` pairs separated
-    by commas; numbers become integers, as TF Serving passes them."""
-    out: list[tuple[str, int | str]] = []
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ConfigError(
-                f"--grpc_channel_arguments: {item!r} is not key=value "
-                "(write grpc.max_connection_age_ms=2000,grpc.keepalive_time_ms=10000)"
-            )
-        number = value.lstrip("-")
-        out.append((key, int(value) if number.isdigit() else value))
-    return out
 
 
 def grpc_options(settings: Any) -> list[tuple[str, int | str]]:

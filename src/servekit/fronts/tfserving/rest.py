@@ -11,13 +11,10 @@ Errors are ``{"error": "…"}`` with the HTTP status of the failure.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-from servekit.config import ServerSettings
 from servekit.dataplane import Target, header_timeout
-from servekit.errors import ConfigError, InvalidInput, ServekitError
+from servekit.errors import InvalidInput, ServekitError
 from servekit.fronts.tfserving import codec, operations
+from servekit.fronts.tfserving.flags import monitoring_path
 from servekit.registry import ModelVersion, Registry
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import TFSERVING_REST, Mount, ServerContext, Skin
@@ -109,27 +106,6 @@ def routes(ctx: ServerContext) -> list[Route]:
     return out
 
 
-def monitoring_path(settings: ServerSettings) -> str | None:
-    """The Prometheus path of ``--monitoring_config_file`` (TF Serving's
-    MonitoringConfig: ``prometheus_config { enable: true path: "…" }``), or None."""
-    if not settings.monitoring_config_file:
-        return None
-    path = Path(settings.monitoring_config_file)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
-    block = re.search(r"prometheus_config\s*:?\s*\{([^}]*)\}", text)
-    if block is None or not re.search(r"\benable\s*:\s*true\b", block.group(1)):
-        return None
-    found = re.search(r"\bpath\s*:\s*[\"']([^\"']*)[\"']", block.group(1))
-    where = found.group(1) if found and found.group(1) else DEFAULT_MONITORING_PATH
-    if not where.startswith("/"):
-        raise ConfigError(f"--monitoring_config_file {path}: prometheus_config path {where!r} must start with /")
-    return where
-
-
-DEFAULT_MONITORING_PATH = "/monitoring/prometheus/metrics"  # TF Serving's
 
 
 def model_gauge(registry: Registry) -> bytes:
@@ -164,4 +140,4 @@ def mounts(ctx: ServerContext) -> list[Mount]:
 SKIN = Skin(name="tfserving-rest", mounts=mounts)
 
 
-__all__ = ["SKIN", "error_response", "monitoring_path", "routes"]
+__all__ = ["SKIN", "error_response", "routes"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ConfigError
+from servekit.fronts.tfserving import flags
 from servekit.fronts.tfserving.model_config import ModelConfigEntry, read_model_config
 from servekit.repository.base_path import VersionWatcher, versioned_settings
 from servekit.repository.sources import ModelSources
@@ -218,10 +219,8 @@ def configure_tfserving(
 def check_flags(settings: ServerSettings) -> None:
     """TF Serving's files and lists that are read in each worker, read once at
     startup so that a mistake stops it with a message."""
-    from servekit.fronts.tfserving import grpc_api, rest
-
-    grpc_api.channel_arguments(settings.grpc_channel_arguments)
-    rest.monitoring_path(settings)
+    flags.channel_arguments(settings.grpc_channel_arguments)
+    flags.monitoring_path(settings)
     for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
         value = getattr(settings, name)
         if value:  # the TensorFlow runtime reads them in the workers
