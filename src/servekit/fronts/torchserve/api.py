@@ -342,11 +342,14 @@ def management_routes(ctx: ServerContext) -> list[Route]:
     store = model_store(ctx.sources)
     loopback_only = _is_loopback(settings.management_host) and not _is_loopback(settings.host)
 
-    def guard(request: Request) -> None:
+    def local(request: Request) -> None:
         if loopback_only:
             client = request.scope.get("client")
             if client and not _is_loopback(client[0]):
                 raise Unauthorized("the management API only serves this machine (management_host is loopback)")
+
+    def guard(request: Request) -> None:
+        local(request)
         require_token(settings, request.headers.get("authorization"))
 
     async def list_models(request: Request) -> Response:
@@ -441,6 +444,7 @@ def management_routes(ctx: ServerContext) -> list[Route]:
 
     async def token(request: Request) -> Response:
         """``GET /token?type=management|inference`` with the API key: a new key of that type."""
+        local(request)
         keys = tokens.ACTIVE
         if keys is None:
             raise RouteNotFound("token authorization is off (disable_token_authorization): no keys to replace")
