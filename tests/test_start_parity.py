@@ -162,7 +162,8 @@ def test_numbered_versions_added_live_replace_the_unversioned_model(tmp_path: Pa
                              for _ in range(6)))
         log = process.log()
     assert "Model 'logistic' has numbered versions; not serving its settings without a version" in log
-    assert log.count("has numbered versions") == 1
+    # said once by each process that reads the repository (2 workers), not at every 0.2 s poll
+    assert 1 <= log.count("has numbered versions") <= 2
 
 
 # -- models each worker loads ---------------------------------------------------------------------
