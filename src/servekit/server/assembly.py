@@ -124,6 +124,7 @@ def build_app(ctx: ServerContext, skins: list[Skin]) -> tuple[App, list[tuple[st
                 routers[address[1]] = router = Router(on_error=mount.on_error)
             router.add(mount.routes)
     main = routers.setdefault(settings.http_port, Router())
+    ctx.routers = routers
     app = App(routers, main, max_body=settings.max_request_size, access_log=settings.access_log)
     return app, listening_ports(settings)
 

@@ -133,13 +133,14 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     on_error: ErrorEncoder
+    path: str = ""  # the template it was made from ("/v2/models/{model}/infer"): API documents read it
 
 
 def route(method: str, path: str, handler: Handler, on_error: ErrorEncoder = default_error) -> Route:
     """``path`` uses ``{name}`` for one segment and ``{name:path}`` for the rest."""
     regex = re.sub(r"\{(\w+):path\}", r"(?P<\1>.+)", path)
     regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
-    return Route(method, re.compile(f"^{regex}$"), handler, on_error)
+    return Route(method, re.compile(f"^{regex}$"), handler, on_error, path)
 
 
 class Router:

@@ -31,7 +31,7 @@ from servekit.dataplane import DataPlane
 from servekit.errors import InvalidInput, ServekitError
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
-from servekit.server.http import ErrorEncoder, Route
+from servekit.server.http import ErrorEncoder, Route, Router
 from servekit.server.metrics import Metrics
 
 # the listeners a skin can mount routes on (ports from the settings)
@@ -105,6 +105,8 @@ class ServerContext:
     sources: ModelSources
     index: int = 0  # this worker's number
     make_change: MakeChange = _apply_only_here
+    # each HTTP port's router, once mounted (the API documents describe what they answer)
+    routers: dict[int, Router] = field(default_factory=dict)
 
     async def change(self, change: Change, *, wait: bool = True) -> None:
         """Apply ``change`` in this worker and every other one. With ``wait``,

@@ -98,7 +98,7 @@ def counted(routes: list[Route], on_error: ErrorEncoder, counters: TorchServeMet
 
         return run
 
-    return [Route(r.method, r.pattern, wrap(r.handler), counting_errors(on_error, counters)) for r in routes]
+    return [Route(r.method, r.pattern, wrap(r.handler), counting_errors(on_error, counters), r.path) for r in routes]
 
 
 def counting_errors(on_error: ErrorEncoder, counters: TorchServeMetrics) -> ErrorEncoder:
