@@ -74,6 +74,9 @@ class Server:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        # some servers start helpers in sessions of their own (Ray's daemons, Triton's binary):
+        # remember the whole tree and end whatever of it outlives the process group
+        tree = descendants(self.proc.pid)[1:]
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=30)
@@ -83,6 +86,13 @@ class Server:
         # forked workers may outlive their parent for a moment
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        for pid in tree:
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -108,6 +118,15 @@ def wait_port_free(port: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.2)
     raise RuntimeError(f"port {port} is still in use; stop whatever listens there")
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` is a live process (not gone, not a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def descendants(pid: int) -> list[int]:

@@ -14,7 +14,8 @@ MLSERVER_WORKER_SETTINGS = ["mlserver", "mlserver-pw0", "mlserver-pw2"]
 
 def render(results: dict[str, Any]) -> str:
     r = Results(results)
-    parts = [r.header(), r.targets(), r.throughput(), r.bench(), r.big(), r.memory(), r.noise(), r.problems()]
+    parts = [r.header(), r.side_by_side(), r.environments(), r.targets(), r.throughput(), r.bench(), r.big(),
+             r.memory(), r.noise(), r.problems()]
     return "\n".join(p for p in parts if p) + "\n"
 
 
@@ -28,6 +29,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def get(cell: dict[str, Any] | None, key: str) -> float | None:
     return None if cell is None else cell.get(key)
+
+
+def setting(name: str, config: dict[str, Any]) -> str:
+    if config.get("setting"):
+        return str(config["setting"])
+    if name.startswith("servekit"):
+        workers = config.get("parallel_workers")
+        return "defaults (adaptive batching)" + (f", {workers} worker(s)" if workers else "")
+    if name == "mlserver-batch":
+        return "adaptive batching 32 / 5 ms (iris-rf)"
+    workers = config.get("parallel_workers")
+    return "defaults" if workers is None else f"parallel_workers {workers}"
 
 
 def times(value: float | None) -> str:
@@ -74,7 +87,7 @@ class Results:
         m = self.results["machine"]
         load = ", ".join(f"{v:.1f}" for v in m["load_average_at_start"])
         return (
-            "# servekit vs MLServer — latest run\n\n"
+            "# servekit vs MLServer and the peers — latest run\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M', time.localtime())} · {self.results['mode']} run "
             f"(wrk {self.results['wrk_seconds']:g} s per point, `servekit bench` {self.results['bench_seconds']:g} s) "
             f"· took {self.results.get('elapsed_s', 0) / 60:.1f} min · `benchmarks/run.sh`\n\n"
@@ -88,6 +101,58 @@ class Results:
             "Ratios are servekit / MLServer: for req/s higher is better; for latency, seconds and memory "
             "lower is better.\n" + self.mixed_runs()
         )
+
+    def side_by_side(self) -> str:
+        """One table for every server: the same wrk load, one row per configuration."""
+        rows = []
+        servers = [(name, c) for name, c in self.configs.items()
+                   if c.get("wrk") and not str(c.get("kind", "")).startswith("bare")]
+        for model in MODELS:
+            for c in ("16", "64"):
+                cells = [(name, config, self.wrk(name, model, c)) for name, config in servers]
+                found = sorted(((n, cfg, cell) for n, cfg, cell in cells if cell is not None),
+                               key=lambda x: -float(x[2]["rps"]))
+                sk = self.rps("servekit", model, c)
+                for name, config, cell in found:
+                    memory = config.get("memory_after") or {}
+                    rows.append([model, c, name, setting(name, config), num(cell["rps"]), num(cell["p50_ms"], 2),
+                                 num(cell["p99_ms"], 2), num(cell.get("cpu_ms_per_request"), 3),
+                                 num(memory.get("pss_mb"), 0), num(config.get("ready_s"), 1),
+                                 times(ratio(sk, cell["rps"]))])
+        if not rows:
+            return ""
+        left_out = [f"- {name}: **skipped**, {c['skipped']}" for name, c in self.configs.items() if c.get("skipped")]
+        left_out += [f"- {name}: **failed**, {c['failure'].splitlines()[0]}" for name, c in self.configs.items()
+                     if c.get("failure")]
+        return ("## Every server side by side (wrk, one row per request)\n\n"
+                "The same wrk load on each configuration (one-row requests, each server's own request "
+                "format: V2 JSON where it has V2, KServe V1 `instances`, else the peer's own JSON with the "
+                "rows as nested lists), after a check that each model's answer for the test row equals "
+                "scikit-learn's (XGBoost's) own `predict`. Fastest first within each load. CPU per request: "
+                "CPU seconds of the server's whole process tree during the run over the requests answered. "
+                "PSS: the whole tree after the load. Ready: seconds from start until every model answers "
+                "ready. Last column: servekit's req/s over the row's.\n\n"
+                + table(["model", "conns", "server", "setting", "req/s", "p50 ms", "p99 ms", "CPU ms/req",
+                         "PSS MB", "ready s", "servekit ×"], rows)
+                + ("\n" + "\n".join(left_out) + "\n" if left_out else ""))
+
+    def environments(self) -> str:
+        peers = self.results["machine"].get("peers") or {}
+        if not peers:
+            return ""
+        rows = []
+        for name, env in peers.items():
+            status = next((f"skipped: {c['skipped']}" for c in self.configs.values()
+                           if c.get("peer") == name and c.get("skipped")), "ran")
+            rows.append([name, env.get("version", "–"), num(env.get("install_seconds"), 0),
+                         num(env.get("install_size_mb"), 0),
+                         f"{env.get('scikit_learn', '–')} / {env.get('xgboost', '–')} / {env.get('numpy', '–')}",
+                         status])
+        return ("## The peers' environments\n\nEach peer installed from PyPI into its own virtualenv "
+                "(`benchmarks/peers/install.sh`), with servekit's scikit-learn and XGBoost so all load the "
+                "same model files. Install seconds depend on the package cache and the network.\n\n"
+                + table(["peer", "version", "install s", "size MB", "scikit-learn / xgboost / numpy", "status"],
+                        rows))
 
     def mixed_runs(self) -> str:
         runs = [c.get("run", self.results.get("run")) for c in self.configs.values()]
@@ -232,6 +297,8 @@ class Results:
     def memory(self) -> str:
         rows = []
         for name, config in self.configs.items():
+            if config.get("skipped"):
+                continue
             idle, after = config.get("memory_idle") or {}, config.get("memory_after") or {}
             rows.append([name, str(idle.get("processes", "–")), num(idle.get("rss_mb"), 0),
                          num(idle.get("pss_mb"), 0), num(after.get("rss_mb"), 0), num(after.get("pss_mb"), 0),
@@ -272,6 +339,8 @@ class Results:
     def problems(self) -> str:
         lines = []
         for name, config in self.configs.items():
+            if config.get("skipped"):
+                lines.append(f"- {name} skipped: {config['skipped']}")
             if config.get("failure"):
                 lines.append(f"- **{name} failed**: {config['failure'].splitlines()[0]}")
             for model, levels in config.get("wrk", {}).items():

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# servekit vs MLServer, side by side: `benchmarks/run.sh [--quick] [--only NAMES]`.
-# Installs MLServer 1.7 (with its sklearn and xgboost runtimes) into its own
-# environment, trains the models offline, runs every configuration and writes
-# benchmarks/results/latest.md. A full run takes about 15 minutes.
+# servekit vs MLServer and the peers, side by side:
+#   benchmarks/run.sh [--quick] [--only NAMES] [--no-peers]
+# Installs MLServer 1.7 (with its sklearn and xgboost runtimes) and each peer the run
+# measures (KServe, PyTriton, BentoML, LitServe, Ray Serve: peers/install.sh) into
+# environments of their own, trains the models offline, runs every configuration and
+# writes benchmarks/results/latest.md. A full run takes about 45 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
@@ -32,6 +34,11 @@ if [ ! -f "$MLSERVER_VENV/.installed-stamp" ]; then
     "uvloop==0.21.0" $pins
   touch "$MLSERVER_VENV/.installed-stamp"
 fi
+
+# each peer in its own environment; one that fails to install is skipped by the suite, with the reason
+for peer in $(.venv/bin/python $BENCH/suite.py --mlserver "$MLSERVER_VENV/bin/mlserver" --list-peers "$@"); do
+  $BENCH/peers/install.sh "$peer" || echo "$peer did not install: the suite skips it" >&2
+done
 
 # train once; again only when train.py changes
 stamp=$BENCH/work/.trained-$(sha1sum $BENCH/train.py | cut -c1-12)

@@ -1,11 +1,16 @@
-"""servekit against MLServer, side by side on one machine, in one run.
+"""servekit against MLServer and the peers a team would weigh today (KServe,
+Triton through PyTriton, BentoML, LitServe, Ray Serve), side by side on one
+machine, in one run.
 
     python benchmarks/suite.py --mlserver benchmarks/.venv-mlserver/bin/mlserver [--quick]
+        [--only NAMES] [--no-peers]
 
-(``benchmarks/run.sh`` installs everything and calls this.) Serves the model
-repository made by ``train.py`` with each server configuration in turn on the
-same ports, drives identical load with wrk and ``servekit bench``, and writes
-``results/latest.md`` (and the raw numbers to ``results/latest.json``).
+(``benchmarks/run.sh`` installs everything and calls this.) Serves the models
+made by ``train.py`` with each server configuration in turn on the same ports,
+checks that each answers a known row as scikit-learn's own ``predict`` does,
+drives identical load with wrk (and ``servekit bench`` on servekit and MLServer),
+and writes ``results/latest.md`` (and the raw numbers to ``results/latest.json``).
+``--only`` takes configuration names or a peer's name (all its configurations).
 """
 
 from __future__ import annotations
@@ -19,11 +24,16 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from loads import bench, wrk
+from peer_servers import PEER_TABLE, PEERS, Peer, kserve_v1_path
+from peers import models as peer_models
 from processes import CpuSample, Server, other_load
 from report import render
 
@@ -38,14 +48,20 @@ class Config:
     """One server configuration and what to measure on it."""
 
     name: str
-    kind: str  # servekit | mlserver | bare (servekit's HTTP server) | bare-uvicorn
-    parallel_workers: int | None = None
-    batching: bool = False  # MLServer adaptive batching on iris-rf
+    kind: str  # servekit | mlserver | bare (servekit's HTTP server) | bare-uvicorn | peer
+    parallel_workers: int | None = None  # also a peer's process count (PEER_WORKERS), where it has one
+    batching: bool = False  # MLServer adaptive batching on iris-rf; a peer's best batching setting
     models: tuple[str, ...] = tuple(MODELS)
     wrk: bool = True
     bench: bool = False
     big: bool = False
     before: bool = False  # servekit from --before-src (an older checkout), for before/after runs
+    peer: str | None = None  # kind "peer": which one (peer_servers.PEER_TABLE)
+    protocol: str = "v2"  # the request body: v2, v1 (KServe's) or rows (the peer's own JSON)
+    setting: str = ""  # the setting, in words, for the report
+
+    def selected(self, chosen: set[str] | None) -> bool:
+        return chosen is None or self.name in chosen or (self.peer is not None and self.peer in chosen)
 
 
 CONFIGS = [
@@ -57,6 +73,28 @@ CONFIGS = [
     Config("bare-servekit-http", "bare"),
     Config("bare-uvicorn", "bare-uvicorn", models=("fashion-logreg",)),
     Config("servekit-1-worker", "servekit", parallel_workers=1, wrk=False),
+]
+
+_BATCH = f"batching: up to {peer_models.MAX_BATCH_SIZE} requests"
+PEER_CONFIGS = [
+    Config("kserve", "peer", peer="kserve", setting="V2 REST, 1 worker (default)"),
+    Config("kserve-v1", "peer", peer="kserve", protocol="v1", setting="V1 REST, 1 worker (default)"),
+    Config("kserve-w2", "peer", peer="kserve", parallel_workers=2,
+           setting="V2 REST, 2 workers (no batching in KServe's Python server)"),
+    Config("pytriton", "peer", peer="pytriton", setting="V2 REST, no batching"),
+    Config("pytriton-batch", "peer", peer="pytriton", batching=True,
+           setting=f"V2 REST, dynamic {_BATCH}, {peer_models.MAX_BATCH_DELAY_S * 1000:g} ms queue delay"),
+    Config("bentoml", "peer", peer="bentoml", protocol="rows", setting="1 worker (default)"),
+    Config("bentoml-batch", "peer", peer="bentoml", protocol="rows", batching=True,
+           setting=f"batchable=True, adaptive {_BATCH}"),
+    Config("litserve", "peer", peer="litserve", protocol="rows", setting="default (no batching)"),
+    Config("litserve-batch", "peer", peer="litserve", protocol="rows", batching=True,
+           setting=f"max_batch_size {peer_models.MAX_BATCH_SIZE}, "
+                   f"batch_timeout {peer_models.MAX_BATCH_DELAY_S:g} s"),
+    Config("ray", "peer", peer="ray", protocol="rows", setting="1 replica per model (default)"),
+    Config("ray-batch", "peer", peer="ray", protocol="rows", batching=True,
+           setting=f"@serve.batch max_batch_size {peer_models.MAX_BATCH_SIZE}, "
+                   f"batch_wait_timeout_s {peer_models.MAX_BATCH_DELAY_S:g}"),
 ]
 
 
@@ -87,6 +125,14 @@ class Suite:
             mlserver = str(Path(self.args.mlserver).resolve())
             return Server(config.name, [mlserver, "start", str(self.repo)], self.repo, log,
                           self.port, models)
+        if config.kind == "peer":
+            peer = self.peer(config)
+            env = {"PEER_REPO": str(self.repo), "PEER_PORT": str(self.port),
+                   "PEER_BATCHING": "1" if config.batching else "0",
+                   "PEER_WORKERS": str(config.parallel_workers or 1)}
+            cwd = peer.script.parent
+            return Server(config.name, peer.command(self.port), cwd, log, self.port, models, env=env,
+                          ready_paths=peer.ready(models))
         if config.kind == "bare":
             command = [sys.executable, str(HERE / "bare_servekit.py"), str(self.port)]
             return Server(config.name, command, HERE, log, self.port, [])
@@ -94,6 +140,71 @@ class Suite:
                    "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(os.cpu_count() or 1),
                    "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
         return Server(config.name, command, HERE, log, self.port, [])
+
+    def peer(self, config: Config) -> Peer:
+        assert config.peer is not None
+        return PEER_TABLE[config.peer]
+
+    def skip_reason(self, config: Config) -> str | None:
+        """Why a peer cannot run here (its environment failed to install, or it cannot run on this
+        machine), or None."""
+        if config.kind != "peer":
+            return None
+        peer = self.peer(config)
+        venv = peer.python.parent.parent
+        for why in (HERE / "peers" / peer.name / "SKIP", venv / ".install-failed"):
+            if why.is_file():
+                return why.read_text().strip()
+        if not peer.python.is_file():
+            return f"{venv} is missing: run benchmarks/peers/install.sh {peer.name}"
+        return None
+
+    def model_path(self, config: Config, model: str) -> str:
+        if config.kind.startswith("bare"):
+            return "/infer"
+        if config.kind == "peer":
+            if config.protocol == "v1":
+                return kserve_v1_path(model)
+            return self.peer(config).path(model)
+        return f"/v2/models/{model}/infer"
+
+    def body_file(self, config: Config, model: str) -> Path:
+        """The one-row request body of ``model`` in the format the configuration takes."""
+        v2 = self.data / f"{model}.json"
+        if config.kind != "peer" or config.protocol == "v2":
+            return v2
+        out = self.raw / "bodies" / f"{config.protocol}-{model}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(self.peer(config).body(json.loads(v2.read_bytes()), config.protocol))
+        return out
+
+    def check_predictions(self, server: Server, config: Config) -> dict[str, Any]:
+        """Each model's one-row body must come back with the label scikit-learn's (or XGBoost's)
+        own predict gives for that row in this process; raises RuntimeError if not."""
+        out: dict[str, Any] = {}
+        for model in config.models:
+            rows = np.asarray(json.loads((self.data / f"{model}.json").read_bytes())["inputs"][0]["data"],
+                              dtype=np.float64)
+            want = [float(x) for x in peer_models.load(model, self.repo)(rows)]
+            body = self.body_file(config, model).read_bytes()
+            request = urllib.request.Request(server.url + self.model_path(config, model), data=body,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    document = json.loads(answer.read())
+            except urllib.error.HTTPError as exc:
+                raise RuntimeError(f"correctness check, {model}: HTTP {exc.code}: "
+                                   f"{exc.read()[:300].decode(errors='replace')}") from exc
+            if config.kind == "peer":
+                got = self.peer(config).labels(document, config.protocol)
+            else:
+                got = PEER_TABLE["kserve"].labels(document, "v2")
+            if got != want:
+                raise RuntimeError(f"correctness check, {model}: the server answered {got}, "
+                                   f"scikit-learn's predict gives {want}; answer: {str(document)[:300]}")
+            out[model] = {"label": want}
+        log("   correct: " + ", ".join(f"{m} -> {v['label']}" for m, v in out.items()))
+        return out
 
     def write_settings(self, config: Config) -> None:
         """settings.json in MLServer's field names (servekit reads the same file)."""
@@ -115,13 +226,24 @@ class Suite:
     def run_config(self, config: Config) -> dict[str, Any]:
         self.write_settings(config)
         server = self.server(config)
-        out: dict[str, Any] = {"kind": config.kind, "parallel_workers": config.parallel_workers}
+        out: dict[str, Any] = {"kind": config.kind, "parallel_workers": config.parallel_workers,
+                               "peer": config.peer, "protocol": config.protocol, "setting": config.setting,
+                               "batching": config.batching}
+        skipped = self.skip_reason(config)
+        if skipped:
+            log(f"== {config.name}: SKIPPED: {skipped}")
+            out["skipped"] = skipped
+            return out
         log(f"== {config.name}: starting")
         try:
             out["ready_s"] = round(server.start(), 2)
             time.sleep(1.0)  # let worker start-up settle before measuring idle memory
             out["memory_idle"] = asdict(server.memory())
             log(f"   ready in {out['ready_s']} s, {out['memory_idle']}")
+            if not config.kind.startswith("bare"):
+                out["correct"] = self.check_predictions(server, config)
+            if self.args.check_only:
+                return out
             if config.wrk:
                 out["wrk"] = self.wrk_sweep(server, config)
             if config.bench:
@@ -144,10 +266,9 @@ class Suite:
 
     def wrk_sweep(self, server: Server, config: Config) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        bare = config.kind.startswith("bare")
         for model in config.models:
-            body = self.data / f"{model}.json"
-            url = server.url + ("/infer" if bare else f"/v2/models/{model}/infer")
+            body = self.body_file(config, model)
+            url = server.url + self.model_path(config, model)
             wrk(url, body, 16, 1.0)  # warm-up, not recorded
             out[model] = {}
             for connections in CONNECTIONS:
@@ -157,10 +278,15 @@ class Suite:
                 after = CpuSample.take(server.proc.pid)
                 result["other_cpu"] = other_load(before, after, time.perf_counter() - started)
                 result["server_cpu"] = round((after.tree_s - before.tree_s) / (time.perf_counter() - started), 2)
+                ok = result["requests"] - result["error_kinds"].get("status", 0)
+                result["server_cpu_s"] = round(after.tree_s - before.tree_s, 3)
+                result["cpu_ms_per_request"] = (round((after.tree_s - before.tree_s) / ok * 1000, 4)
+                                                if ok > 0 else None)
                 out[model][str(connections)] = result
                 log(f"   wrk {model:16} c={connections:<3} {result['rps']:9.1f} req/s  "
                     f"p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}  "
-                    f"cpu: server {result['server_cpu']} other {result['other_cpu']}")
+                    f"cpu: server {result['server_cpu']} ({result['cpu_ms_per_request']} ms/req) "
+                    f"other {result['other_cpu']}")
         return out
 
     def bench_sweep(self, server: Server, config: Config) -> dict[str, Any]:
@@ -232,6 +358,32 @@ def machine() -> dict[str, Any]:
     }
 
 
+# the package that names each peer's version
+PEER_PACKAGES = {"kserve": "kserve", "pytriton": "nvidia-pytriton", "bentoml": "bentoml",
+                 "litserve": "litserve", "ray": "ray"}
+
+
+def peer_environment(peer: Peer) -> dict[str, Any]:
+    """The peer's version and what its environment cost to install (from install.sh's stamp)."""
+    out: dict[str, Any] = {}
+    stamp = peer.python.parent.parent / ".installed-stamp"
+    if stamp.is_file():
+        for line in stamp.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("seconds", "size_mb"):
+                out[f"install_{key}"] = int(value)
+    if peer.python.is_file():
+        packages = [PEER_PACKAGES[peer.name], "scikit-learn", "xgboost", "numpy"]
+        answer = subprocess.run(
+            [str(peer.python), "-c", "import sys; from importlib.metadata import version as v; "
+             "print(' '.join(v(p) for p in sys.argv[1:]))", *packages],
+            capture_output=True, text=True, timeout=60)
+        versions = answer.stdout.split()
+        if len(versions) == len(packages):
+            out.update(zip(["version", "scikit_learn", "xgboost", "numpy"], versions, strict=True))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mlserver", required=True, help="the mlserver executable (its own venv)")
@@ -240,10 +392,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=12.0, help="wrk run length")
     parser.add_argument("--quick", action="store_true", help="3 s runs: a smoke run of the whole suite")
     parser.add_argument("--only", default=None, help="comma-separated configuration names")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave out the peers (KServe, PyTriton, BentoML, LitServe, Ray Serve)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="start each configuration, check its answers and memory, stop it: no load, "
+                             "and results/ is left as it is")
+    parser.add_argument("--list-peers", action="store_true",
+                        help="print the peers this run would measure (for run.sh, which installs them) and exit")
     parser.add_argument("--before-src", default=None,
                         help="the src/ folder of an older servekit checkout: adds 'servekit-before', "
                              "measured like 'servekit' in the same run")
     args = parser.parse_args()
+    chosen = set(args.only.split(",")) if args.only else None
+    configs = list(CONFIGS) + ([] if args.no_peers else PEER_CONFIGS)
+    if args.list_peers:
+        print(" ".join(sorted({c.peer for c in configs if c.peer and c.selected(chosen)})))
+        return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
@@ -254,28 +418,32 @@ def main() -> int:
     info["mlserver"] = subprocess.run(
         [str(mlserver_python), "-c", "import mlserver, uvloop; print(mlserver.__version__, uvloop.__version__)"],
         capture_output=True, text=True).stdout.strip()
+    info["peers"] = {name: peer_environment(PEER_TABLE[name]) for name in PEERS
+                     if any(c.peer == name and c.selected(chosen) for c in configs)}
     results: dict[str, Any] = {"run": time.strftime("%Y%m%d-%H%M%S"), "machine": info,
                                "mode": "quick" if args.quick else "full",
                                "wrk_seconds": suite.seconds, "bench_seconds": suite.bench_seconds,
                                "floor": json.loads((suite.data / "floor.json").read_text()),
                                "configs": {}}
-    chosen = set(args.only.split(",")) if args.only else None
     previous = HERE / "results" / "latest.json"
     if chosen is not None and previous.is_file():
         # a partial re-run keeps the other configurations' numbers from the last run
         results["configs"] = json.loads(previous.read_text()).get("configs", {})
-    configs = list(CONFIGS)
     if args.before_src:
         configs.insert(1, Config("servekit-before", "servekit", bench=True, big=True, before=True))
     try:
         for config in configs:
-            if chosen is None or config.name in chosen:
+            if config.selected(chosen):
                 results["configs"][config.name] = suite.run_config(config)
                 results["configs"][config.name].update(measured_at=time.strftime("%Y-%m-%d %H:%M"),
                                                        run=results["run"])
     finally:
         suite.write_settings(Config("reset", "servekit"))
     results["elapsed_s"] = round(time.time() - started, 1)
+    if args.check_only:
+        failed = [name for name, c in results["configs"].items() if c.get("failure")]
+        log(f"checked in {results['elapsed_s']:.0f} s; " + (f"FAILED: {', '.join(failed)}" if failed else "all passed"))
+        return 1 if failed else 0
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
