@@ -1,4 +1,5 @@
-"""The Flask-style ``/predict`` API of the article, for any served model."""
+"""The Flask-style ``/predict`` API of the article, for any served model (the article's
+own curl call: tests/articles/test_article_002.py)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,6 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repository: Path) -> Iterator[ServerProcess]:
     with ServerProcess(["serve", str(repository)]) as process:
         yield process
-
-
-def test_article_curl(server: ServerProcess) -> None:
-    # curl -X POST http://127.0.0.1:5000/predict -H 'Content-Type: application/json'
-    #     -d '{"inputs":[[5.1, 3.5, 1.4, 0.2]]}'
-    answer = requests.post(f"{server.url}/predict", headers={"Content-Type": "application/json"},
-                           data='{"inputs":[[5.1, 3.5, 1.4, 0.2]]}', timeout=10)
-    assert answer.status_code == 200
-    assert answer.text == '{"prediction":[0]}'
 
 
 def test_named_route_and_several_rows(server: ServerProcess) -> None:

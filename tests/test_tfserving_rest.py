@@ -1,13 +1,13 @@
-"""The first and third articles' TF Serving commands against a real servekit:
-the article's layout (Keras regression models saved as versions 1 and 2),
-``cfg1.conf`` / ``cfg2.conf``, and their curl requests."""
+"""TF Serving's REST API against a real servekit, on the first article's
+models (Keras regressions saved as versions 1 and 2) and its cfg2.conf: labels,
+the columnar and named input forms, metadata, errors, Keras files and b64
+strings, two workers. The articles' own command lines and curl calls are in
+tests/articles/test_article_001.py and test_article_002.py (23.5)."""
 
 from __future__ import annotations
 
 import base64
-import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import requests
 from tfserving_support import (
     ARTICLE_INSTANCES,
     BODY,
-    CFG1,
     CFG2,
     NAME,
     ArticleModels,
@@ -49,27 +48,6 @@ def cfg2_server(models: ArticleModels, tmp_path_factory: pytest.TempPathFactory)
         yield server
 
 
-def test_cfg1_serves_all_versions(models: ArticleModels, tmp_path: Path) -> None:
-    base = models.base_path(tmp_path)
-    cfg = config_file(tmp_path, CFG1, base, "cfg1.conf")
-    args = ["--allow_version_labels_for_unavailable_models", f"--model_config_file={cfg}"]
-    with TFServer(args) as server:
-        status = requests.get(f"{server.rest}/v1/models/{NAME}").json()
-        assert status == {
-            "model_version_status": [
-                {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-                for v in ("2", "1")
-            ]
-        }
-        for version in (1, 2):
-            url = f"{server.rest}/v1/models/{NAME}/versions/{version}:predict"
-            got = predictions(requests.post(url, data=BODY, headers={"Content-Type": "application/json"}))
-            np.testing.assert_allclose(got, models.expected[version], atol=1e-5)
-        # no version: the latest
-        got = predictions(requests.post(f"{server.rest}/v1/models/{NAME}:predict", data=BODY))
-        np.testing.assert_allclose(got, models.expected[2], atol=1e-5)
-
-
 def test_cfg2_labels(cfg2_server: TFServer, models: ArticleModels) -> None:
     for label, version in (("production", 1), ("test", 2)):
         url = f"{cfg2_server.rest}/v1/models/{NAME}/labels/{label}:predict"
@@ -77,23 +55,6 @@ def test_cfg2_labels(cfg2_server: TFServer, models: ArticleModels) -> None:
         np.testing.assert_allclose(got, models.expected[version], atol=1e-5)
         status = requests.get(f"{cfg2_server.rest}/v1/models/{NAME}/labels/{label}").json()
         assert [s["version"] for s in status["model_version_status"]] == [str(version)]
-
-
-def test_real_curl_as_the_article_writes_it(cfg2_server: TFServer, models: ArticleModels) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    port = cfg2_server.rest_port
-    out = subprocess.run(
-        ["curl", "-s", "-X", "GET", f"http:/localhost:{port}/v1/models/{NAME}"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout
-    assert [s["state"] for s in json.loads(out)["model_version_status"]] == ["AVAILABLE"] * 2
-    out = subprocess.run(
-        ["curl", "-s", "-X", "POST", f"http://localhost:{port}/v1/models/{NAME}/labels/production:predict",
-         "-H", "Content-Type: application/json", "-d", "{\"instances\":[[1.0], [2.0], [5.0]]}"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout
-    np.testing.assert_allclose(json.loads(out)["predictions"], models.expected[1], atol=1e-5)
 
 
 def test_columnar_format_and_named_inputs(cfg2_server: TFServer, models: ArticleModels) -> None:
@@ -154,45 +115,6 @@ def test_same_model_through_v2(cfg2_server: TFServer, models: ArticleModels) -> 
     (output,) = response.json()["outputs"]
     assert output["shape"] == [3, 1] and output["datatype"] == "FP32"
     np.testing.assert_allclose(np.reshape(output["data"], (3, 1)), models.expected[1], atol=1e-5)
-
-
-def test_model_base_path_serves_only_the_latest(models: ArticleModels, tmp_path: Path) -> None:
-    base = models.base_path(tmp_path)
-    with TFServer([f"--model_name={NAME}", f"--model_base_path={base}"]) as server:
-        status = requests.get(f"{server.rest}/v1/models/{NAME}").json()
-        assert [s["version"] for s in status["model_version_status"]] == ["2"]
-        got = predictions(requests.post(f"{server.rest}/v1/models/{NAME}:predict", data=BODY))
-        np.testing.assert_allclose(got, models.expected[2], atol=1e-5)
-
-
-def test_docker_layout_from_model_name_env(tmp_path: Path) -> None:
-    """Article 23.5: a SavedModel mounted at /models/saved_model/1, MODEL_NAME=saved_model."""
-    import keras
-
-    inputs = keras.Input(shape=(10,))
-    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
-    model.export(str(tmp_path / "models" / "saved_model" / "1"), verbose=False)
-    features = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
-    expected = model.predict(np.array(features, dtype="float32"), verbose=0)
-    env = {"MODEL_NAME": "saved_model", "MODEL_BASE_PATH": str(tmp_path / "models")}
-    with TFServer([], env=env, cwd=tmp_path) as server:
-        status = requests.get(f"{server.rest}/v1/models/saved_model").json()
-        assert status == {
-            "model_version_status": [
-                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-            ]
-        }
-        meta = requests.get(f"{server.rest}/v1/models/saved_model/metadata").json()
-        signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
-        ((_, tensor),) = signature["inputs"].items()
-        assert [d["size"] for d in tensor["tensor_shape"]["dim"]] == ["-1", "10"]
-        # curl -X POST …/v1/models/saved_model:predict -d '{"inputs":[[1,2,…,10]]}' (no content type)
-        response = requests.post(
-            f"{server.rest}/v1/models/saved_model:predict",
-            data='{"inputs":[[1,2,3,4,5,6,7,8,9,10]]}',
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        np.testing.assert_allclose(response.json()["outputs"], expected, atol=1e-5)
 
 
 def test_keras_file_and_b64_strings(models: ArticleModels, tmp_path: Path) -> None:

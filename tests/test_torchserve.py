@@ -1,7 +1,7 @@
-"""The TorchServe article end to end: a CNN trained here, archived with
-`servekit archive` (and with the real torch-model-archiver), served by
-`servekit --start --model-store … --models fmnist=… --ts-config …`, called
-with `curl -T` on a PNG, stopped with `servekit --stop`."""
+"""TorchServe archives and handlers: the article's CNN (trained here) archived
+by the real torch-model-archiver with a handler importing ts.*, the built-in
+image_classifier, and batching. The article's own flow (--start, curl, https
+management, --stop) is tests/articles/test_article_004.py."""
 
 from __future__ import annotations
 
@@ -42,59 +42,6 @@ def servekit(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
 def curl(*args: str) -> str:
     done = subprocess.run(["curl", "-s", "-S", *args], capture_output=True, text=True, timeout=60, check=True)
     return done.stdout
-
-
-def archive_with_servekit(article: dict[str, Any], store: Path, *extra: str) -> None:
-    done = servekit(
-        "archive", "--model-name", "fashion_mnist", "--version", "1.0",
-        "--model-file", "model.py", "--serialized-file", "fashion_mnist_model.pth",
-        "--handler", "handler.py", "--extra-files", "index_to_name.json",
-        "--export-path", str(store), *extra, cwd=article["folder"],
-    )
-    assert done.returncode == 0, done.stderr
-
-
-def test_article_flow_start_curl_stop(article: dict[str, Any], tmp_path: Path) -> None:
-    store = tmp_path / "model_store"
-    archive_with_servekit(article, store)
-    ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc")}
-    config = tmp_path / "torch_config"
-    config.write_text(textwrap.dedent(f"""\
-        inference_address=http://127.0.0.1:{ports['inference']}
-        # the article moves management off 8081 like this: https:// with no key or certificate
-        # serves a certificate made at start, as TorchServe does, so the article's curl -k works
-        management_address=https://127.0.0.1:{ports['management']}
-        metrics_address=http://127.0.0.1:{ports['metrics']}
-        grpc_inference_port={ports['grpc']}
-        """))
-    env = {"SERVEKIT_PID_FILE": str(tmp_path / "servekit.pid")}
-    started = servekit("--start", "--model-store", str(store), "--models",
-                       f"fmnist={store / 'fashion_mnist.mar'}", "--ts-config", str(config),
-                       cwd=tmp_path, env=env)
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert "servekit started in the background" in started.stdout
-        base = f"http://localhost:{ports['inference']}"
-        assert json.loads(curl(f"{base}/ping")) == {"status": "Healthy"}
-        label = curl("-X", "POST", f"{base}/predictions/fmnist", "-T", str(article["image"]))
-        assert label == article["expected"] == "Trouser"
-        # the same through a form field and by version
-        assert curl("-X", "POST", f"{base}/predictions/fmnist/1.0", "-F", f"data=@{article['image']}") == label
-        metrics = requests.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10).text
-        assert 'model="fmnist"' in metrics and 'protocol="torchserve"' in metrics
-        key = json.loads((tmp_path / "key_file.json").read_text())["management"]["key"]
-        described = json.loads(curl("-k", "-H", f"Authorization: Bearer {key}",
-                                    f"https://localhost:{ports['management']}/models/fmnist"))
-        assert described[0]["modelName"] == "fmnist" and described[0]["modelVersion"] == "1.0"
-        assert described[0]["loadedAtStartup"] is True
-        again = servekit("--start", "--model-store", str(store), cwd=tmp_path, env=env)
-        assert again.returncode == 1 and "already running" in again.stderr
-    finally:
-        stopped = servekit("--stop", cwd=tmp_path, env=env)
-    assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{ports['inference']}/ping", timeout=5)
-    assert "not currently running" in servekit("stop", cwd=tmp_path, env=env).stdout
 
 
 def ts_server(store: Path, *args: str, cwd: Path) -> ServerProcess:

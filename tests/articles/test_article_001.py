@@ -94,6 +94,9 @@ def test_multiple_versions_from_cfg1(my_project: Path, models: ArticleModels, po
         for version in (1, 2):
             answer = curl(PREDICT_VERSION.replace("/V:", f"/{version}:"), ports.rest_api, my_project)
             np.testing.assert_allclose(answer["predictions"], models.expected[version], rtol=1e-5, atol=1e-6)
+        # 4.2's call, without a version: the newest
+        answer = curl(PREDICT, ports.rest_api, my_project)
+        np.testing.assert_allclose(answer["predictions"], models.expected[2], rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -134,17 +134,28 @@ def test_start_ping_predict_stop(article: dict[str, object], project: Path, stop
     assert json.loads(curl(f"curl http://localhost:{ports.http}/ping", project)) == {"status": "Healthy"}
     label = curl(f"curl -X POST http://localhost:{ports.http}/predictions/fmnist -T tshirt4.jpg", project)
     assert label == article["expected"] == "T-shirt/top"
+    # the same image as a form field, and by the archive's version
+    assert curl(f"curl -s -X POST http://localhost:{ports.http}/predictions/fmnist/1.0 -F data=@tshirt4.jpg",
+                project) == label
+    metrics = curl(f"curl -s http://localhost:{ports.metrics}/metrics", project)
+    assert 'model="fmnist"' in metrics and 'protocol="torchserve"' in metrics
     log = (project / "logs" / "servekit.log").read_text()
     assert "fmnist" in log and "UNAVAILABLE" not in log and "Traceback" not in log
+    again = sh(START, cwd=project, env=env, check=False)
+    assert again.returncode == 1 and "already running" in again.stderr
     stopped_out = sh(STOP, cwd=project, env=env).stdout
     assert "stopped" in stopped_out
     done = sh(f"curl -s http://localhost:{ports.http}/ping", cwd=project, check=False)
     assert done.returncode == 7  # curl: failed to connect: the server is gone
+    assert "not currently running" in sh(STOP, cwd=project, env=env).stdout
 
 
 def test_restart_with_torch_config_https_management(article: dict[str, object], project: Path,
                                                     stopped: Ports) -> None:
     ports = stopped
+    # the archive made again with servekit's own archiver, the same flags
+    sh(ARCHIVE.replace("torch-model-archiver", "servekit archive"), cwd=project)
+    (project / "fashion_mnist.mar").rename(project / "path" / "fashion_mnist.mar")
     # the article's one-line torch_config; 8443 is a free port here
     (project / "path" / "torch_config").write_text(f"management_address=https://0.0.0.0:{ports.management}\n")
     env = env_for(project, ports, management=False)
@@ -161,6 +172,7 @@ def test_restart_with_torch_config_https_management(article: dict[str, object], 
     described = json.loads(curl(f'curl -k -H "Authorization: Bearer {key}" '
                                 f"https://localhost:{ports.management}/models/fmnist", project))
     assert described[0]["modelName"] == "fmnist" and described[0]["modelVersion"] == "1.0"
+    assert described[0]["loadedAtStartup"] is True
     # plain http on the https port is refused, not answered
     plain = sh(f"curl -s http://localhost:{ports.management}/models", cwd=project, check=False)
     assert plain.returncode != 0 or "modelName" not in plain.stdout
