@@ -3,7 +3,7 @@
 
 - A runtime with an async ``predict`` (``is_async``) is awaited on the loop.
 - A synchronous ``predict`` runs in the registry's thread pool, except when the
-  model's recent calls took less than ``inline_limit`` seconds and the request
+  median of the model's last eight calls took less than ``inline_limit`` seconds and the request
   is small (at most :attr:`Invoker.INLINE_MAX_ROWS` rows): then handing the
   call to a thread would cost more than the call itself holds the loop, and it
   runs inline. The first call of a model always runs in a thread.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from concurrent.futures import Executor
 
 from servekit.runtimes.base import Runtime
@@ -28,15 +29,21 @@ class Invoker:
         self.runtime = runtime
         self.executor = executor
         self.inline_limit = inline_limit
-        self.recent: float | None = None  # moving average of call durations, seconds
+        self.durations: deque[float] = deque(maxlen=8)  # seconds of the last calls
+        # their median: a call the OS preempted (or that waited for the GIL)
+        # only looks longer, and one such call must not move a fast model onto
+        # threads, where every call costs a hand-off (nor one fast call a slow
+        # model onto the loop)
+        self.recent: float | None = None
 
     def timed(self, request: InferenceRequest) -> InferenceResponse:
         started = time.perf_counter()
         try:
             return self.runtime.predict(request)
         finally:
-            elapsed = time.perf_counter() - started
-            self.recent = elapsed if self.recent is None else 0.8 * self.recent + 0.2 * elapsed
+            durations = self.durations
+            durations.append(time.perf_counter() - started)
+            self.recent = sorted(durations)[len(durations) // 2]
 
     def runs_inline(self, request: InferenceRequest) -> bool:
         return (
