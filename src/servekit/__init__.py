@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from servekit.client import AsyncClient, Client
     from servekit.library import (
         AssetsManager,
         AsyncModel,
@@ -22,7 +23,15 @@ _LIBRARY_NAMES = frozenset(
 )
 
 
+# the V2 client, likewise imported on first use
+_CLIENT_NAMES = frozenset({"AsyncClient", "Client"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from servekit import client
+
+        return getattr(client, name)
     if name in _LIBRARY_NAMES:
         from servekit import library
 
@@ -32,7 +41,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AssetsManager",
+    "AsyncClient",
     "AsyncModel",
+    "Client",
     "Model",
     "ModelLibrary",
     "SimpleProfiler",
