@@ -94,7 +94,7 @@ class ArticleServer:
                 raise AssertionError(f"{self.command!r} exited {self.proc.returncode}:\n{self.log()}")
             if "servekit ready" in self.log():
                 try:
-                    if requests.get(self.ready_url, timeout=2, verify=False).status_code < 500:
+                    if requests.get(self.ready_url, timeout=2).status_code < 500:
                         return self
                 except requests.RequestException:
                     pass
