@@ -11,6 +11,7 @@ from pathlib import Path
 
 from servekit import __version__, bench
 from servekit.archive import writer as archive_writer
+from servekit.client import command as infer_command
 from servekit.config import load_server_settings
 from servekit.errors import ConfigError, ServekitError
 from servekit.fronts.seldon import cli as seldon_cli
@@ -117,6 +118,7 @@ COMMANDS: dict[str, Command] = {
     # Seldon's wrapper: seldon-core-microservice MyModel
     "microservice": (seldon_cli.configure_microservice, seldon_cli.run_microservice),
 }
+    "infer": (infer_command.configure, infer_command.run),  # a V2 inference with servekit.Client
 # the model library's commands: describe, time, assets
 COMMANDS.update(LIBRARY_COMMANDS)
 SUMMARIES = {
@@ -128,6 +130,7 @@ SUMMARIES = {
     "bench": "measure a running server: requests per second, latency, server-side queue and compute time",
     "microservice": "serve a Python class with Seldon's microservice API, as seldon-core-microservice",
     "describe": "show a library model's types, assets and test cases",
+    "infer": "send one V2 inference request to a running server (REST, binary or gRPC) and print the outputs",
     "time": "time a library model's predictions in this process",
     "assets": "push, fetch and list model assets in the asset store",
 }
