@@ -31,6 +31,24 @@ def get(cell: dict[str, Any] | None, key: str) -> float | None:
     return None if cell is None else cell.get(key)
 
 
+def cpu_ms_per_request(cell: dict[str, Any]) -> float | None:
+    """Server CPU milliseconds per answered request; rows from before it was recorded get it from
+    the mean cores the server used over its req/s."""
+    if cell.get("cpu_ms_per_request") is not None:
+        return float(cell["cpu_ms_per_request"])
+    if cell.get("server_cpu") is not None and cell.get("rps"):
+        return float(cell["server_cpu"]) / float(cell["rps"]) * 1000
+    return None
+
+
+def first_and_last(text: str) -> str:
+    """A failure's first line and, when it ends with a log, the log's last line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0]} … {lines[-1][:200]}"
+
+
 def setting(name: str, config: dict[str, Any]) -> str:
     if config.get("setting"):
         return str(config["setting"])
@@ -116,13 +134,13 @@ class Results:
                 for name, config, cell in found:
                     memory = config.get("memory_after") or {}
                     rows.append([model, c, name, setting(name, config), num(cell["rps"]), num(cell["p50_ms"], 2),
-                                 num(cell["p99_ms"], 2), num(cell.get("cpu_ms_per_request"), 3),
+                                 num(cell["p99_ms"], 2), num(cpu_ms_per_request(cell), 3),
                                  num(memory.get("pss_mb"), 0), num(config.get("ready_s"), 1),
                                  times(ratio(sk, cell["rps"]))])
         if not rows:
             return ""
         left_out = [f"- {name}: **skipped**, {c['skipped']}" for name, c in self.configs.items() if c.get("skipped")]
-        left_out += [f"- {name}: **failed**, {c['failure'].splitlines()[0]}" for name, c in self.configs.items()
+        left_out += [f"- {name}: **failed**, {first_and_last(c['failure'])}" for name, c in self.configs.items()
                      if c.get("failure")]
         return ("## Every server side by side (wrk, one row per request)\n\n"
                 "The same wrk load on each configuration (one-row requests, each server's own request "
@@ -131,9 +149,9 @@ class Results:
                 "scikit-learn's (XGBoost's) own `predict`. Fastest first within each load. CPU per request: "
                 "CPU seconds of the server's whole process tree during the run over the requests answered. "
                 "PSS: the whole tree after the load. Ready: seconds from start until every model answers "
-                "ready. Last column: servekit's req/s over the row's.\n\n"
+                "ready. Last column: servekit's req/s over the row's (same model and load).\n\n"
                 + table(["model", "conns", "server", "setting", "req/s", "p50 ms", "p99 ms", "CPU ms/req",
-                         "PSS MB", "ready s", "servekit ×"], rows)
+                         "PSS MB", "ready s", "servekit ÷ row"], rows)
                 + ("\n" + "\n".join(left_out) + "\n" if left_out else ""))
 
     def environments(self) -> str:
