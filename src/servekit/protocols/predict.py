@@ -9,7 +9,9 @@ typed API of library models, with an OpenAPI document.
 - ``POST /predict``: the only served model (or ``default_model``), as above.
   (With Seldon's front on, a body in Seldon's form is answered by it first:
   see :mod:`servekit.fronts.seldon.api`.)
-- ``GET /openapi.json``: request/response schemas derived from the models' types.
+
+Typed models' schemas (from their types) are in the main port's
+``/openapi.json`` (:mod:`servekit.openapi`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servekit import __version__
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
 from servekit.protocols.json_values import default_model_name, tensor_values
@@ -150,77 +151,12 @@ def routes(ctx: ServerContext) -> list[Route]:
         timeout = header_timeout(request.headers)
         return await predict_named(ctx, default_model_name(ctx), await request.body(), timeout)
 
-    async def openapi(request: Request) -> Response:
-        return json_response(openapi_document(ctx))
-
     e = error_response
     return [
         route("POST", "/predict", nameless, e),
         route("POST", "/predict/batch/{name}", batch, e),
         route("POST", "/predict/{name}", named, e),
-        route("GET", "/openapi.json", openapi, e),
     ]
-
-
-# -- OpenAPI -------------------------------------------------------------------
-_FLASK_REQUEST = {
-    "type": "object",
-    "properties": {"inputs": {"type": "array", "items": {"type": "array"}}},
-    "required": ["inputs"],
-}
-_FLASK_RESPONSE = {"type": "object", "properties": {"prediction": {"type": "array"}}}
-_ERROR = {
-    "description": "invalid input",
-    "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
-}
-
-
-def _operation(summary: str, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
-            "responses": {
-                "200": {"description": "prediction", "content": {"application/json": {"schema": response}}},
-                "400": _ERROR,
-            },
-        }
-    }
-
-
-def openapi_document(ctx: ServerContext) -> dict[str, Any]:
-    """OpenAPI 3.1 for ``/predict``: typed models' schemas come from their types."""
-    paths: dict[str, Any] = {}
-    components: dict[str, Any] = {}
-    for name in ctx.registry.names():
-        try:
-            meta = model_metadata(ctx.registry, name)
-        except ServekitError:
-            continue
-        if not is_typed(meta):
-            paths[f"/predict/{name}"] = _operation(f"{name}: rows of features", _FLASK_REQUEST, _FLASK_RESPONSE)
-            continue
-        schemas = []
-        for key in ("input_schema", "output_schema"):
-            schema = dict(meta.parameters.get(key) or {})
-            components.update(schema.pop("$defs", {}))
-            schemas.append(schema)
-        request_schema, response_schema = schemas
-        signature = meta.parameters.get("signature", "")
-        paths[f"/predict/{name}"] = _operation(f"{name}: {signature}", request_schema, response_schema)
-        paths[f"/predict/batch/{name}"] = _operation(
-            f"{name}: a list of items",
-            {"type": "array", "items": request_schema},
-            {"type": "array", "items": response_schema},
-        )
-    document: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {"title": f"{ctx.settings.server_name} /predict API", "version": __version__},
-        "paths": paths,
-    }
-    if components:
-        document["components"] = {"schemas": components}
-    return document
 
 
 SKIN = Skin(name="predict", mounts=lambda ctx: [Mount(MAIN, routes(ctx), error_response)])

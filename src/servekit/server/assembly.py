@@ -4,6 +4,7 @@ skin that is not listed here does not exist."""
 
 from __future__ import annotations
 
+from servekit import openapi
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
 from servekit.errors import ConfigError
@@ -36,10 +37,11 @@ from servekit.server.tls import scheme as tls_scheme
 SKINS: list[Skin] = [
     v2_rest.SKIN,  # V2 REST, its repository extension and /metrics
     seldon.SKIN,  # Seldon's microservice API, and /predict bodies in Seldon's form
-    predict.SKIN,  # /predict (Flask-style, typed models) and /openapi.json
+    predict.SKIN,  # /predict (Flask-style, typed models)
     tfserving.SKIN,  # TF Serving REST on --rest_api_port
     kserve_v1.SKIN,  # KServe V1 (/v1/models/{m}:predict, GET /) on the main port (after TF Serving's: a shared port answers TF Serving's status)
     torchserve.SKIN,  # TorchServe inference on the main port, management on its own
+    openapi.SKIN,  # /openapi.json and /docs on every HTTP port, of what that port answers
     v2_grpc.SKIN,  # V2 over gRPC
     tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads
     reconcile.SKIN,  # repository load/unload/sync, labels, polling the sources
