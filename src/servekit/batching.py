@@ -25,6 +25,7 @@ import orjson
 
 from servekit.abandon import WATCH, gone
 from servekit.errors import Overloaded, RequestTimedOut, ServekitError
+from servekit.observability.request_id import unbound_context
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
@@ -132,7 +133,7 @@ class AdaptiveBatcher:
         if self._direct:
             pass  # the request running now starts the drain when it ends
         elif self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
+            self._worker = loop.create_task(self._drain(), context=unbound_context())
         elif self._wakeup is not None:
             self._wakeup.set()
         if pending.queue_deadline is not None and self._sweeper is None:
@@ -199,7 +200,7 @@ class AdaptiveBatcher:
         finally:
             self._direct = False
             if self._queue and (self._worker is None or self._worker.done()):
-                self._worker = asyncio.get_running_loop().create_task(self._drain())
+                self._worker = asyncio.get_running_loop().create_task(self._drain(), context=unbound_context())
         elapsed = time.perf_counter_ns() - started
         stats.inference_count += 1
         stats.success_count += 1
@@ -286,8 +287,12 @@ class AdaptiveBatcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         start = time.perf_counter_ns()
+        size = len(batch)
         for pending in batch:
-            self.stats.queue_ns += start - pending.enqueued_ns
+            waited = start - pending.enqueued_ns
+            self.stats.queue_ns += waited
+            pending.request.queue_ns = waited
+            pending.request.batch_size = size
         self.stats.execution_count += 1
         self.stats.batch_sizes[len(batch)] = self.stats.batch_sizes.get(len(batch), 0) + 1
         if len(batch) == 1:

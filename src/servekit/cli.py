@@ -64,10 +64,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"model repository {folder!r} {what}; give the folder that holds the models")
     if torchserve_mode.wants_background(args):
         return torchserve_mode.start_background(args, args.argv)
-    setup_logging(bool(args.debug))  # warnings about settings files appear in the log's form
+    # warnings about settings files appear in the log's form
+    setup_logging(bool(args.debug), "json" if getattr(args, "log_format", None) == "json" else "text")
     settings = load_server_settings(folder or ".", server_overrides(args))
     settings = torchserve_mode.torchserve_settings(settings, args)
-    setup_logging(settings.debug)
+    setup_logging(settings.debug, settings.log_format)
     tfserving_flags.log_not_used(args)
     sources = ModelSources(settings)
     torchserve_wanted = bool(settings.model_store or settings.load_models or settings.ts_config)
@@ -117,8 +118,8 @@ COMMANDS: dict[str, Command] = {
     "bench": (bench.configure, bench.run),
     # Seldon's wrapper: seldon-core-microservice MyModel
     "microservice": (seldon_cli.configure_microservice, seldon_cli.run_microservice),
-}
     "infer": (infer_command.configure, infer_command.run),  # a V2 inference with servekit.Client
+}
 # the model library's commands: describe, time, assets
 COMMANDS.update(LIBRARY_COMMANDS)
 SUMMARIES = {
@@ -129,8 +130,8 @@ SUMMARIES = {
     "stop": "stop a server started in the background with --start, as torchserve --stop",
     "bench": "measure a running server: requests per second, latency, server-side queue and compute time",
     "microservice": "serve a Python class with Seldon's microservice API, as seldon-core-microservice",
-    "describe": "show a library model's types, assets and test cases",
     "infer": "send one V2 inference request to a running server (REST, binary or gRPC) and print the outputs",
+    "describe": "show a library model's types, assets and test cases",
     "time": "time a library model's predictions in this process",
     "assets": "push, fetch and list model assets in the asset store",
 }

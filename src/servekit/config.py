@@ -155,6 +155,18 @@ class ServerSettings(BaseModel):
         ),
     )
     access_log: bool = Field(False, description="log one line per request")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="log lines as text or as JSON objects (one a line); each carries the request id",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description=(
+            "trace every request with OpenTelemetry and export the spans with OTLP/HTTP to this URL "
+            "(http://collector:4318; /v1/traces is added). OTEL_EXPORTER_OTLP_ENDPOINT does the same. "
+            "Needs the tracing extra: pip install 'servekit[tracing]'"
+        ),
+    )
     enable_grpc: bool = Field(True, description="serve V2 gRPC on grpc_port")
     enable_metrics_endpoint: bool = Field(True, description="serve Prometheus metrics on metrics_port")
     metrics_endpoint: str = Field("/metrics", description="path of the metrics endpoint")

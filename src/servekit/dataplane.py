@@ -31,6 +31,7 @@ from servekit.errors import ModelNotFound, ServekitError
 from servekit.library.prediction_cache import LRUCache, PredictionCache, cache_key, make_cache
 from servekit.library.runtime_cache import decode_response, encode_response, request_hash
 from servekit.library.settings import LibrarySettings
+from servekit.observability.request_id import bind as bind_request_id
 from servekit.registry import ModelVersion, Registry
 from servekit.tensors import InferenceRequest, InferenceResponse
 
@@ -136,7 +137,7 @@ class DataPlane:
             model = self.resolve(target)
             mark = time.perf_counter() if observed else 0.0
             request = decode(model) if callable(decode) else decode
-            request.ensure_id()
+            request.id = bind_request_id(request.id)  # and the id of the log lines and headers
             if timeout is not None or request.parameters:
                 request.deadline = _deadline(request, timeout)
             if observed:

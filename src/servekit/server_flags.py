@@ -12,11 +12,14 @@ from typing import Any, ClassVar
 from servekit.config import ServerSettings
 
 
-def setup_logging(debug: bool) -> None:
+def setup_logging(debug: bool, log_format: str = "text") -> None:
+    """Log to stderr as text or JSON (``log_format``), each line written while
+    a request is handled carrying its request id."""
+    from servekit.observability.logs import handler
+
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s [servekit] %(levelname)s - %(message)s",
-        stream=sys.stderr,
+        handlers=[handler(sys.stderr, log_format)],
         force=True,
     )
     # third-party loggers stay quiet even in debug mode
@@ -50,8 +53,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "enable_serialization_as_tensor_content", "tensorflow_intra_op_parallelism",
         "tensorflow_inter_op_parallelism",
     ),
-    "logging and metrics": (
-        "debug", "access_log", "enable_metrics_endpoint", "metrics_endpoint", "server_name",
+    "logging, tracing and metrics": (
+        "debug", "access_log", "log_format", "otel_exporter_otlp_endpoint", "enable_metrics_endpoint",
+        "metrics_endpoint", "server_name",
     ),
     "security": ("management_token", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "ssl_ports"),
 }
@@ -99,14 +103,18 @@ def add_server_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...] | 
             _add_flag(group, name)
 
 
+# shorter spellings of a few flags (the long one, from the setting's name, works too)
+ALIASES: dict[str, tuple[str, ...]] = {"otel_exporter_otlp_endpoint": ("--otlp-endpoint",)}
+
+
 def _add_flag(group: argparse._ArgumentGroup, name: str) -> None:
-    flag = "--" + name.replace("_", "-")
+    flags = (*ALIASES.get(name, ()), "--" + name.replace("_", "-"))
     annotation = ServerSettings.model_fields[name].annotation
     if annotation is bool:
-        group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+        group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None,
                            help=flag_help(name))
     else:
-        group.add_argument(flag, dest=name, default=None, metavar=_metavar(name, annotation), help=flag_help(name))
+        group.add_argument(*flags, dest=name, default=None, metavar=_metavar(name, annotation), help=flag_help(name))
     if "_" in name:  # TF Serving's spelling too: --rest_api_port=9001, --model_base_path=…
         action = _TFBoolFlag if annotation is bool else "store"
         group.add_argument("--" + name, dest=name, action=action, default=None, help=argparse.SUPPRESS)

@@ -162,6 +162,10 @@ class InferenceRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     # time.monotonic() after which nobody waits for the answer (set by the data plane)
     deadline: float | None = None
+    # set by the batcher when it runs the request: nanoseconds it waited in the
+    # queue, and how many requests ran merged in that call (what traces report)
+    queue_ns: int = 0
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.outputs is not None and len(self.outputs) > 1:

@@ -1,6 +1,11 @@
 """The ASGI application: one app for every listening socket, routing by the
 local port to that listener's router (V2 + friends, TF Serving REST,
-TorchServe management, metrics …)."""
+TorchServe management, metrics …).
+
+Every answer, on every route, carries ``X-Request-ID``: the client's (refused
+with the route's 400 when it is not 1-128 printable ASCII characters), the V2
+request's ``id``, or one made here; see :mod:`servekit.observability.request_id`.
+With tracing on, each request is a span (:mod:`servekit.observability.tracing`)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ import time
 from typing import Any
 
 from servekit.errors import MethodNotAllowed, RouteNotFound, ServekitError
+from servekit.observability.request_id import HEADER as REQUEST_ID_HEADER
+from servekit.observability.request_id import REQUEST_ID
+from servekit.observability.request_id import from_header as request_id_from_header
+from servekit.observability.request_id import new_id as new_request_id
+from servekit.observability.tracing import RECEIVED, Traced, Tracing, carrier
 from servekit.server.http import Receive, Request, Response, Router, Scope, Send
 
 log = logging.getLogger("servekit.server")
@@ -23,7 +33,9 @@ class App:
         *,
         max_body: int,
         access_log: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
+        self.tracing = tracing
         self.routers = routers
         self.default = default
         self.max_body = max_body
@@ -45,12 +57,21 @@ class App:
         return self.default
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracing = self.tracing
         started = time.perf_counter() if self.access_log else 0.0
         router = self.router_for(scope)
         request = Request(scope, receive, self.max_body)
         route, params, path_exists = router.match(scope["method"], scope["path"])
         on_error = route.on_error if route is not None else router.on_error
+        traced = None if tracing is None else self._begin_trace(tracing, scope)
         try:
+            for name, value in scope["headers"]:
+                if name == REQUEST_ID_HEADER:
+                    REQUEST_ID.set(request_id_from_header(value))
+                    break
+            else:
+                if REQUEST_ID.get() is not None:  # a pipelined request's task starts in its predecessor's context
+                    REQUEST_ID.set(None)
             if route is None:
                 if path_exists:
                     allow = ", ".join(router.allowed(scope["path"]))
@@ -70,7 +91,20 @@ class App:
             response = on_error(
                 ServekitError(f"internal error while handling the request: {type(exc).__name__}")
             )
-        await response.send(send)
+        request_id = REQUEST_ID.get()
+        if request_id is None:  # no header, no data plane call (health, metadata …)
+            request_id = new_request_id()
+            REQUEST_ID.set(request_id)
+        response.headers.append((REQUEST_ID_HEADER, request_id.encode()))
+        if traced is None:
+            await response.send(send)
+        else:
+            assert tracing is not None
+            response.headers.append((b"traceparent", tracing.traceparent(traced)))
+            sent = time.time_ns()
+            await response.send(send)
+            done = time.time_ns()
+            tracing.end(traced, done, receive=scope.get(RECEIVED), send=(sent, done), status=response.status)
         if self.access_log:
             access_log.info(
                 '%s "%s %s" %d %d %.2fms',
@@ -82,6 +116,15 @@ class App:
                 len(response.body),
                 (time.perf_counter() - started) * 1000,
             )
+
+    @staticmethod
+    def _begin_trace(tracing: Tracing, scope: Scope) -> Traced:
+        received = scope.get(RECEIVED)
+        method = scope["method"]
+        return tracing.begin(
+            method, carrier(scope["headers"]), received[0] if received else time.time_ns(),
+            {"http.request.method": method, "url.path": scope["path"], "url.scheme": scope.get("scheme", "http")},
+        )
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

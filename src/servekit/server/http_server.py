@@ -42,12 +42,14 @@ import logging
 import re
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import httptools
 
 from servekit.abandon import WATCH, Watch
+from servekit.observability.tracing import RECEIVED
 
 log = logging.getLogger("servekit.server")
 
@@ -656,6 +658,34 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self._close_if_finished()
 
 
+class _Timed:
+    """Takes the times of each request's receiving, for its trace: from the
+    first byte of its head to the last of its body (time.time_ns()), put in the
+    scope under ``servekit.received_ns``. Used only when tracing is on, so the
+    untraced path pays nothing."""
+
+    first_byte_ns = 0
+    received_ns = 0
+
+    def _parse(self: Any) -> None:
+        if not self.first_byte_ns and self.filled > self.start:
+            self.first_byte_ns = time.time_ns()
+        super()._parse()  # type: ignore[misc]
+
+    def _dispatch(self: Any, body: bytes | bytearray | memoryview, too_large: bool = False) -> None:
+        self.received_ns = time.time_ns()
+        super()._dispatch(body, too_large)  # type: ignore[misc]
+
+    async def _run(self: Any, scope: dict[str, Any], cycle: _Cycle) -> None:
+        scope[RECEIVED] = (self.first_byte_ns or self.received_ns, self.received_ns)
+        self.first_byte_ns = 0
+        await super()._run(scope, cycle)  # type: ignore[misc]
+
+
+class TimedHttpProtocol(_Timed, HttpProtocol):
+    pass
+
+
 class TlsHttpProtocol(HttpProtocol):
     """On a TLS listener. TLS has no half-close: after the client's
     ``close_notify`` the transport closes whatever ``eof_received`` answers
@@ -663,6 +693,10 @@ class TlsHttpProtocol(HttpProtocol):
 
     def eof_received(self) -> None:
         super().eof_received()
+
+
+class TimedTlsHttpProtocol(_Timed, TlsHttpProtocol):
+    pass
 
 
 _PLAIN_ON_TLS_MESSAGE = b"this port speaks HTTPS: call it with https://, not http://\n"
@@ -740,7 +774,7 @@ class _TlsListener:
     async def _handshake(self, conn: socket.socket) -> None:
         try:
             await self.loop.connect_accepted_socket(
-                lambda: TlsHttpProtocol(self.server, "https"), conn, ssl=self.context,
+                lambda: self.server.tls_protocol(self.server, "https"), conn, ssl=self.context,
                 ssl_handshake_timeout=self.timeout,
             )
         except (OSError, TimeoutError, ConnectionError):  # ssl.SSLError is an OSError
@@ -895,8 +929,12 @@ class HttpServer:
         drain_timeout: float = 30.0,
         max_connections: int = 4096,
         abort_on_close: bool = True,
+        timestamps: bool = False,
     ) -> None:
         self.app = app
+        # with ``timestamps`` (tracing on), requests carry the times they were received in
+        self.protocol: type[HttpProtocol] = TimedHttpProtocol if timestamps else HttpProtocol
+        self.tls_protocol: type[HttpProtocol] = TimedTlsHttpProtocol if timestamps else TlsHttpProtocol
         self.abort_on_close = abort_on_close
         self.max_connections = max_connections
         self.drain_timeout = drain_timeout
@@ -919,7 +957,7 @@ class HttpServer:
         for index, sock in enumerate(sockets):
             context = tls[index] if index < len(tls) else None
             if context is None:
-                listener = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=2048)
+                listener = await self.loop.create_server(lambda: self.protocol(self), sock=sock, backlog=2048)
                 self.servers.append(listener)
             else:
                 self.servers.append(_TlsListener(self, sock, context))

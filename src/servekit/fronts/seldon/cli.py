@@ -90,7 +90,7 @@ def run_microservice(args: argparse.Namespace) -> int:
     if args.log_level == "DEBUG" and overrides.get("debug") is None:
         overrides["debug"] = True
     settings = load_server_settings(None, overrides)
-    setup_logging(settings.debug)
+    setup_logging(settings.debug, settings.log_format)
     if args.log_level in ("WARNING", "ERROR") and not settings.debug:
         logging.getLogger("servekit").setLevel(args.log_level)
     ignored = sorted(k[len("ignored_"):].replace("_", "-") for k, v in vars(args).items()
