@@ -51,6 +51,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from servekit.fronts.tfserving.source import configure_tfserving
+    from servekit.observability import tracing
     from servekit.repository.sources import ModelSources
     from servekit.server.assembly import SKINS
     from servekit.server.runner import serve
@@ -69,6 +70,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = load_server_settings(folder or ".", server_overrides(args))
     settings = torchserve_mode.torchserve_settings(settings, args)
     setup_logging(settings.debug, settings.log_format)
+    tracing.check(settings)  # an OTLP endpoint needs the tracing extra
     tfserving_flags.log_not_used(args)
     sources = ModelSources(settings)
     torchserve_wanted = bool(settings.model_store or settings.load_models or settings.ts_config)

@@ -179,6 +179,8 @@ class Tracing:
             self._child(span, "receive", *receive)
         call = traced.call
         if call is not None:
+            if receive is not None:  # an HTTP request that reached a model: named by what it did
+                span.update_name(f"{call.protocol} infer")
             self._call_spans(span, call, traced.call_end_ns)
             error = error or (call.error.message if call.error is not None else None)
         if send is not None:
@@ -232,8 +234,7 @@ class Tracing:
         span.set_attribute("servekit.protocol", call.protocol)
         span.set_attribute("servekit.model", model.name if model is not None else call.target.name)
         version = model.version if model is not None else call.target.version
-        if version:
-            span.set_attribute("servekit.version", version)
+        span.set_attribute("servekit.version", version or "")  # "" for a model without versions
         request = call.request
         spans = call.spans
         seconds = spans.get("infer")

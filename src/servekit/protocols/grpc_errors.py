@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from servekit.errors import ServekitError
+from servekit.errors import InvalidInput, ServekitError
+from servekit.observability import grpc_calls
 
 log = logging.getLogger("servekit.grpc")
 
@@ -67,17 +68,25 @@ def rpc(service: str) -> Callable[[Handler], Handler]:
     INVALID_ARGUMENT."""
 
     def decorate(method: Handler) -> Handler:
+        name = f"{service} {method.__name__}"
+
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, MalformedMessage):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            traced = None
             try:
-                return await method(self, request, context)
+                # the request id (x-request-id metadata, or made) goes back as trailing metadata
+                traced = grpc_calls.begin(context, name)
+                if isinstance(request, MalformedMessage):
+                    raise InvalidInput(request.message)
+                answer = await method(self, request, context)
+                grpc_calls.end(context, traced)
+                return answer
             except ServekitError as exc:
                 error: tuple[grpc.StatusCode, str] = (status_code(exc), exc.message)
             except Exception as exc:
                 log.exception("%s %s failed", service, method.__name__)
                 error = (grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            grpc_calls.end(context, traced, error[1])
             await context.abort(*error)
 
         return wrapper  # type: ignore[return-value]

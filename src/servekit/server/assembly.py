@@ -13,6 +13,7 @@ from servekit.fronts.seldon import api as seldon
 from servekit.fronts.tfserving import grpc_api as tfserving_grpc
 from servekit.fronts.tfserving import rest as tfserving
 from servekit.fronts.torchserve import api as torchserve
+from servekit.observability import tracing
 from servekit.protocols import predict, v2_grpc, v2_rest
 from servekit.registry import Registry
 from servekit.repository import reconcile
@@ -52,11 +53,12 @@ def build_context(
     settings: ServerSettings, registry: Registry, sources: ModelSources, index: int = 0
 ) -> ServerContext:
     metrics = Metrics()
+    tracer = tracing.setup(settings)  # None unless an OTLP endpoint is configured
     return ServerContext(
         settings=settings,
         registry=registry,
         metrics=metrics,
-        dataplane=DataPlane(registry, metrics),
+        dataplane=DataPlane(registry, metrics, observers=[tracer] if tracer is not None else None),
         sources=sources,
         index=index,
     )
@@ -127,7 +129,8 @@ def build_app(ctx: ServerContext, skins: list[Skin]) -> tuple[App, list[tuple[st
             router.add(mount.routes)
     main = routers.setdefault(settings.http_port, Router())
     ctx.routers = routers
-    app = App(routers, main, max_body=settings.max_request_size, access_log=settings.access_log)
+    tracer = next((each for each in ctx.dataplane.observers if isinstance(each, tracing.Tracing)), None)
+    app = App(routers, main, max_body=settings.max_request_size, access_log=settings.access_log, tracing=tracer)
     return app, listening_ports(settings)
 
 

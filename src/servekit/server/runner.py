@@ -378,6 +378,7 @@ async def serve_http(
             drain_timeout=settings.drain_seconds,
             max_connections=settings.max_connections,
             abort_on_close=settings.abort_on_close,
+            timestamps=getattr(app, "tracing", None) is not None,  # a trace's receive span
         )
         stop = server.stop
         serving = server.serve(sockets, contexts)
@@ -388,6 +389,9 @@ async def serve_http(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        tracer = getattr(app, "tracing", None)
+        if tracer is not None:  # export the spans still waiting
+            await asyncio.to_thread(tracer.shutdown)
 
 
 def _uvicorn_server(app: Any, tls: ServerSettings | None = None) -> Any:
