@@ -4,6 +4,8 @@ skin that is not listed here does not exist."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from servekit import openapi
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
@@ -18,6 +20,7 @@ from servekit.protocols import predict, v2_grpc, v2_rest
 from servekit.registry import Registry
 from servekit.repository import reconcile
 from servekit.repository.sources import ModelSources
+from servekit.server import dashboard
 from servekit.server.app import App
 from servekit.server.http import Router
 from servekit.server.lifecycle import (
@@ -40,6 +43,7 @@ SKINS: list[Skin] = [
     seldon.SKIN,  # Seldon's microservice API, and /predict bodies in Seldon's form
     predict.SKIN,  # /predict (Flask-style, typed models)
     tfserving.SKIN,  # TF Serving REST on --rest_api_port
+    dashboard.skin(lambda ctx: server_info(ctx)),  # the page at /ui, and at / for browsers (before KServe V1's GET /)
     kserve_v1.SKIN,  # KServe V1 (/v1/models/{m}:predict, GET /) on the main port (after TF Serving's: a shared port answers TF Serving's status)
     torchserve.SKIN,  # TorchServe inference on the main port, management on its own
     openapi.SKIN,  # /openapi.json and /docs on every HTTP port, of what that port answers
@@ -47,6 +51,14 @@ SKINS: list[Skin] = [
     tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads
     reconcile.SKIN,  # repository load/unload/sync, labels, polling the sources
 ]
+
+
+def server_info(ctx: ServerContext) -> dict[str, Any]:
+    """What the dashboard shows of the server: its listeners and skins."""
+    return {
+        "listeners": describe_ports(ctx.settings),
+        "skins": [skin.name for skin in SKINS if skin.enabled(ctx.settings)],
+    }
 
 
 def build_context(

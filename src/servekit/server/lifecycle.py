@@ -33,6 +33,7 @@ from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.server.http import ErrorEncoder, Route, Router
 from servekit.server.metrics import Metrics
+from servekit.server.reports import Reports
 
 # the listeners a skin can mount routes on (ports from the settings)
 MAIN = "main"  # --http-port: V2 REST, /predict, Seldon, TorchServe inference
@@ -107,6 +108,8 @@ class ServerContext:
     make_change: MakeChange = _apply_only_here
     # each HTTP port's router, once mounted (the API documents describe what they answer)
     routers: dict[int, Router] = field(default_factory=dict)
+    # what this worker reports and how it gathers every worker's reports (the dashboard's numbers)
+    reports: Reports = field(default_factory=Reports)
 
     async def change(self, change: Change, *, wait: bool = True) -> None:
         """Apply ``change`` in this worker and every other one. With ``wait``,

@@ -34,6 +34,7 @@ from servekit.errors import ConfigError, ServekitError
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.server.lifecycle import Change, ChangeFailed, ChangeHandler, ServerContext, Skin, Stop
+from servekit.server.reports import ReportRelay, Reports
 
 log = logging.getLogger("servekit.server")
 
@@ -94,7 +95,9 @@ class LineReader:
 
 # the lines between a worker and the supervisor (each ends with a newline):
 #   worker -> supervisor  ready | change <Change> | applied <id> <reason JSON>
+#                         | gather <id> | report <id> <JSON>          (see servekit.server.reports)
 #   supervisor -> worker  apply <Change> | done <id> <failures JSON>
+#                         | collect <id> | gathered <id> <JSON>
 CHANGE_WAIT_SECONDS = 900.0  # a change that asks to wait gives up on slow workers after this
 
 
@@ -145,6 +148,9 @@ class Worker:
         limit_loaded_pools(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.ctx = ctx = build_context(settings, self.registry, self.sources, self.index)
         ctx.make_change = self.make_change
+        ctx.reports = Reports(self.index)
+        if self.control is not None:
+            ctx.reports.connect(self.control.sendall)
         for line in self.journal:  # a replacement worker catches up before it serves
             await self._apply_quietly(Change.decode(line))
         if self.control is not None:
@@ -252,6 +258,10 @@ class Worker:
                     self._control_queue.put_nowait(Change.decode(rest))
                 except ServekitError as exc:
                     log.error("Worker %d got a malformed change: %s", self.index, exc.message)
+            elif verb == b"collect" and self.ctx is not None:
+                self.ctx.reports.on_collect(rest)
+            elif verb == b"gathered" and self.ctx is not None:
+                self.ctx.reports.on_gathered(rest)
             elif verb == b"done":
                 change_id, _, failures = rest.partition(b" ")
                 future = self._waiting.get(change_id.decode("ascii", "replace"))
@@ -498,6 +508,7 @@ class Supervisor:
         self.pending: dict[str, _Pending] = {}
         self.stopping = False
         self.registry: Registry | None = None
+        self.reports = ReportRelay(workers)
 
     def run(self) -> None:
         self.registry = Registry(self.settings, executor=ThreadPoolExecutor(max_workers=2))
@@ -544,12 +555,14 @@ class Supervisor:
                             announce(self.settings, self.workers)
                     else:
                         self._on_line(line, sock)
+            self.reports.expire()
             for pid, status in self._reap():
                 index, control = self.children.pop(pid)
                 with contextlib.suppress(KeyError):  # already dropped at end-of-file
                     selector.unregister(control)
                 readers.pop(control.fileno(), None)
                 self._forget(control)
+                self.reports.forget(control)
                 control.close()
                 if not self.stopping:
                     log.warning("Worker %d (pid %d) died (%s); starting a new one", index, pid, status)
@@ -589,6 +602,10 @@ class Supervisor:
             if reason:
                 found.failures[self._index_of(source)] = str(reason)
             self._settle(key)
+        elif verb == b"gather":
+            self.reports.ask(source, rest, {control: index for index, control in self.children.values()})
+        elif verb == b"report":
+            self.reports.answer(source, rest)
         else:
             log.error("Ignoring an unknown control line %r from a worker", verb[:32])
 
