@@ -104,7 +104,6 @@ class App:
             sent = time.time_ns()
             await response.send(send)
             done = time.time_ns()
-            tracing.end(traced, done, receive=scope.get(RECEIVED), send=(sent, done), status=response.status)
         if self.access_log:
             access_log.info(
                 '%s "%s %s" %d %d %.2fms',
@@ -116,6 +115,9 @@ class App:
                 len(response.body),
                 (time.perf_counter() - started) * 1000,
             )
+        if traced is not None:  # after the access line, which names the trace
+            assert tracing is not None
+            tracing.end(traced, done, receive=scope.get(RECEIVED), send=(sent, done), status=response.status)
 
     @staticmethod
     def _begin_trace(tracing: Tracing, scope: Scope) -> Traced:
