@@ -208,7 +208,8 @@ def kserve_v1(examples: dict[str, dict[str, Any]]) -> Table:
                  answer("The predictions, one per instance", ref("TFPredictResponse")), e,
                  description="`:predict` takes `{\"instances\": [...]}` (or columnar `inputs`); `:explain` "
                  "answers 501 (servekit has no explainers).",
-                 body=json_body(ref("TFPredictRequest"), examples=examples.get("rows"))),
+                 body=json_body(ref("TFPredictRequest"), examples=examples.get("rows")),
+                 more={"501": answer(":explain: servekit has no explainers", ref("Error"))}),
             "x-servekit-enums": {"method": ["predict", "explain"]},
         },
     }
