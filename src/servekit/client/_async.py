@@ -11,7 +11,7 @@ import orjson
 
 from servekit.client import codec
 from servekit.client._base import Base, index_entries, model_path
-from servekit.client._sync import _grpc_auth, _grpc_error, _pb, _quote
+from servekit.client._sync import _grpc_auth, _grpc_error, _need, _pb, _quote
 from servekit.client.codec import InferResult
 from servekit.client.errors import (
     ClientError,
@@ -39,7 +39,7 @@ class AsyncClient(Base):
 
     def _http(self) -> Any:
         if self._session is None:
-            import aiohttp
+            aiohttp = _need("aiohttp")
 
             ssl: Any = None
             if self.address.tls:
@@ -59,7 +59,7 @@ class AsyncClient(Base):
     async def _request(self, method: str, path: str, body: bytes | None = None, *,
                        headers: dict[str, str] | None = None, idempotent: bool = True,
                        accept: tuple[int, ...] = ()) -> tuple[int, Any, bytes]:
-        import aiohttp
+        aiohttp = _need("aiohttp")
 
         url = self.address.http_base + path
         all_headers = {**self.headers, **(headers or {})}

@@ -50,7 +50,7 @@ class Client(Base):
     # -- transports ----------------------------------------------------------------
     def _http(self) -> Any:
         if self._pool is None:
-            import urllib3
+            urllib3 = _need("urllib3")
 
             timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.timeout)
             options: dict[str, Any] = {"timeout": timeout, "retries": False, "maxsize": 8}
@@ -67,7 +67,7 @@ class Client(Base):
                  accept: tuple[int, ...] = ()) -> tuple[int, Any, bytes]:
         """(status, headers, body) of a 2xx answer or of a status in ``accept``;
         a typed error otherwise, after the retries the policy allows."""
-        import urllib3
+        urllib3 = _need("urllib3")
 
         url = self.address.http_base + path
         all_headers = {**self.headers, **(headers or {})}
@@ -262,6 +262,16 @@ class Client(Base):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _need(module: str) -> Any:
+    """An optional dependency, or ImportError saying which extra brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"servekit's client over REST needs {module}: pip install 'servekit[client]'") from None
 
 
 def _pb() -> Any:

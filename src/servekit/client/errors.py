@@ -168,6 +168,9 @@ def from_grpc(code: str, details: str, retry_after: str | None = None) -> Client
         return ServerUnreachable(message, code=code)
     if code == "DEADLINE_EXCEEDED" and details.strip().lower() == "deadline exceeded":
         return ClientTimeout(message, code=code)  # gRPC's own deadline, not the server's
+    if code == "UNKNOWN" and "ModelNotFound" in details:
+        # MLServer's gRPC server ends an unknown model's call with UNKNOWN and its exception's name
+        return ModelNotFound(message, status=404, code=code)
     status = GRPC_TO_HTTP.get(code, 500)
     kind: type[ClientError]
     if status == 503:
