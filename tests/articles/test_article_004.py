@@ -6,10 +6,10 @@ made by the real `torch-model-archiver`, then the article's commands with
 `torchserve` typed as `servekit`: --start, curl /ping, --stop, --start again
 with the one-line config moving management to https, and curl -T of a JPEG.
 
-Changed, and only that: the article's `path` placeholders are this project's
-folder; ports 8080/8081/8082/7070 are free ports (SERVEKIT_* variables for the
-first start, the config file's own address for management: 8443 in the
-article); the archive's name in --models is given relative to the store."""
+Changed, and only that: the article's `path` placeholders are a folder `path`
+in this project (`/path/` is `$(pwd)/path/`); ports 8080/8081/8082/7070 are
+free ports (SERVEKIT_* variables, except management's in the config file's own
+address: 8443 in the article)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ class ModelHandler(BaseHandler):
 
 ARCHIVE = ("torch-model-archiver --model-name fashion_mnist --version 1.0 --model-file path/model.py "
            "--serialized-file path/fashion_mnist_model.pth --handler path/handler.py")
-START = "servekit --start --model-store path --models fmnist=fashion_mnist.mar"
+# the article's `/path/fashion_mnist.mar`: the archive in the model store `path`, by absolute path
+START = "servekit --start --model-store path --models fmnist=$(pwd)/path/fashion_mnist.mar"
 STOP = "servekit --stop"
 
 
@@ -168,7 +169,7 @@ def test_restart_with_torch_config_https_management(article: dict[str, object], 
     key = json.loads((project / "key_file.json").read_text())["management"]["key"]
     models = json.loads(curl(f'curl -k -H "Authorization: Bearer {key}" https://localhost:{ports.management}/models',
                              project))
-    assert models == {"models": [{"modelName": "fmnist", "modelUrl": "fashion_mnist.mar"}]}
+    assert models == {"models": [{"modelName": "fmnist", "modelUrl": str(project / "path" / "fashion_mnist.mar")}]}
     described = json.loads(curl(f'curl -k -H "Authorization: Bearer {key}" '
                                 f"https://localhost:{ports.management}/models/fmnist", project))
     assert described[0]["modelName"] == "fmnist" and described[0]["modelVersion"] == "1.0"
