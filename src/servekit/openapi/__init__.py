@@ -60,6 +60,7 @@ FAMILIES = {
     "servekit.fronts.torchserve.metrics": "torchserve",  # TorchServe's counted routes wrap the handlers here
     "servekit.fronts.seldon.api": "seldon",
     "servekit.protocols.predict": "predict",
+    "servekit.server.dashboard": "dashboard",
     __name__: "documents",
 }
 TYPED_ROUTE = "/predict/{name}"
@@ -211,6 +212,7 @@ def tables(ctx: ServerContext, examples: dict[str, dict[str, Any]]) -> dict[str,
         "seldon": surfaces.seldon(examples),
         "predict": surfaces.predict(examples),
         "documents": surfaces.documents(),
+        "dashboard": surfaces.dashboard(),
     }
 
 

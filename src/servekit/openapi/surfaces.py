@@ -28,6 +28,7 @@ PREDICT = "/predict"
 TYPED = "Typed models"
 METRICS = "Metrics"
 DOCUMENTS = "API documents"
+DASHBOARD = "Dashboard"
 
 TAGS = {
     V2: "The Open Inference Protocol (V2) over REST: health, metadata and inference, as MLServer, KServe and "
@@ -45,6 +46,7 @@ TAGS = {
     TYPED: "Typed library models: request and answer schemas come from the model's Python types.",
     METRICS: "Prometheus metrics.",
     DOCUMENTS: "This document and the page that shows it.",
+    DASHBOARD: "The live dashboard of the served models (a page for browsers, and the state it polls).",
 }
 
 # what the path parameters of every surface mean
@@ -403,6 +405,34 @@ def predict(examples: dict[str, dict[str, Any]]) -> Table:
     }
 
 
+def dashboard() -> Table:
+    e = ref("Error")
+
+    def file(summary: str, content_type: str) -> Operation:
+        return op(summary, DASHBOARD, answer("The file", STRING, content_type=content_type), e)
+
+    alive_or_page = {
+        "description": "The dashboard for a browser (`Accept: text/html`); KServe V1's liveness answer otherwise",
+        "content": {"text/html": {"schema": STRING}, "application/json": {"schema": ref("V1Alive")}},
+    }
+    return {
+        ("GET", "/"): op("The dashboard (browsers) or server alive (KServe V1)", DASHBOARD, alive_or_page, e),
+        ("GET", "/ui"): file("The dashboard", "text/html"),
+        ("GET", "/ui/"): file("The dashboard", "text/html"),
+        ("GET", "/ui/app.js"): file("The dashboard's script", "text/javascript"),
+        ("GET", "/ui/app.css"): file("The dashboard's style", "text/css"),
+        ("GET", "/ui/favicon.svg"): file("The dashboard's icon", "image/svg+xml"),
+        ("GET", "/ui/api/state"): op(
+            "Models, versions, states and traffic, summed over every worker", DASHBOARD,
+            answer("The state the page shows", {"type": "object"}), e),
+        ("POST", "/ui/api/models/{model}/default"): op(
+            "Make a version the default (dashboard; needs the management token)", DASHBOARD,
+            answer("Done in every worker", {"type": "object"}), e, token=True,
+            body=json_body({"type": "object", "properties": {"version": {"type": ["string", "null"]}},
+                            "required": ["version"]})),
+    }
+
+
 def documents() -> Table:
     e = ref("Error")
     return {
@@ -418,5 +448,5 @@ def documents() -> Table:
     }
 
 
-__all__ = ["PATH_PARAMETERS", "TAGS", "Operation", "Table", "documents", "kserve_v1", "predict", "seldon",
+__all__ = ["PATH_PARAMETERS", "TAGS", "Operation", "Table", "dashboard", "documents", "kserve_v1", "predict", "seldon",
            "tfserving", "torchserve", "v2"]
