@@ -271,7 +271,7 @@
           row.append(el("td", { class: "version", text: v.version || "(none)" }));
           row.append(el("td", { class: "state" }, pill(v.state),
             el("span", { class: "by-worker", text: workersText(v.workers, state.server.workers) })));
-          row.append(el("td", { class: "reason", text: v.state === "READY" ? "" : v.reason || "" }));
+          row.append(el("td", { class: v.state === "UNLOADED" ? "reason muted" : "reason", text: v.state === "READY" ? "" : v.reason || "" }));
           row.append(el("td", { class: "runtime", text: v.runtime || "" }));
           row.append(el("td", { class: "num load", text: v.load_seconds === null || v.load_seconds === undefined ? "" : fmt(v.load_seconds, "s") }));
           const isDefault = model.default_version !== null && model.default_version === v.version;
@@ -343,6 +343,7 @@
         el("td", { class: "message", text: e.message })));
     }
     $("no-errors").hidden = errors.length > 0;
+    $("errors-table").hidden = errors.length === 0;
   }
 
   // -- the server ------------------------------------------------------------------
