@@ -435,14 +435,15 @@ def dashboard() -> Table:
 
 def documents() -> Table:
     e = ref("Error")
+    not_installed = {"501": answer("Swagger UI's files are not installed (the `docs` extra)", e)}
     return {
         ("GET", "/openapi.json"): op("This document (OpenAPI 3.1)", DOCUMENTS,
                                      answer("The API of this port", {"type": "object"}), e),
         ("GET", "/docs"): op("The API docs page (Swagger UI, served from the installed package)", DOCUMENTS,
-                             answer("An HTML page", STRING, content_type="text/html"), e),
+                             answer("An HTML page", STRING, content_type="text/html"), e, more=not_installed),
         ("GET", "/docs/{asset}"): {
             **op("A file of the docs page", DOCUMENTS,
-                 {"description": "The file", "content": {"*/*": {"schema": STRING}}}, e),
+                 {"description": "The file", "content": {"*/*": {"schema": STRING}}}, e, more=not_installed),
             "x-servekit-enums": {"asset": []},  # filled with the files served
         },
     }
