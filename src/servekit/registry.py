@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from servekit.batching import AdaptiveBatcher, ModelStats
 from servekit.config import ModelSettings, ServerSettings
 from servekit.errors import ModelNotFound, ModelNotReady, ServekitError
 from servekit.invoker import Invoker
+from servekit.observability import progress
 from servekit.repository.discovery import public_reason
 from servekit.runtimes import create_runtime
 from servekit.runtimes.base import Runtime
@@ -256,22 +258,33 @@ class Registry:
                 await self._unload(model)
             return targets
 
-    async def apply(self, desired: Iterable[ModelSettings], *, retry_failed: bool = True) -> None:
+    async def apply(
+        self, desired: Iterable[ModelSettings], *, retry_failed: bool = True, show_progress: bool = False
+    ) -> None:
         """Move to the desired set of versions: load new/changed, then unload the rest.
 
         ``retry_failed=False`` (used by pollers) leaves a version that failed to
         load alone until its settings change, instead of retrying it every pass.
+        ``show_progress``: a bar of the loads on stderr when it is a terminal
+        (loading at start, in the process that owns the terminal).
         """
-        await asyncio.shield(self._locked_apply(list(desired), retry_failed))
+        await asyncio.shield(self._locked_apply(list(desired), retry_failed, show_progress))
 
-    async def _locked_apply(self, desired: list[ModelSettings], retry_failed: bool) -> None:
+    async def _locked_apply(self, desired: list[ModelSettings], retry_failed: bool, show_progress: bool) -> None:
         async with self._lock:
             wanted = {(s.name, s.parameters.version or ""): s for s in desired}
+            loads = []
             for (name, version), settings in wanted.items():
                 current = self.find(name, version) if version else self._unversioned(name)
                 retry = retry_failed and current is not None and not current.ready
                 if current is None or current.settings != settings or retry:
+                    loads.append(settings)
+            shown = show_progress and bool(loads)
+            bar = progress.bar("Loading models", len(loads), unit="models") if shown else nullcontext(progress.nothing)
+            with bar as advance:
+                for settings in loads:
                     await self._load(settings)
+                    advance(1)
             for model in self.all_versions():
                 if (model.name, model.version) not in wanted:
                     await self._unload(model)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import textwrap
 from typing import Any, ClassVar
 
@@ -16,10 +15,12 @@ def setup_logging(debug: bool, log_format: str = "text") -> None:
     """Log to stderr as text or JSON (``log_format``), each line written while
     a request is handled carrying its request id."""
     from servekit.observability.logs import handler
+    from servekit.observability.progress import CurrentStderr
 
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
-        handlers=[handler(sys.stderr, log_format)],
+        # whatever sys.stderr is when a line is written: above a progress bar while one is drawn
+        handlers=[handler(CurrentStderr(), log_format)],
         force=True,
     )
     # third-party loggers stay quiet even in debug mode

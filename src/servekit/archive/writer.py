@@ -18,6 +18,7 @@ from servekit import __version__
 from servekit.archive.manifest import MANIFEST_PATH, Manifest, hash_files
 from servekit.errors import ConfigError
 from servekit.names import check_name
+from servekit.observability import progress
 
 FORMATS = ("default", "zip-store", "tgz", "no-archive")
 
@@ -108,26 +109,31 @@ def write_archive(spec: ArchiveSpec) -> Path:
             shutil.rmtree(target)
         else:
             target.unlink()
-    if spec.archive_format == "no-archive":
-        for name, path in files:
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target / name)
-        (target / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
-        (target / MANIFEST_PATH).write_bytes(manifest_bytes)
-    elif spec.archive_format == "tgz":
-        # TorchServe's tgz archives hold one folder named after the model
-        with tarfile.open(target, "w:gz") as tar:
+    size = sum(path.stat().st_size for _, path in files)
+    with progress.bar(f"Writing {target.name}", size, unit="bytes") as advance:
+        if spec.archive_format == "no-archive":
             for name, path in files:
-                tar.add(path, arcname=f"{spec.model_name}/{name}", recursive=False)
-            info = tarfile.TarInfo(f"{spec.model_name}/{MANIFEST_PATH}")
-            info.size = len(manifest_bytes)
-            tar.addfile(info, io.BytesIO(manifest_bytes))
-    else:
-        method = zipfile.ZIP_STORED if spec.archive_format == "zip-store" else zipfile.ZIP_DEFLATED
-        with zipfile.ZipFile(target, "w", compression=method) as archive:
-            for name, path in files:
-                archive.write(path, name)
-            archive.writestr(MANIFEST_PATH, manifest_bytes)
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target / name)
+                advance(path.stat().st_size)
+            (target / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
+            (target / MANIFEST_PATH).write_bytes(manifest_bytes)
+        elif spec.archive_format == "tgz":
+            # TorchServe's tgz archives hold one folder named after the model
+            with tarfile.open(target, "w:gz") as tar:
+                for name, path in files:
+                    tar.add(path, arcname=f"{spec.model_name}/{name}", recursive=False)
+                    advance(path.stat().st_size)
+                info = tarfile.TarInfo(f"{spec.model_name}/{MANIFEST_PATH}")
+                info.size = len(manifest_bytes)
+                tar.addfile(info, io.BytesIO(manifest_bytes))
+        else:
+            method = zipfile.ZIP_STORED if spec.archive_format == "zip-store" else zipfile.ZIP_DEFLATED
+            with zipfile.ZipFile(target, "w", compression=method) as archive:
+                for name, path in files:
+                    archive.write(path, name)
+                    advance(path.stat().st_size)
+                archive.writestr(MANIFEST_PATH, manifest_bytes)
     return target
 
 

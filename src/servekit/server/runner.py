@@ -143,7 +143,7 @@ class Worker:
         if settings.load_models_at_startup:
             # in a forked worker: what the supervisor left to the workers
             # (runtimes that do not survive fork)
-            await self.registry.apply(self.sources.wanted())
+            await self.registry.apply(self.sources.wanted(), show_progress=self.control is None)
         # frameworks loaded with the models have pools of their own by now
         limit_loaded_pools(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.ctx = ctx = build_context(settings, self.registry, self.sources, self.index)
@@ -526,7 +526,7 @@ class Supervisor:
                     "s" if len(per_worker) > 1 else "", ", ".join(repr(n) for n in per_worker),
                     self.workers, self.workers,
                 )
-            asyncio.run(self.registry.apply(preload))
+            asyncio.run(self.registry.apply(preload, show_progress=True))  # a bar on a terminal
         self.registry.executor.shutdown(wait=True)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)

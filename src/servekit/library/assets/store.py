@@ -13,6 +13,7 @@ from typing import Any
 
 from servekit.errors import Conflict, ModelNotFound
 from servekit.library.assets.spec import VERSION, version_key
+from servekit.observability import progress
 
 
 class AssetStore:
@@ -73,16 +74,20 @@ class AssetStore:
             )
         remote = self._remote(name, version)
         if local.is_dir():
-            for folder, _, files in os.walk(local):
-                for file in sorted(files):
-                    source = Path(folder) / file
+            sources = [Path(folder) / file for folder, _, files in os.walk(local) for file in sorted(files)]
+            size = sum(source.stat().st_size for source in sources)
+            with progress.bar(f"Pushing {name}:{version}", size, unit="bytes") as advance:
+                for source in sources:
                     relative = source.relative_to(local).as_posix()
                     target = f"{remote}/{relative}"
                     self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
                     self.fs.put_file(str(source), target)
+                    advance(source.stat().st_size)
         elif local.is_file():
             self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.put_file(str(local), remote)
+            with progress.bar(f"Pushing {name}:{version}", local.stat().st_size, unit="bytes") as advance:
+                self.fs.put_file(str(local), remote)
+                advance(local.stat().st_size)
         else:
             raise ModelNotFound(f"nothing to push at {local}")
         self.refresh()
@@ -92,18 +97,24 @@ class AssetStore:
         """Copy ``name:version`` to ``destination``; returns relative path -> size."""
         remote = self._remote(name, version)
         self.refresh()
+        title = f"Fetching {name}:{version}"
         if self.fs.isfile(remote):
             destination.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(remote, str(destination))
+            with progress.bar(title, self.fs.size(remote), unit="bytes") as advance:
+                self.fs.get_file(remote, str(destination))
+                advance(destination.stat().st_size)
             return {"": destination.stat().st_size}
-        files = self.fs.find(remote)
-        if not files:
+        found = self.fs.find(remote, detail=True)
+        if not found:
             raise ModelNotFound(f"asset {name}:{version} is not in {self.url}")
         sizes: dict[str, int] = {}
-        for path in files:
-            relative = str(path)[len(remote) + 1 :]
-            target = destination / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(str(path), str(target))
-            sizes[relative] = target.stat().st_size
+        total = sum(int(info.get("size") or 0) for info in found.values())
+        with progress.bar(title, total, unit="bytes") as advance:
+            for path in sorted(found):
+                relative = str(path)[len(remote) + 1 :]
+                target = destination / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(str(path), str(target))
+                sizes[relative] = target.stat().st_size
+                advance(sizes[relative])
         return sizes
