@@ -1,7 +1,8 @@
 """The models servekit serves for the KServe SDK's calls, made here offline:
 iris (scikit-learn, trained on its bundled data) and echo (a plain Python
 class answering every input unchanged). Writes expected.json: the rows the
-calls send and the predictions the served model must give.
+calls send and the predictions the served model must give; iris.json: the
+fitted coefficients, for KServe's own server.
 
 Usage: python make_models.py FOLDER   (with servekit's own interpreter)
 """
@@ -38,4 +39,6 @@ joblib.dump(model, root / "iris" / "model.joblib")
 (root / "echo" / "echo_model.py").write_text(ECHO)
 (root / "echo" / "model-settings.json").write_text(json.dumps({"name": "echo", "implementation": "echo_model.Echo"}))
 rows = X[[0, 1, 50, 60, 100, 120]]
+# the same fit for KServe's own server (conformance/kserve-sdk/peer_server.py), which has no scikit-learn
+(root / "iris.json").write_text(json.dumps({"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist()}))
 (root / "expected.json").write_text(json.dumps({"rows": rows.tolist(), "predict": model.predict(rows).tolist()}))
