@@ -298,3 +298,52 @@ def test_tracing_is_off_and_optional_without_an_endpoint(tmp_path: Path) -> None
                              env=env_process, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     assert "pip install 'servekit[tracing]'" in refused.stderr, refused.stderr[-2000:]
+
+
+def test_a_download_carries_the_request_id_and_the_trace_on(tmp_path: Path, receiver: Receiver) -> None:
+    """TorchServe's register-by-URL downloads the archive while handling the
+    call: the download's request names the call's id and trace."""
+    from servekit.cli import main
+
+    seen: list[dict[str, str]] = []
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "handler.py").write_text("def handle(data, context):\n    return [1 for _ in data or []]\n")
+    assert main(["archive", "--model-name", "fetched", "--version", "1.0", "--handler", str(tmp_path / "handler.py"),
+                 "--export-path", str(tmp_path / "remote")]) == 0
+    archive = (tmp_path / "remote" / "fetched.mar").read_bytes()
+
+    class Remote(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("content-length", str(len(archive)))
+            self.end_headers()
+            self.wfile.write(archive)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    remote = ThreadingHTTPServer(("127.0.0.1", 0), Remote)
+    threading.Thread(target=remote.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{remote.server_address[1]}"
+    store = tmp_path / "store"
+    store.mkdir()
+    management = free_port()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    args = ["serve", "--model-store", str(store), "--management-port", str(management),
+            "--allowed-urls", f"{base.replace('.', '[.]')}/.*"]
+    try:
+        with ServerProcess(args, env=env, cwd=tmp_path, ready_path="/ping"):
+            key = json.loads((tmp_path / "key_file.json").read_text())["management"]["key"]
+            answer = requests.post(f"http://127.0.0.1:{management}/models?url={base}/fetched.mar", timeout=60,
+                                   headers={"Authorization": f"Bearer {key}", "X-Request-ID": "register-1",
+                                            "traceparent": f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"})
+            assert answer.status_code == 200, answer.text
+            request, _ = receiver.request_span("register-1")
+    finally:
+        remote.shutdown()
+        remote.server_close()
+    assert len(seen) == 1
+    assert seen[0]["x-request-id"] == "register-1"
+    version, trace_id, span_id, flags = seen[0]["traceparent"].split("-")
+    assert (version, trace_id, span_id, flags) == ("00", PARENT_TRACE, request.span_id, "01")

@@ -34,6 +34,7 @@ from typing import Any
 from servekit.archive.reader import is_archive, open_archive
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
 from servekit.errors import ConfigError, Forbidden, InvalidInput, ModelNotFound, ServekitError
+from servekit.observability.tracing import outgoing_headers
 from servekit.repository.discovery import public_reason
 from servekit.repository.sources import ModelSources
 
@@ -222,6 +223,8 @@ class ModelStore:
         opener = urllib.request.build_opener(
             _CheckedRedirects(self), _HTTPHandler(deadline), _HTTPSHandler(deadline)
         )
+        # the request id and trace of the registration that asked for it
+        opener.addheaders = [*opener.addheaders, *outgoing_headers()]
         fd, partial_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=self.root)
         partial = Path(partial_name)
         try:

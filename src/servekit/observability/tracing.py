@@ -263,9 +263,26 @@ class Tracing:
         self.tracer.start_span(name, context=context, start_time=start_ns).end(end_time=end_ns)
 
 
+def outgoing_headers() -> list[tuple[str, str]]:
+    """Headers for an HTTP call servekit makes while handling a request (an
+    archive download …): the request id, and with tracing on the current
+    span's ``traceparent``, so the callee's logs and spans join this request's."""
+    out: list[tuple[str, str]] = []
+    request_id = REQUEST_ID.get()
+    if request_id:
+        out.append(("X-Request-ID", request_id))
+    if ACTIVE is not None:
+        injected: dict[str, str] = {}
+        ACTIVE._propagate.inject(injected)
+        out.extend(injected.items())
+    return out
+
+
 def carrier(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """The trace context headers of a request (``traceparent`` …), as text."""
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in headers if name in PROPAGATED}
 
 
-__all__ = ["ACTIVE", "RECEIVED", "TRACE", "Traced", "Tracing", "carrier", "check", "endpoint", "setup"]
+__all__ = [
+    "ACTIVE", "RECEIVED", "TRACE", "Traced", "Tracing", "carrier", "check", "endpoint", "outgoing_headers", "setup",
+]
