@@ -146,7 +146,7 @@ def test_calls_to_names_not_served_stay_bounded() -> None:
     stats = WorkerStats(Registry(ServerSettings()))
     for i in range(3 * RECENT_ERRORS):
         name = f"nope-{i}-" + "x" * 1000
-        stats(InferenceCall("v2", Target(name), error=ModelNotFound(f"model {name!r} not found"), seconds=0.001))
+        stats.failed(InferenceCall("v2", Target(name), error=ModelNotFound(f"model {name!r} not found"), seconds=0.001))
     report = stats.report()
     assert list(report["models"]) == ["(unknown)"]
     assert report["models"]["(unknown)"]["requests"] == 3 * RECENT_ERRORS

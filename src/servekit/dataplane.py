@@ -82,6 +82,17 @@ class InferenceObserver(Protocol):
     def __call__(self, call: InferenceCall) -> None: ...
 
 
+class Tally(Protocol):
+    """Counts every call at a fraction of an observer's cost (the dashboard's
+    counters): a successful call is told by name, protocol and seconds, with
+    no :class:`InferenceCall` made and no spans timed; a failed one as the
+    :class:`InferenceCall` observers get."""
+
+    def ok(self, name: str, protocol: str, seconds: float) -> None: ...
+
+    def failed(self, call: InferenceCall) -> None: ...
+
+
 def _identity(response: InferenceResponse) -> InferenceResponse:
     return response
 
@@ -98,6 +109,7 @@ class DataPlane:
         self.registry = registry
         self.metrics = metrics
         self.observers: list[InferenceObserver] = list(observers or [])
+        self.tally: Tally | None = None
         self._cache_factory = cache_factory or (lambda: make_cache(LibrarySettings.from_env()))
         self._cache: PredictionCache | None = None
 
@@ -162,12 +174,16 @@ class DataPlane:
             call = InferenceCall(protocol, target, model, request, response, error, cached, spans,
                                  time.perf_counter() - started)
             self.metrics.failure(*self._labels(call), protocol, error.status)
+            if self.tally is not None:
+                self.tally.failed(call)
             self._notify(call)
             if error is exc:
                 raise
             raise error from exc
         seconds = time.perf_counter() - started
         self.metrics.observe(model.name, model.version, protocol, seconds)
+        if self.tally is not None:
+            self.tally.ok(model.name, protocol, seconds)
         if observed:
             self._notify(InferenceCall(protocol, target, model, request, response, None, cached, spans,
                                        seconds))
@@ -292,6 +308,7 @@ __all__ = [
     "InferenceCall",
     "InferenceObserver",
     "ModelFailed",
+    "Tally",
     "Target",
     "header_timeout",
 ]

@@ -277,7 +277,7 @@ def skin(server_info: ServerInfo) -> Skin:
 
     async def start(ctx: ServerContext) -> Stop | None:
         board = dashboard(ctx)
-        ctx.dataplane.observers.append(board.stats)
+        ctx.dataplane.tally = board.stats
         ctx.reports.reporters["dashboard"] = board.stats.report
         return None
 

@@ -1,8 +1,9 @@
 """The dashboard's numbers: what one worker counts, and their sum over every
 worker.
 
-:class:`WorkerStats` is a data plane observer (it sees every call of every
-protocol once, when it ends) and keeps, per model name, cumulative counters:
+:class:`WorkerStats` is the data plane's tally (told of every call of every
+protocol once, when it ends: an answered one by name, protocol and seconds,
+which costs well under a microsecond; a failed one with its error) and keeps, per model name, cumulative counters:
 calls, calls per protocol, failures per HTTP status and a latency histogram
 with fixed, geometric buckets (:data:`LATENCY_BUCKETS` of them, each
 :data:`GROWTH` times as wide as the one before, so a quantile read from it is
@@ -69,17 +70,15 @@ class ModelCounters:
 
 
 class WorkerStats:
-    """A data plane observer counting every call, per model; see the module."""
+    """The data plane's tally (:class:`servekit.dataplane.Tally`) of every
+    call, per model; see the module."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.models: dict[str, ModelCounters] = {}
         self.errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
 
-    def __call__(self, call: InferenceCall) -> None:
-        name = call.model.name if call.model is not None else call.target.name
-        if call.model is None and not self.registry.has(name):
-            name = UNKNOWN_MODEL
+    def _counters(self, name: str) -> ModelCounters:
         counters = self.models.get(name)
         if counters is None:
             if len(self.models) >= MAX_MODELS:
@@ -87,21 +86,38 @@ class WorkerStats:
                 counters = self.models.get(name)
             if counters is None:
                 counters = self.models[name] = ModelCounters()
+        return counters
+
+    def ok(self, name: str, protocol: str, seconds: float) -> None:
+        """A call that was answered (the data plane's hot path: a few dict updates)."""
+        counters = self.models.get(name) or self._counters(name)
+        counters.requests += 1
+        protocols = counters.protocols
+        protocols[protocol] = protocols.get(protocol, 0) + 1
+        counters.latency[latency_bucket(seconds)] += 1
+
+    def failed(self, call: InferenceCall) -> None:
+        """A call that ended in an error: counted by status, kept in the ring."""
+        name = call.model.name if call.model is not None else call.target.name
+        if call.model is None and not self.registry.has(name):
+            name = UNKNOWN_MODEL
+        counters = self._counters(name)
         counters.requests += 1
         counters.protocols[call.protocol] = counters.protocols.get(call.protocol, 0) + 1
         counters.latency[latency_bucket(call.seconds)] += 1
-        if call.error is not None:
-            status = str(call.error.status)
-            counters.statuses[status] = counters.statuses.get(status, 0) + 1
-            self.errors.append({
-                "time": time.time(),
-                "model": bounded(call.target.name, NAME_CHARS),
-                "version": bounded(call.model.version if call.model is not None else call.target.version or "",
-                                   NAME_CHARS),
-                "protocol": call.protocol,
-                "status": call.error.status,
-                "message": bounded(call.error.message, MESSAGE_CHARS),
-            })
+        if call.error is None:
+            return
+        status = str(call.error.status)
+        counters.statuses[status] = counters.statuses.get(status, 0) + 1
+        self.errors.append({
+            "time": time.time(),
+            "model": bounded(call.target.name, NAME_CHARS),
+            "version": bounded(call.model.version if call.model is not None else call.target.version or "",
+                               NAME_CHARS),
+            "protocol": call.protocol,
+            "status": call.error.status,
+            "message": bounded(call.error.message, MESSAGE_CHARS),
+        })
 
     def report(self) -> dict[str, Any]:
         """This worker's part of the dashboard: counters per model, what its
