@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from servekit.client import codec
+import servekit.client.codec as codec
 from servekit.client._base import Base, index_entries, model_path
 from servekit.client._sync import _grpc_auth, _grpc_error, _need, _pb, _quote
 from servekit.client.codec import InferResult

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from servekit.client import codec
+import servekit.client.codec as codec
 from servekit.client.errors import ClientError, InvalidInput, ServerOverloaded, ServerUnreachable
 
 Protocol = Literal["rest", "binary", "grpc"]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
-from servekit.client import codec
+import servekit.client.codec as codec
 from servekit.client._base import Base, index_entries, model_path
 from servekit.client.codec import InferResult
 from servekit.client.errors import (

@@ -259,6 +259,43 @@ def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndar
 
 
 # -- gRPC -------------------------------------------------------------------------
+# datatype -> the InferTensorContents field that carries it (FP16 has none: raw only)
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def parameters_to_proto(values: dict[str, Any], target: Any) -> None:
+    """Fill a map<string, InferParameter>; other values travel as JSON strings."""
+    for key, value in values.items():
+        if value is None:
+            continue
+        param = target[key]
+        if isinstance(value, bool | np.bool_):
+            param.bool_param = bool(value)
+        elif isinstance(value, int | np.integer):
+            if value > 2**63 - 1:
+                param.uint64_param = int(value)
+            else:
+                param.int64_param = int(value)
+        elif isinstance(value, float | np.floating):
+            param.double_param = float(value)
+        elif isinstance(value, str):
+            param.string_param = value
+        else:
+            param.string_param = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def parameters_from_proto(params: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        choice = value.WhichOneof("parameter_choice")
+        out[key] = getattr(value, choice) if choice else None
+    return out
+
+
 def grpc_request(
     model: str,
     version: str | None,
@@ -271,7 +308,6 @@ def grpc_request(
     """A ModelInferRequest with every tensor in ``raw_input_contents`` (the
     one form that carries every datatype, FP16 included)."""
     from servekit.protocols.generated import grpc_predict_v2_pb2 as pb
-    from servekit.protocols.v2_grpc_codec import parameters_to_proto
 
     message = pb.ModelInferRequest(model_name=model, model_version=version or "", id=request_id or "")
     if parameters:
@@ -286,8 +322,6 @@ def grpc_request(
 
 
 def grpc_response(message: Any) -> InferResult:
-    from servekit.protocols.v2_grpc_codec import CONTENTS_FIELD, parameters_from_proto
-
     result = InferResult(
         model_name=message.model_name,
         model_version=message.model_version or None,
