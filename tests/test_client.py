@@ -245,16 +245,21 @@ class Scripted:
     def __init__(self, script: list[tuple[int, dict[str, str], Any]], delay: float = 0.0) -> None:
         self.script = list(script)
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[dict[str, str], bytes]] = []
+        self.peers: list[tuple[str, int]] = []  # the client's address of each request
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, so that connection reuse shows
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
+                outer.bodies.append(({k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)))
                 outer.requests.append((self.command, self.path))
+                outer.peers.append(self.client_address)
                 if delay:
                     threading.Event().wait(delay)
                 status, headers, body = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
@@ -320,6 +325,34 @@ def test_async_infer_retried_when_the_server_says_retry_after() -> None:
     with Scripted([OVERLOADED, (200, {}, V2_ANSWER)]) as fake:
         out, attempts = asyncio.run(call(fake.url))
     assert out["y"].tolist() == [4, 5] and attempts == 2
+
+
+def test_wire_format_and_connection_reuse() -> None:
+    """What the client sends, byte for byte where it matters, on one kept-alive connection."""
+    with Scripted([(200, {}, V2_ANSWER)]) as fake:
+        with Client(fake.url) as client:
+            client.infer("m", {"x": np.array([[1.5, 2.0]], dtype=np.float32), "s": np.array(["a"])},
+                         model_version="3", outputs=["y"], parameters={"temperature": 0.5}, request_id="r1")
+            client.infer("m", {"x": np.zeros(1, dtype=np.float32)})
+        with Client(fake.url, protocol="binary") as client:
+            client.infer("m", {"x": np.array([1, 2], dtype=np.int32)}, outputs=["y"])
+    assert fake.requests[:2] == [("POST", "/v2/models/m/versions/3/infer"), ("POST", "/v2/models/m/infer")]
+    headers, body = fake.bodies[0]
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {
+        "id": "r1", "parameters": {"temperature": 0.5},
+        "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.5, 2.0]},
+                   {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+        "outputs": [{"name": "y"}]}
+    assert fake.peers[0] == fake.peers[1]  # the second call reused the first one's connection
+    headers, body = fake.bodies[2]
+    split = int(headers["inference-header-content-length"])
+    assert headers["content-type"] == "application/octet-stream"
+    assert json.loads(body[:split]) == {
+        "parameters": {"binary_data_output": True},
+        "inputs": [{"name": "x", "shape": [2], "datatype": "INT32", "parameters": {"binary_data_size": 8}}],
+        "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
+    assert body[split:] == np.array([1, 2], dtype="<i4").tobytes()
 
 
 def test_read_timeout_is_a_typed_error() -> None:
