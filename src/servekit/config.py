@@ -169,6 +169,9 @@ class ServerSettings(BaseModel):
     )
     enable_grpc: bool = Field(True, description="serve V2 gRPC on grpc_port")
     enable_metrics_endpoint: bool = Field(True, description="serve Prometheus metrics on metrics_port")
+    enable_dashboard: bool = Field(
+        True, description="serve the dashboard on http_port: /ui, and / for browsers (read-only without management_token)"
+    )
     metrics_endpoint: str = Field("/metrics", description="path of the metrics endpoint")
     default_model: str | None = Field(
         None,

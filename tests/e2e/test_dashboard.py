@@ -341,3 +341,10 @@ def test_a_dead_worker_is_replaced_and_reported_again(server: ServerProcess) -> 
 
     now = wait_until(replaced, "a replacement for worker 1")
     assert now["answered"] == [0, 1] and now["pids"]["0"] == before["0"]
+
+
+def test_the_dashboard_can_be_switched_off(repository: Path) -> None:
+    with ServerProcess(["serve", str(repository), "--no-enable-dashboard"]) as proc:
+        assert requests.get(proc.url + "/ui", timeout=10).status_code == 404
+        browser_root = requests.get(proc.url + "/", headers={"Accept": "text/html"}, timeout=10)
+        assert browser_root.json() == {"status": "alive"}  # KServe V1's answer, for everyone

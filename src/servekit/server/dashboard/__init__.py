@@ -282,7 +282,7 @@ def skin(server_info: ServerInfo) -> Skin:
         return None
 
     return Skin(
-        name="dashboard", enabled=lambda settings: settings.enable_http, mounts=mounts, start=start,
+        name="dashboard", enabled=lambda settings: settings.enable_http and settings.enable_dashboard, mounts=mounts, start=start,
         changes={DEFAULT: apply_default},
     )
 
