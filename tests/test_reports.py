@@ -175,3 +175,17 @@ def test_combine_sums_the_workers() -> None:
     assert iris["queued"] == 8 and iris["queue_ns"] == 2000 and iris["batches"] == {"1": 2, "4": 2}
     assert total["states"] == {"iris": {"1": {"READY": 2}}}
     assert [e["message"] for e in total["errors"]] == ["w1", "w0"]  # newest first
+
+
+def test_a_silent_supervisor_leaves_this_workers_report_and_says_so(
+    pairs: list[tuple[socket.socket, socket.socket]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import servekit.server.reports as reports_module
+
+    monkeypatch.setattr(reports_module, "WAIT_SECONDS", 0.2)
+    (_s0, w0), _ = pairs
+    reports = Reports(1)
+    reports.connect(w0.sendall)
+    answer = asyncio.run(reports.gather())
+    assert [r["worker"] for r in answer.reports] == [1]
+    assert answer.note == "the supervisor did not answer in time: worker 1 only"

@@ -65,6 +65,8 @@ class Gathered:
     reports: list[dict[str, Any]]
     workers: int = 1
     missing: list[int] = field(default_factory=list)
+    # why these are not every worker's reports, when the supervisor could not be asked
+    note: str = ""
 
 
 class Reports:
@@ -112,8 +114,9 @@ class Reports:
         try:
             self._send(b"gather " + request_id.encode() + b"\n")
             gathered = await asyncio.wait_for(future, WAIT_SECONDS)
-        except (OSError, TimeoutError):  # no supervisor to ask: this worker alone
-            gathered = Gathered([self.local()], workers=0)
+        except (OSError, TimeoutError) as exc:  # no supervisor to ask: this worker alone
+            reason = "did not answer in time" if isinstance(exc, TimeoutError) else f"is unreachable ({exc})"
+            gathered = Gathered([self.local()], workers=0, note=f"the supervisor {reason}: worker {self.index} only")
         finally:
             self._waiting.pop(request_id, None)
         self._last = (time.monotonic(), gathered)

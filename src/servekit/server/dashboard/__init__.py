@@ -123,6 +123,7 @@ class Dashboard:
             "name": settings.server_name,
             "version": __version__,
             "workers": workers,
+            "note": gathered.note,
             "answered": sorted(int(r.get("worker", -1)) for r in gathered.reports),
             "missing": gathered.missing,
             "pids": {str(r.get("worker")): r.get("pid") for r in gathered.reports},

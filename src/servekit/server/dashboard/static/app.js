@@ -365,7 +365,10 @@
       : "off: this page is read-only (start the server with a management token to manage models here)";
     $("manage").hidden = !server.management;
     const status = $("status");
-    if (server.missing.length) {
+    if (server.note) {
+      status.dataset.state = "partial";
+      status.textContent = server.note;
+    } else if (server.missing.length) {
       status.dataset.state = "partial";
       status.textContent = `${answered}/${server.workers} workers answered`;
     } else {
