@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,13 @@ from peer_servers import PEER_TABLE, PEERS, Peer, kserve_v1_path
 from peers import models as peer_models
 from processes import CpuSample, Server, other_load
 from report import render
+from sklearn.datasets import load_iris
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["iris-rf", "fashion-logreg", "fashion-xgboost"]
 CONNECTIONS = [1, 16, 64]
 BIG_MODEL = "fashion-logreg"
+CHECK_REQUESTS = 24  # concurrent requests of the correctness check, per model
 
 
 @dataclass
@@ -180,31 +183,67 @@ class Suite:
 
     def check_predictions(self, server: Server, config: Config) -> dict[str, Any]:
         """Each model's one-row body must come back with the label scikit-learn's (or XGBoost's)
-        own predict gives for that row in this process; raises RuntimeError if not."""
+        own predict gives for that row in this process; then CHECK_REQUESTS requests of 1 to 3
+        different rows at once (so that a batching server joins them) must each get their own
+        rows' labels back. Raises RuntimeError if not."""
         out: dict[str, Any] = {}
         for model in config.models:
+            predict = peer_models.load(model, self.repo)
             rows = np.asarray(json.loads((self.data / f"{model}.json").read_bytes())["inputs"][0]["data"],
                               dtype=np.float64)
-            want = [float(x) for x in peer_models.load(model, self.repo)(rows)]
-            body = self.body_file(config, model).read_bytes()
-            request = urllib.request.Request(server.url + self.model_path(config, model), data=body,
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
-                    document = json.loads(answer.read())
-            except urllib.error.HTTPError as exc:
-                raise RuntimeError(f"correctness check, {model}: HTTP {exc.code}: "
-                                   f"{exc.read()[:300].decode(errors='replace')}") from exc
-            if config.kind == "peer":
-                got = self.peer(config).labels(document, config.protocol)
-            else:
-                got = PEER_TABLE["kserve"].labels(document, "v2")
+            want = [float(x) for x in predict(rows)]
+            got = self.ask(server, config, model, self.body_file(config, model).read_bytes())
             if got != want:
                 raise RuntimeError(f"correctness check, {model}: the server answered {got}, "
-                                   f"scikit-learn's predict gives {want}; answer: {str(document)[:300]}")
-            out[model] = {"label": want}
-        log("   correct: " + ", ".join(f"{m} -> {v['label']}" for m, v in out.items()))
+                                   f"the model's own predict gives {want}")
+            many = self.check_rows(model)
+            expected = [float(x) for x in predict(many)]
+            slices = [(i, i + 1 + i % 3) for i in range(CHECK_REQUESTS)]
+
+            def one(bounds: tuple[int, int], model: str = model, many: np.ndarray = many) -> list[float]:
+                part = many[bounds[0]:bounds[1]]
+                v2 = {"inputs": [{"name": "predict", "shape": list(part.shape), "datatype": "FP64",
+                                  "data": part.tolist()}]}
+                body = json.dumps(v2).encode() if config.kind != "peer" else \
+                    self.peer(config).body(v2, config.protocol)
+                return self.ask(server, config, model, body)
+
+            with ThreadPoolExecutor(max_workers=CHECK_REQUESTS) as pool:
+                answers = list(pool.map(one, slices))
+            for (lo, hi), labels in zip(slices, answers, strict=True):
+                if labels != expected[lo:hi]:
+                    raise RuntimeError(f"correctness check, {model}: rows {lo}-{hi - 1} sent together with "
+                                       f"{CHECK_REQUESTS - 1} other requests came back as {labels}, "
+                                       f"the model's own predict gives {expected[lo:hi]}")
+            out[model] = {"label": want, "concurrent_requests": CHECK_REQUESTS}
+        log("   correct: " + ", ".join(f"{m} -> {v['label']}" for m, v in out.items())
+            + f"; and {CHECK_REQUESTS} concurrent requests of 1-3 rows per model")
         return out
+
+    def ask(self, server: Server, config: Config, model: str, body: bytes) -> list[float]:
+        """POST one body; the labels in the answer."""
+        request = urllib.request.Request(server.url + self.model_path(config, model), data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                document = json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"correctness check, {model}: HTTP {exc.code}: "
+                               f"{exc.read()[:300].decode(errors='replace')}") from exc
+        try:
+            if config.kind == "peer":
+                return self.peer(config).labels(document, config.protocol)
+            return PEER_TABLE["kserve"].labels(document, "v2")
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"correctness check, {model}: no labels in the answer "
+                               f"{str(document)[:300]}") from exc
+
+    def check_rows(self, model: str) -> np.ndarray:
+        """Distinct test rows for the concurrent check: iris's own rows, or the 784-feature test set's."""
+        count = CHECK_REQUESTS + 3
+        if model == "iris-rf":
+            return np.ascontiguousarray(load_iris().data[::5][:count])
+        return np.ascontiguousarray(np.load(self.data / "test-10000x784.npy", mmap_mode="r")[:count])
 
     def write_settings(self, config: Config) -> None:
         """settings.json in MLServer's field names (servekit reads the same file)."""
