@@ -4,7 +4,7 @@
 # Installs MLServer 1.7 (with its sklearn and xgboost runtimes) and each peer the run
 # measures (KServe, PyTriton, BentoML, LitServe, Ray Serve: peers/install.sh) into
 # environments of their own, trains the models offline, runs every configuration and
-# writes benchmarks/results/latest.md. A full run takes about 45 minutes.
+# writes benchmarks/results/latest.md. A full run takes about 35 minutes (10 with --no-peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
