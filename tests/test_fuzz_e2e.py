@@ -313,7 +313,7 @@ def test_v2_two_inputs_of_zero_rows(server: Server) -> None:
     response = v2_post(server, {"inputs": [one_input([0, 2], []), one_input([0, 2], [], name="y")]})
     assert response.status_code == 200, response.text
     [output] = response.json()["outputs"]
-    assert output["name"] == "predict" and output["shape"] == [0] and output["data"] == []
+    assert output["name"] == "predict" and output["shape"] == [0, 1] and output["data"] == []
 
 
 def test_v2_distinct_outputs_still_answered(server: Server) -> None:

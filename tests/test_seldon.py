@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,7 +221,11 @@ def test_class_methods_and_seldon_flags(tmp_path: Path) -> None:
     with ServerProcess(["microservice", "Scorer", *flags], cwd=tmp_path) as server:
         ignored = next(line for line in server.log().splitlines() if "flags with no meaning here" in line)
         assert all(flag in ignored for flag in ("--threads", "--max-requests", "--keepalive", "--grpc-workers"))
-        assert '"GET /v2/health/live" 200' in server.log()  # --access-log took effect
+        # --access-log took effect (the line follows the answer the readiness check read: wait for it)
+        deadline = time.monotonic() + 10
+        while '"GET /v2/health/live" 200' not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert '"GET /v2/health/live" 200' in server.log()
         transformed = requests.post(f"{server.url}/transform-input",
                                     data={"json": '{"data": {"ndarray": [[1, 2]]}}'}, timeout=10).json()
         assert transformed["data"]["ndarray"] == [[2.0, 3.0]]
