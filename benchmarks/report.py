@@ -14,7 +14,7 @@ MLSERVER_WORKER_SETTINGS = ["mlserver", "mlserver-pw0", "mlserver-pw2"]
 
 def render(results: dict[str, Any]) -> str:
     r = Results(results)
-    parts = [r.header(), r.side_by_side(), r.environments(), r.targets(), r.throughput(), r.bench(), r.big(),
+    parts = [r.header(), r.side_by_side(), r.against_committed(), r.environments(), r.targets(), r.throughput(), r.bench(), r.big(),
              r.memory(), r.noise(), r.problems()]
     return "\n".join(p for p in parts if p) + "\n"
 
@@ -153,6 +153,27 @@ class Results:
                 + table(["model", "conns", "server", "setting", "req/s", "p50 ms", "p99 ms", "CPU ms/req",
                          "PSS MB", "ready s", "servekit ÷ row"], rows)
                 + ("\n" + "\n".join(left_out) + "\n" if left_out else ""))
+
+    def against_committed(self) -> str:
+        """servekit's CPU per request now and in the last committed run: the
+        measure a busy machine disturbs least, so a change's cost shows."""
+        previous = self.results.get("previous") or {}
+        before = previous.get("cpu_ms_per_request") or {}
+        rows = []
+        for model in MODELS:
+            for c in ("1", "16", "64"):
+                cell = self.wrk("servekit", model, c)
+                now = cpu_ms_per_request(cell) if cell is not None else None
+                then = (before.get(model) or {}).get(c)
+                if now is None or then is None:
+                    continue
+                rows.append([model, c, num(then, 3), num(now, 3), times(ratio(now, then))])
+        if not rows:
+            return ""
+        return ("## servekit's CPU per request against the last committed run\n\n"
+                f"Committed run {previous.get('run')} (servekit {previous.get('commit')}); "
+                "now ÷ then below 1 is cheaper.\n\n"
+                + table(["model", "conns", "then CPU ms/req", "now CPU ms/req", "now ÷ then"], rows))
 
     def environments(self) -> str:
         peers = self.results["machine"].get("peers") or {}

@@ -36,7 +36,7 @@ from loads import bench, wrk
 from peer_servers import PEER_TABLE, PEERS, Peer, kserve_v1_path
 from peers import models as peer_models
 from processes import CpuSample, Server, other_load
-from report import render
+from report import Results, render
 from sklearn.datasets import load_iris
 
 HERE = Path(__file__).resolve().parent
@@ -485,10 +485,28 @@ def main() -> int:
         return 1 if failed else 0
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
+    results["previous"] = committed_cpu()
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "latest.md").write_text(render(results))
     log(f"wrote {out_dir / 'latest.md'} in {results['elapsed_s']:.0f} s")
+    print(Results(results).against_committed())  # what this tree costs per request against the committed run
     return 0
+
+
+def committed_cpu() -> dict[str, Any] | None:
+    """servekit's CPU per request in the last committed run (``git show
+    HEAD:benchmarks/results/latest.json``), by model and connections, so the
+    report can say what a change cost even on a noisy machine; None outside git."""
+    try:
+        text = subprocess.run(["git", "show", "HEAD:benchmarks/results/latest.json"], cwd=HERE,
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+        old = json.loads(text)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    cells = (old.get("configs", {}).get("servekit") or {}).get("wrk") or {}
+    cpu = {model: {conns: cell.get("cpu_ms_per_request") for conns, cell in levels.items()}
+           for model, levels in cells.items()}
+    return {"run": old.get("run"), "commit": old.get("machine", {}).get("servekit_commit"), "cpu_ms_per_request": cpu}
 
 
 if __name__ == "__main__":
