@@ -69,9 +69,6 @@ class App:
                 if name == REQUEST_ID_HEADER:
                     REQUEST_ID.set(request_id_from_header(value))
                     break
-            else:
-                if REQUEST_ID.get() is not None:  # a pipelined request's task starts in its predecessor's context
-                    REQUEST_ID.set(None)
             if route is None:
                 if path_exists:
                     allow = ", ".join(router.allowed(scope["path"]))

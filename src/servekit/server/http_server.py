@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes
 import logging
 import re
@@ -622,7 +623,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
             self._request_done()
             return
         self.cycle = cycle
-        task = self.loop.create_task(self._run(scope, cycle))
+        # each request starts from the server's context, not from the task of
+        # the request before it on this connection (which parses the next one)
+        task = self.loop.create_task(self._run(scope, cycle), context=self.server.context.copy())
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
@@ -936,6 +939,7 @@ class HttpServer:
         self.protocol: type[HttpProtocol] = TimedHttpProtocol if timestamps else HttpProtocol
         self.tls_protocol: type[HttpProtocol] = TimedTlsHttpProtocol if timestamps else TlsHttpProtocol
         self.abort_on_close = abort_on_close
+        self.context = contextvars.copy_context()  # what every request's task starts from
         self.max_connections = max_connections
         self.drain_timeout = drain_timeout
         self.max_body = max_body
