@@ -523,6 +523,13 @@ class ModelSettings(BaseModel):
     max_queue_time: float | None = None  # seconds; None: the server's max_queue_time
     version_policy: VersionPolicy | None = None
     version_labels: dict[str, str] = Field(default_factory=dict)  # label -> version
+    # replicas under a distributed engine (servekit serve --engine ray): parallel_workers is the
+    # replica count (MLServer's key; 0 means 1); min/max_replicas or target_ongoing_requests
+    # turn on autoscaling (servekit.ray.options). One servekit server ignores them.
+    parallel_workers: int | None = Field(default=None, ge=0)
+    min_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+    target_ongoing_requests: float | None = Field(default=None, gt=0)
     source_dir: str = ""  # folder of the settings file; relative URIs resolve against it
 
     @field_validator("version_labels", mode="before")
@@ -550,7 +557,7 @@ class ModelSettings(BaseModel):
 
 
 # MLServer's model settings that servekit accepts without acting on them
-MLSERVER_MODEL_KEYS_NOT_USED = frozenset({"parallel_workers", "warm_workers", "cache_enabled"})
+MLSERVER_MODEL_KEYS_NOT_USED = frozenset({"warm_workers", "cache_enabled"})
 MLSERVER_PARAMETERS_NOT_USED = frozenset({
     "environment_tarball", "environment_path", "autogenerate_inference_pool_gid", "inference_pool_gid",
 })
