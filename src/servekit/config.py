@@ -504,6 +504,69 @@ class VersionPolicy(BaseModel):
         return data
 
 
+# bounds of a traffic split (percent per version; every client value is checked)
+MAX_TRAFFIC_VERSIONS = 16
+MAX_VERSION_LENGTH = 128
+
+
+def _percent(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} must be a number from 0 to 100 (a percent), not {type(value).__name__}")
+    percent = float(value)
+    if not 0.0 <= percent <= 100.0:  # NaN fails too
+        raise ValueError(f"{where} is {value}: it must be from 0 to 100 (a percent)")
+    return percent
+
+
+def _a_version(value: Any, where: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > MAX_VERSION_LENGTH or not value.isprintable():
+        shown = repr(value)[:40] if isinstance(value, str) else type(value).__name__
+        raise ValueError(f"{where} {shown} is not a version (1 to {MAX_VERSION_LENGTH} printable characters)")
+    return value
+
+
+def check_traffic(value: Any) -> dict[str, float]:
+    """A traffic split: version -> percent (0 to 100 each, at most 100 in all,
+    at most :data:`MAX_TRAFFIC_VERSIONS` versions); ValueError saying what is wrong."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError('traffic must be an object of version -> percent ({"2": 10})')
+    if len(value) > MAX_TRAFFIC_VERSIONS:
+        raise ValueError(f"traffic names {len(value)} versions; at most {MAX_TRAFFIC_VERSIONS}")
+    out = {_a_version(k, "traffic version"): _percent(v, f"traffic of version {k!r}"[:80]) for k, v in value.items()}
+    total = sum(out.values())
+    if total > 100.0 + 1e-9:
+        raise ValueError(f"traffic adds up to {total:g} %; the shares must add up to at most 100 "
+                         "(the rest goes to the default version)")
+    return out
+
+
+class ShadowSettings(BaseModel):
+    """A version that answers ``percent`` of a model's unpinned calls on the
+    side: its answers are compared with the served ones, never returned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    percent: float = 100.0
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> str:
+        return _a_version(value, "shadow version")
+
+    @field_validator("percent", mode="before")
+    @classmethod
+    def _share(cls, value: Any) -> float:
+        return _percent(value, "shadow percent")
+
+
+_NO_ROUTING: dict[str, Any] = {"traffic": {}, "shadow": None}
+
+
 class ModelSettings(BaseModel):
     """One model version: MLServer's ``model-settings.json`` plus servekit's fields."""
 
@@ -530,7 +593,23 @@ class ModelSettings(BaseModel):
     min_replicas: int | None = Field(default=None, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
     target_ongoing_requests: float | None = Field(default=None, gt=0)
+    # canary and shadow (servekit.traffic): percent of the calls naming no version and no
+    # label that go to other versions ({"2": 10}), and a version that answers a share of
+    # them on the side, never returned. Model-wide; changing them reloads nothing.
+    traffic: dict[str, float] = Field(default_factory=dict)
+    shadow: ShadowSettings | None = None
     source_dir: str = ""  # folder of the settings file; relative URIs resolve against it
+
+    @field_validator("traffic", mode="before")
+    @classmethod
+    def _a_split(cls, value: Any) -> Any:
+        return check_traffic(value)
+
+    def same_model(self, other: ModelSettings) -> bool:
+        """Whether ``other`` loads the same thing (traffic and shadow aside)."""
+        if self.traffic == other.traffic and self.shadow == other.shadow:
+            return self == other
+        return self.model_copy(update=_NO_ROUTING) == other.model_copy(update=_NO_ROUTING)
 
     @field_validator("version_labels", mode="before")
     @classmethod
