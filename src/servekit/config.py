@@ -42,6 +42,8 @@ _AT_LEAST: dict[str, tuple[float, bool]] = {
     "max_queue_size": (1, False),
     "max_connections": (1, False),
     "max_download_bytes": (1, False),
+    "max_loaded_models": (1, False),
+    "max_loaded_bytes": (1, False),
     "default_workers_per_model": (0, False),
     "max_queue_time": (0, False),
     "drain_seconds": (0, False),
@@ -93,7 +95,23 @@ class ServerSettings(BaseModel):
     load_models_at_startup: bool = Field(
         True,
         description=(
-            "load every model found at startup (else only on a repository load call)"
+            "load every model found at startup (else each on its first inference request, or a repository "
+            "load call)"
+        ),
+    )
+    # a budget turns on lazy loading (servekit.residency): models load on their first request
+    max_loaded_models: int | None = Field(
+        None,
+        description=(
+            "models each worker keeps loaded at most; past it the least recently used idle one is unloaded "
+            "(it loads again on its next request). Setting it loads models on their first request"
+        ),
+    )
+    max_loaded_bytes: int | None = Field(
+        None,
+        description=(
+            "bytes of models each worker keeps loaded at most, estimated from their files' sizes "
+            "(512MB, 2GiB or a number); past it the least recently used idle model is unloaded"
         ),
     )
     max_request_size: int = Field(
@@ -371,6 +389,11 @@ class ServerSettings(BaseModel):
             raise ValueError(f"{value} is too small: it must be {'more than' if strict else 'at least'} {low}")
         return value
 
+    @field_validator("max_loaded_bytes", mode="before")
+    @classmethod
+    def _a_size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
     @field_validator("metrics_endpoint")
     @classmethod
     def _a_path(cls, value: str) -> str:
@@ -389,6 +412,24 @@ class ServerSettings(BaseModel):
         data = self.model_dump()
         data.update({k: v for k, v in overrides.items() if v is not None})
         return ServerSettings.model_validate(data)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+               "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``512MB``, ``2GiB``, ``1.5g`` or ``1048576`` in bytes; ValueError saying what is expected."""
+    raw = text.strip().replace("_", "").lower()[:32]
+    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = raw[len(digits):].strip()
+    try:
+        number = float(digits)
+    except ValueError:
+        number = -1.0
+    if unit not in _SIZE_UNITS or not 0 < number < 1e18:
+        raise ValueError(f"{text[:32]!r} is not a size: a number of bytes, or with a unit (512MB, 2GiB)")
+    return int(number * _SIZE_UNITS[unit])
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "models and repository": (
         "model_repository_root", "load_models_at_startup", "poll_wait_seconds", "default_model", "lenient",
+        "max_loaded_models", "max_loaded_bytes",
     ),
     "TorchServe (setting model_store, load_models or ts_config turns on TorchServe mode)": (
         "model_store", "load_models", "ts_config", "management_port", "management_host", "allowed_urls",
@@ -105,7 +106,9 @@ def add_server_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...] | 
 
 
 # shorter spellings of a few flags (the long one, from the setting's name, works too)
-ALIASES: dict[str, tuple[str, ...]] = {"otel_exporter_otlp_endpoint": ("--otlp-endpoint",)}
+ALIASES: dict[str, tuple[str, ...]] = {
+    "otel_exporter_otlp_endpoint": ("--otlp-endpoint",), "max_loaded_bytes": ("--max-loaded-memory",),
+}
 
 
 def _add_flag(group: argparse._ArgumentGroup, name: str) -> None:
@@ -125,6 +128,8 @@ def _metavar(name: str, annotation: Any) -> str:
     text = str(annotation)
     if name.endswith("port"):
         return "PORT"
+    if name == "max_loaded_bytes":
+        return "SIZE"
     if "float" in text:
         return "SECONDS" if "seconds" in name or "timeout" in name or "time" in name else "N"
     if "int" in text:
