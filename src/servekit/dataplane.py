@@ -115,7 +115,7 @@ class DataPlane:
 
     def resolve(self, target: Target) -> ModelVersion:
         """The ready version a target names (raises ModelNotFound / ModelNotReady)."""
-        return self.registry.resolve(target.name, target.version, target.label)
+        return self.registry.resolve(target.name, target.version, target.label, routed=True)
 
     async def infer(
         self, target: Target, decode: Decode, *, protocol: str, timeout: float | None = None

@@ -26,6 +26,7 @@ from servekit.repository.discovery import public_reason
 from servekit.runtimes import create_runtime
 from servekit.runtimes.base import Runtime
 from servekit.tensors import InferenceRequest, InferenceResponse, ModelMetadata
+from servekit.traffic.routing import NONE, Routing, Shadow
 
 log = logging.getLogger("servekit.registry")
 
@@ -79,6 +80,12 @@ class ModelEntry:
     versions: dict[str, ModelVersion] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     default_version: str | None = None
+    # canary and shadow (servekit.traffic): the whole routing, and the split alone when it
+    # sends a share anywhere (resolve's only extra check); what the model's files last
+    # declared (a live change through the API lasts until the files declare something else)
+    routing: Routing = NONE
+    split: Routing | None = None
+    declared: Routing | None = None
     # newest()'s answer, kept until the registry changes this entry (touch())
     _newest: ModelVersion | None = field(default=None, repr=False)
 
@@ -128,6 +135,8 @@ class Registry:
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self.listeners: list[Listener] = []
+        # model name -> its shadow, for the models that have one (the data plane's check)
+        self.shadows: dict[str, Shadow] = {}
 
     # -- queries ----------------------------------------------------------
     def names(self) -> list[str]:
@@ -159,13 +168,28 @@ class Registry:
         entry = self._models.get(name)
         return entry.default_version if entry else None
 
+    def routing(self, name: str) -> Routing:
+        """The traffic split and shadow of ``name`` (raises when not served)."""
+        return self._entry(name).routing
+
+    def declared_routing(self, name: str) -> Routing | None:
+        """What the model's settings files last declared (None: not read yet)."""
+        entry = self._models.get(name)
+        return entry.declared if entry else None
+
     def resolve(
-        self, name: str, version: str | None = None, label: str | None = None
+        self, name: str, version: str | None = None, label: str | None = None, *, routed: bool = False
     ) -> ModelVersion:
-        """The ready version asked for: explicit, by label, or the default/newest."""
+        """The ready version asked for: explicit, by label, or the default/newest;
+        ``routed`` (the data plane's calls): a call naming neither may go to
+        another version by the model's traffic split."""
         entry = self._entry(name)
         version = _by_label(entry, label, version)
         if version is None or version == "":
+            if routed and entry.split is not None:
+                chosen = entry.split.pick(entry)
+                if chosen is not None:
+                    return chosen
             model = entry.newest()
             if model is None:
                 raise ModelNotReady(_not_ready_message(entry))
@@ -277,7 +301,7 @@ class Registry:
             for (name, version), settings in wanted.items():
                 current = self.find(name, version) if version else self._unversioned(name)
                 retry = retry_failed and current is not None and not current.ready
-                if current is None or current.settings != settings or retry:
+                if current is None or not current.settings.same_model(settings) or retry:
                     loads.append(settings)
             shown = show_progress and bool(loads)
             bar = progress.bar("Loading models", len(loads), unit="models") if shown else nullcontext(progress.nothing)
@@ -295,6 +319,22 @@ class Registry:
             entry = self._models.get(name)
             if entry is not None:
                 entry.labels = dict(labels)
+
+    async def set_routing(self, name: str, routing: Routing, declared: Routing | None = None) -> None:
+        """Make ``routing`` the traffic split and shadow of ``name`` (no-op if
+        not served); ``declared``: what its files declare now, remembered."""
+        async with self._lock:
+            entry = self._models.get(name)
+            if entry is None:
+                return
+            entry.routing = routing
+            entry.split = routing if routing.steps else None
+            if declared is not None:
+                entry.declared = declared
+            if routing.shadow is not None:
+                self.shadows[name] = routing.shadow
+            else:
+                self.shadows.pop(name, None)
 
     async def set_default(self, name: str, version: str | None) -> None:
         """Make ``version`` the one calls without a version go to (None: the newest);
@@ -375,6 +415,7 @@ class Registry:
             entry.touch()
             if not entry.versions:
                 del self._models[model.name]
+                self.shadows.pop(model.name, None)
             elif entry.default_version == model.version:
                 entry.default_version = None
         model.state = ModelState.UNLOADING
