@@ -102,6 +102,10 @@ class AdaptiveBatcher:
     def _is_idle(self) -> bool:
         return not self._direct and not self._queue and (self._worker is None or self._worker.done())
 
+    def busy(self) -> bool:
+        """Whether a request is queued or running (a model with requests in flight is not unloaded)."""
+        return not self._is_idle()
+
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
         deadline = request.deadline
         timeout = None if deadline is None else deadline - time.monotonic()
