@@ -627,6 +627,7 @@ class ModelSettings(BaseModel):
     max_queue_time: float | None = None  # seconds; None: the server's max_queue_time
     version_policy: VersionPolicy | None = None
     version_labels: dict[str, str] = Field(default_factory=dict)  # label -> version
+    graph: dict[str, Any] | None = None  # an inference graph's nodes (implementation "graph")
     # replicas under a distributed engine (servekit serve --engine ray): parallel_workers is the
     # replica count (MLServer's key; 0 means 1); min/max_replicas or target_ongoing_requests
     # turn on autoscaling (servekit.ray.options). One servekit server ignores them.

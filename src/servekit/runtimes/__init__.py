@@ -27,6 +27,7 @@ BUILTIN_RUNTIMES: dict[str, str] = {
     "onnx": "servekit.runtimes.onnx:ONNXRuntime",
     "torch": "servekit.runtimes.torch:TorchRuntime",
     "torchserve": "servekit.torch_handler.runtime:HandlerRuntime",
+    "graph": "servekit.graphs.runtime:GraphRuntime",  # an inference graph of served models
 }
 
 ALIASES: dict[str, str] = {
@@ -64,6 +65,8 @@ SUFFIX_RUNTIMES: dict[str, str] = {
 FILE_NAMES: dict[str, str] = {
     "saved_model.pb": "tensorflow",  # TensorFlow SavedModel
     "saved_model.pbtxt": "tensorflow",
+    "graph.yaml": "graph",  # an inference graph (servekit.graphs)
+    "graph.yml": "graph",
 }
 
 # files that are never the model itself

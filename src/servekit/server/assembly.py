@@ -15,6 +15,7 @@ from servekit.fronts.seldon import api as seldon
 from servekit.fronts.tfserving import grpc_api as tfserving_grpc
 from servekit.fronts.tfserving import rest as tfserving
 from servekit.fronts.torchserve import api as torchserve
+from servekit.graphs import service as graphs
 from servekit.observability import tracing
 from servekit.protocols import predict, v2_grpc, v2_rest
 from servekit.registry import Registry
@@ -50,6 +51,7 @@ SKINS: list[Skin] = [
     v2_grpc.SKIN,  # V2 over gRPC
     tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads
     reconcile.SKIN,  # repository load/unload/sync, labels, polling the sources
+    graphs.SKIN,  # attaches inference graphs to the data plane, refuses cycles of graphs
 ]
 
 
