@@ -11,6 +11,7 @@ answer. Everything that crosses protocols happens here, once::
               prediction cache (models that opt in)
               registry.submit ──► batcher ──► invoker ──► runtime.predict
               metrics (same labels on success and failure), observers (spans, payloads)
+              the shadow call offered (models with a shadow; never awaited)
     skin ◄── encoded answer
 
 ``decode`` may be the request itself or a function of the resolved version
@@ -34,8 +35,10 @@ from servekit.library.settings import LibrarySettings
 from servekit.observability.request_id import bind as bind_request_id
 from servekit.registry import ModelVersion, Registry
 from servekit.tensors import InferenceRequest, InferenceResponse
+from servekit.traffic.mirror import Mirror
 
 if TYPE_CHECKING:
+    from servekit.residency import Residency
     from servekit.server.metrics import Metrics
 
 log = logging.getLogger("servekit.dataplane")
@@ -110,8 +113,12 @@ class DataPlane:
         self.metrics = metrics
         self.observers: list[InferenceObserver] = list(observers or [])
         self.tally: Tally | None = None
+        # lazy loading and the model budget (servekit.residency); None: every model is loaded
+        self.residency: Residency | None = None
         self._cache_factory = cache_factory or (lambda: make_cache(LibrarySettings.from_env()))
         self._cache: PredictionCache | None = None
+        # shadow calls (servekit.traffic): offered after the answer, for models with a shadow
+        self.mirror = Mirror(registry, metrics)
 
     def resolve(self, target: Target) -> ModelVersion:
         """The ready version a target names (raises ModelNotFound / ModelNotReady)."""
@@ -146,7 +153,11 @@ class DataPlane:
         spans: dict[str, float] = {} if observed else _NO_SPANS
         stage = "decode"  # where an unexpected error happened: decode, predict or encode
         try:
-            model = self.resolve(target)
+            residency = self.residency
+            if residency is None:
+                model = self.resolve(target)
+            else:  # loaded on its first request, kept by how recently it was used
+                model = residency.touch(target) or await residency.load(target)
             mark = time.perf_counter() if observed else 0.0
             request = decode(model) if callable(decode) else decode
             request.id = bind_request_id(request.id)  # and the id of the log lines and headers
@@ -187,6 +198,8 @@ class DataPlane:
         if observed:
             self._notify(InferenceCall(protocol, target, model, request, response, None, cached, spans,
                                        seconds))
+        if self.registry.shadows and not target.version and target.label is None:
+            self.mirror.offer(model, request, response)
         return result
 
     async def _cached(

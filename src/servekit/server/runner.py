@@ -149,6 +149,7 @@ class Worker:
         self.ctx = ctx = build_context(settings, self.registry, self.sources, self.index)
         ctx.make_change = self.make_change
         ctx.reports = Reports(self.index)
+        attach_residency(ctx)
         if self.control is not None:
             ctx.reports.connect(self.control.sendall)
         for line in self.journal:  # a replacement worker catches up before it serves
@@ -512,7 +513,7 @@ class Supervisor:
 
     def run(self) -> None:
         self.registry = Registry(self.settings, executor=ThreadPoolExecutor(max_workers=2))
-        if self.settings.load_models_at_startup:
+        if loads_at_startup(self.settings):
             from servekit.runtimes import survives_fork
 
             wanted = self.sources.wanted()
