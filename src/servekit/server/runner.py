@@ -33,6 +33,8 @@ from servekit.config import ServerSettings
 from servekit.errors import ConfigError, ServekitError
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
+from servekit.residency import attach as attach_residency
+from servekit.residency import loads_at_startup
 from servekit.server.lifecycle import Change, ChangeFailed, ChangeHandler, ServerContext, Skin, Stop
 from servekit.server.reports import ReportRelay, Reports
 
@@ -140,7 +142,7 @@ class Worker:
             self.registry = Registry(settings)
         else:
             self.registry.after_fork()
-        if settings.load_models_at_startup:
+        if loads_at_startup(settings):  # else each on its first request (servekit.residency)
             # in a forked worker: what the supervisor left to the workers
             # (runtimes that do not survive fork)
             await self.registry.apply(self.sources.wanted(), show_progress=self.control is None)
