@@ -155,6 +155,8 @@ def _name(change: Change) -> str:
 async def apply_load(ctx: ServerContext, change: Change) -> None:
     name = _name(change)
     ctx.sources.unloaded.discard(name)
+    if ctx.dataplane.residency is not None:
+        ctx.dataplane.residency.refresh()  # the model may be new in the repository
     found = await ctx.sources.find(name)
     if not found:
         raise ModelNotFound(f"no model named {name!r} in the model repository")
@@ -180,7 +182,12 @@ async def apply_sync(ctx: ServerContext, change: Change) -> None:
         [ModelSettings.model_validate(row) for row in rows],
         {str(k): {str(a): str(b) for a, b in dict(v).items()} for k, v in labels.items()},
     )
-    await reconciler(ctx).run()
+    residency = ctx.dataplane.residency
+    if residency is None:
+        await reconciler(ctx).run()
+    else:  # lazy loading: reload only the models loaded now; the others load on their next request
+        residency.refresh()
+        await reconciler(ctx).run(residency.resident(ctx.sources.wanted()))
 
 
 SKIN = Skin(
