@@ -23,10 +23,12 @@ BUILTIN_RUNTIMES: dict[str, str] = {
     "sklearn": "servekit.runtimes.sklearn:SKLearnRuntime",
     "xgboost": "servekit.runtimes.xgboost:XGBoostRuntime",
     "lightgbm": "servekit.runtimes.lightgbm:LightGBMRuntime",
+    "catboost": "servekit.runtimes.catboost:CatBoostRuntime",
     "tensorflow": "servekit.runtimes.tensorflow:TensorFlowRuntime",
     "onnx": "servekit.runtimes.onnx:ONNXRuntime",
     "torch": "servekit.runtimes.torch:TorchRuntime",
     "torchserve": "servekit.torch_handler.runtime:HandlerRuntime",
+    "mlflow": "servekit.runtimes.mlflow:MLflowRuntime",  # a folder with an MLmodel file, runs:/, models:/
     "graph": "servekit.graphs.runtime:GraphRuntime",  # an inference graph of served models
 }
 
@@ -34,6 +36,7 @@ ALIASES: dict[str, str] = {
     "mlserver_sklearn.SKLearnModel": "sklearn",
     "mlserver_xgboost.XGBoostModel": "xgboost",
     "mlserver_lightgbm.LightGBMModel": "lightgbm",
+    "mlserver_catboost.CatboostModel": "catboost",
     "scikit-learn": "sklearn",
     "keras": "tensorflow",
     "tensorflow_savedmodel": "tensorflow",  # Triton's platform names
@@ -41,6 +44,7 @@ ALIASES: dict[str, str] = {
     "onnxruntime": "onnx",
     "pytorch": "torch",
     "handler": "torchserve",
+    "mlserver_mlflow.MLflowRuntime": "mlflow",
 }
 
 # file suffix -> runtime name, for models without an ``implementation``
@@ -48,6 +52,8 @@ SUFFIX_RUNTIMES: dict[str, str] = {
     ".joblib": "sklearn",
     ".pkl": "sklearn",
     ".pickle": "sklearn",
+    ".skops": "sklearn",
+    ".cbm": "catboost",
     ".json": "xgboost",
     ".ubj": "xgboost",
     ".txt": "lightgbm",
@@ -65,6 +71,7 @@ SUFFIX_RUNTIMES: dict[str, str] = {
 FILE_NAMES: dict[str, str] = {
     "saved_model.pb": "tensorflow",  # TensorFlow SavedModel
     "saved_model.pbtxt": "tensorflow",
+    "MLmodel": "mlflow",  # an MLflow model folder: the MLmodel file stands for the folder
     "graph.yaml": "graph",  # an inference graph (servekit.graphs)
     "graph.yml": "graph",
 }
@@ -83,7 +90,10 @@ def register_runtime(name: str, target: str, *aliases: str, suffixes: tuple[str,
 
 
 def model_files(folder: Path) -> list[Path]:
-    """Files in ``folder`` that some runtime can serve."""
+    """Files in ``folder`` that some runtime can serve (an MLflow model folder:
+    its ``MLmodel`` file alone, whatever the flavour's files are)."""
+    if (folder / "MLmodel").is_file():
+        return [folder / "MLmodel"]
     return sorted(
         p
         for p in folder.iterdir()
@@ -113,6 +123,8 @@ def runtime_for_file(path: Path) -> str | None:
 
 
 def infer_implementation(settings: ModelSettings) -> str:
+    if settings.parameters.uri and settings.parameters.uri.startswith(("runs:/", "models:/")):
+        return "mlflow"  # a model in an MLflow tracking server
     path = settings.resolved_uri()
     if path is not None and path.is_dir():
         files = model_files(path)
@@ -156,6 +168,9 @@ def survives_fork(settings: ModelSettings) -> bool:
         cls = runtime_class(settings)
     except ServekitError:
         return True  # loading reports the problem
+    decide = getattr(cls, "survives_fork", None)  # a runtime whose answer depends on the model
+    if callable(decide):
+        return bool(decide(settings))
     return cls.fork_safe
 
 
