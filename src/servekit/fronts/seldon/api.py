@@ -11,11 +11,18 @@ when the body is in Seldon's form or the model is a Seldon class; any other
 answered in the same form plus ``meta`` (``tags``/``metrics`` of the model,
 ``puid`` echoed). The message is the JSON body, or the form field (or query
 argument) ``json=<message>``, which is how ``SeldonClient`` sends it.
-``/transform-input``, ``/transform-output`` and ``/send-feedback`` (also
-``/api/v1.0/feedback``, a ``{"request", "response", "reward", "truth"}``
-document) call the class's methods of those names; a class without them (or a
-model that is no Seldon class) passes the message through, or answers an empty
-one for feedback, as Seldon's wrapper does. ``GET /health/status`` answers the
+``/transform-input``, ``/transform-output``, ``/route`` (the child's index,
+as ``[[i]]``), ``/aggregate`` (``{"seldonMessages": [msg, ...]}`` or a list of
+messages) and ``/send-feedback`` (also ``/api/v1.0/feedback``, a ``{"request",
+"response", "reward", "truth"}`` document; the routing is read from
+``response.meta.routing``) call the class's methods of those names. As in
+Seldon's wrapper every route exists whatever the service type; a class without
+a transform (or a model that is no Seldon class) passes the message through,
+feedback answers an empty message, and ``/route`` or ``/aggregate`` on a class
+without the method answers 400. The answer's ``meta`` merges the request's
+(``tags``, ``metrics``, ``requestPath``; every message's for ``aggregate``,
+none for ``route``) with the class's, as Seldon's wrapper does; a ``*_raw``
+method's answer is returned as it is. ``GET /health/status`` answers the
 class's ``health_status()`` (``"healthy"`` without one) as ``strData``;
 ``GET /health/ping`` answers ``pong``. Errors use Seldon's ``{"status": {...}}``
 document.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -48,10 +56,18 @@ SELDON_PLATFORM = "seldon"
 FORM = "application/x-www-form-urlencoded"
 # form fields read from one body: SeldonClient sends one (json=…)
 MAX_FORM_FIELDS = 100
+# messages one /aggregate call may combine
+MAX_MESSAGES = 1000
+# Seldon's node name and image (its executor sets them): the answer's meta.requestPath,
+# and the key of this node's choice in a feedback's response.meta.routing
+UNIT_ID = os.environ.get("PREDICTIVE_UNIT_ID")
+REQUEST_PATH = {UNIT_ID: os.environ.get("PREDICTIVE_UNIT_IMAGE", "NOT_IMPLEMENTED:NOT_IMPLEMENTED")} if UNIT_ID else {}
 
 
 def error_response(exc: ServekitError) -> Response:
-    reason = "MICROSERVICE_BAD_DATA" if exc.status < 500 else "MICROSERVICE_INTERNAL_ERROR"
+    reason = getattr(exc, "reason", None)
+    if not isinstance(reason, str):
+        reason = "MICROSERVICE_BAD_DATA" if exc.status < 500 else "MICROSERVICE_INTERNAL_ERROR"
     body = {"status": {"code": -1, "info": exc.message, "reason": reason, "status": 1}}
     return json_response(body, exc.status)
 
@@ -172,13 +188,42 @@ def decode(document: Any) -> tuple[InferenceRequest, str]:
     return InferenceRequest([tensor], parameters=parameters), form
 
 
-def encode(response: InferenceResponse, form: str, puid: str | None) -> dict[str, Any]:
+def _meta(answer: dict[str, Any], request_metas: list[Any], puid: str | None) -> dict[str, Any]:
+    """The answer's ``meta`` as Seldon's wrapper builds it: the requests'
+    tags, then the class's; the requests' metrics, then the class's; the
+    request's ``puid``; this node's and the requests' ``requestPath``."""
+    tags: dict[str, Any] = {}
+    metrics: list[Any] = []
+    path = dict(REQUEST_PATH)
+    for meta in request_metas:
+        if isinstance(meta, dict):
+            if isinstance(meta.get("tags"), dict):
+                tags.update(meta["tags"])
+            if isinstance(meta.get("metrics"), list):
+                metrics.extend(meta["metrics"])
+            if isinstance(meta.get("requestPath"), dict):
+                path.update(meta["requestPath"])
+    tags.update(answer.get("tags") or {})
+    metrics.extend(answer.get("metrics") or [])
+    out: dict[str, Any] = {}
+    if tags:
+        out["tags"] = tags
+    if metrics:
+        out["metrics"] = metrics
+    if puid:
+        out["puid"] = puid
+    if path:
+        out["requestPath"] = path
+    return out
+
+
+def encode(
+    response: InferenceResponse, form: str, puid: str | None, request_metas: list[Any] | None = None
+) -> dict[str, Any]:
     if not response.outputs:
         raise ServekitError("the model returned nothing")
     output = response.outputs[0]
-    meta: dict[str, Any] = dict(response.parameters.get("meta") or {})
-    if puid:
-        meta["puid"] = puid
+    meta = _meta(response.parameters.get("meta") or {}, request_metas or [], puid)
     content_type = output.content_type
     if content_type in ("str", "json", "base64"):
         raw = output.data.reshape(-1)[0]
@@ -192,7 +237,8 @@ def encode(response: InferenceResponse, form: str, puid: str | None) -> dict[str
     if not names:
         shape = output.data.shape
         names = [f"t:{i}" for i in range(shape[1])] if len(shape) > 1 else []
-    if form == "tensor" and output.datatype != "BYTES":
+    # numbers answer in the request's form, and as a tensor to strData/jsonData/binData
+    if form != "ndarray" and output.datatype not in ("BYTES", "BOOL"):
         body = {"shape": list(output.data.shape), "values": output.data.reshape(-1)}
         return {"data": {"names": names, "tensor": body}, "meta": meta}
     return {"data": {"names": names, "ndarray": tensor_values(output)}, "meta": meta}
@@ -216,19 +262,82 @@ def _default_is_seldon_class(ctx: ServerContext) -> bool:
         return False
 
 
+def _message_meta(document: Any) -> Any:
+    return document.get("meta") if isinstance(document, dict) else None
+
+
+def raw_answer(response: InferenceResponse, method: str) -> Response | None:
+    """A ``*_raw`` method's message, as it is (for ``predict``, with the HTTP
+    status its ``status.code`` names, as Seldon's wrapper does)."""
+    if "seldon_message" not in response.parameters:
+        return None
+    message = response.parameters["seldon_message"]
+    status = 200
+    if method == "predict" and isinstance(message, dict) and isinstance(message.get("status"), dict):
+        code = message["status"].get("code")
+        if isinstance(code, int) and 100 <= code < 600:
+            status = code
+    return json_response(message, status)
+
+
+def _messages(document: Any) -> list[Any]:
+    """The messages of an ``/aggregate`` call: ``{"seldonMessages": [...]}`` or a list."""
+    messages = document.get("seldonMessages") if isinstance(document, dict) else document
+    if not isinstance(messages, list):
+        raise InvalidInput('aggregate takes {"seldonMessages": [message, ...]} (or a list of messages)')
+    if not messages:
+        raise InvalidInput("seldonMessages is empty: aggregate needs at least one message")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidInput(f"{len(messages)} messages; aggregate takes at most {MAX_MESSAGES}")
+    return messages
+
+
+def aggregate_request(document: Any) -> tuple[InferenceRequest, str, list[Any]]:
+    """One input per message; their names in ``names_list``."""
+    messages = _messages(document)
+    inputs, names_list, metas, form = [], [], [], ""
+    for i, message in enumerate(messages):
+        try:
+            one, form_i = decode(message)
+        except InvalidInput as exc:
+            raise InvalidInput(f"seldonMessages[{i}]: {exc.message}") from None
+        tensor = one.inputs[0]
+        tensor.name = f"input_{i}"
+        inputs.append(tensor)
+        names_list.append(one.parameters.get("names") or [])
+        metas.append(_message_meta(message))
+        form = form or form_i
+    parameters: dict[str, Any] = {"names_list": names_list}
+    return InferenceRequest(inputs, parameters=parameters), form, metas
+
+
 async def call(
     ctx: ServerContext, name: str, document: Any, timeout: float | None, method: str = "predict"
 ) -> Response:
-    """``method`` (``predict``, ``transform_input``, ``transform_output``) on
-    one Seldon message."""
-    request, form = decode(document)
-    if method != "predict" and not _is_seldon_class(ctx, name):
-        # what Seldon's wrapper does for a class without the method: pass it through
-        echo = InferenceResponse(model_name=name, outputs=list(request.inputs), parameters={})
-        return json_response(encode(echo, form, _puid(document)))
+    """``method`` (``predict``, ``transform_input``, ``transform_output``,
+    ``route``, ``aggregate``) on one Seldon message (a list of them for ``aggregate``)."""
+    if method == "aggregate":
+        request, form, metas = aggregate_request(document)
+        puid = _puid(_messages(document)[0])
+    else:
+        request, form = decode(document)
+        meta = _message_meta(document)
+        if isinstance(meta, dict):
+            request.parameters["meta"] = meta
+        metas, puid = ([] if method == "route" else [meta]), _puid(document)
+    if not _is_seldon_class(ctx, name):
+        if method in ("route", "aggregate"):
+            raise InvalidInput(
+                f"{method.capitalize()} not defined: model {name!r} is not a Seldon class with {method}()"
+            )
+        if method != "predict":
+            # what Seldon's wrapper does for a class without the method: pass it through
+            echo = InferenceResponse(model_name=name, outputs=list(request.inputs), parameters={})
+            return json_response(encode(echo, form, puid, metas))
     request.parameters["seldon_method"] = method
+    request.parameters["seldon_message"] = document
     response = await ctx.dataplane.infer(Target(name), request, protocol=PROTOCOL, timeout=timeout)
-    return json_response(encode(response, form, _puid(document)))
+    return raw_answer(response, method) or json_response(encode(response, form, puid, metas))
 
 
 async def predict(ctx: ServerContext, name: str, document: Any, timeout: float | None) -> Response:
@@ -266,8 +375,22 @@ async def feedback(ctx: ServerContext, name: str, document: Any, timeout: float 
         truth, _ = decode(document["truth"])
         request.inputs.append(truth.inputs[0])
     request.parameters.update(seldon_method="send_feedback", reward=reward)
+    routing = _routing(document.get("response"))
+    if routing is not None:
+        request.parameters["routing"] = routing
     response = await ctx.dataplane.infer(Target(name), request, protocol=PROTOCOL, timeout=timeout)
     return json_response(encode(response, "ndarray" if form == "tensor" else form, None))
+
+
+def _routing(response: Any) -> int | None:
+    """This node's choice in a feedback's ``response.meta.routing`` (key
+    ``PREDICTIVE_UNIT_ID``, "0" without one, as in Seldon's wrapper)."""
+    meta = response.get("meta") if isinstance(response, dict) else None
+    routing = meta.get("routing") if isinstance(meta, dict) else None
+    value = routing.get(UNIT_ID or "0") if isinstance(routing, dict) else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 async def health_status(ctx: ServerContext, name: str) -> Response:
@@ -277,7 +400,7 @@ async def health_status(ctx: ServerContext, name: str) -> Response:
         return json_response({"strData": "healthy", "meta": {}})
     request = InferenceRequest([], parameters={"seldon_method": "health_status"})
     response = await ctx.dataplane.infer(Target(name), request, protocol=PROTOCOL, timeout=None)
-    return json_response(encode(response, "ndarray", None))
+    return raw_answer(response, "health_status") or json_response(encode(response, "ndarray", None))
 
 
 def routes(ctx: ServerContext) -> list[Route]:
@@ -337,6 +460,8 @@ def routes(ctx: ServerContext) -> list[Route]:
     for path, handler in (
         ("/transform-input", method_route("transform_input")),
         ("/transform-output", method_route("transform_output")),
+        ("/route", method_route("route")),
+        ("/aggregate", method_route("aggregate")),
         ("/send-feedback", send_feedback),
     ):
         out += [route("POST", path, handler, e), route("GET", path, handler, e)]

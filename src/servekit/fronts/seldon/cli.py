@@ -15,7 +15,11 @@ from servekit.errors import ConfigError
 log = logging.getLogger("servekit")
 
 
-SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
+# seldon-core-microservice's choices, and OUTPUT_TRANSFORMER (a graph node type
+# in Seldon, whose containers run as TRANSFORMER); the wrapper serves every route
+# whatever the type: here the type also picks the method a call through another
+# protocol (V2, graphs) runs, and the method the class must have
+SERVICE_TYPES = ("MODEL", "ROUTER", "TRANSFORMER", "OUTPUT_TRANSFORMER", "COMBINER", "OUTLIER_DETECTOR")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TRUE_WORDS = ("1", "true", "yes", "on", "t", "y")
 
@@ -35,7 +39,8 @@ def configure_microservice(parser: argparse.ArgumentParser) -> None:
     add_server_flags(parser, SINGLE_MODEL_GROUPS)  # no repository, TorchServe or TF Serving flags
     seldon = parser.add_argument_group("seldon-core-microservice's flags")
     seldon.add_argument("--service-type", default="MODEL", type=str.upper, choices=SERVICE_TYPES,
-                        help="only MODEL is served (default: MODEL)")
+                        help="MODEL: predict; ROUTER: route; COMBINER: aggregate; TRANSFORMER: "
+                             "transform_input; OUTPUT_TRANSFORMER: transform_output (default: MODEL)")
     seldon.add_argument("--parameters", default=os.environ.get("PREDICTIVE_UNIT_PARAMETERS"),
                         help="JSON list of {name, value, type} for __init__ (env: PREDICTIVE_UNIT_PARAMETERS)")
     seldon.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
@@ -71,11 +76,6 @@ def run_microservice(args: argparse.Namespace) -> int:
     from servekit.server.runner import serve
     from servekit.server_flags import server_overrides, setup_logging
 
-    if args.service_type != "MODEL":
-        raise ConfigError(
-            f"service type {args.service_type} is not served by servekit; it serves MODEL classes "
-            "(predict, and transform_input/transform_output/send_feedback when the class has them)"
-        )
     overrides = server_overrides(args)
     overrides.setdefault("http_port", None)
     if overrides["http_port"] is None and "SERVEKIT_HTTP_PORT" not in os.environ:
@@ -108,12 +108,42 @@ def run_microservice(args: argparse.Namespace) -> int:
         name=cls or name,
         implementation=implementation,
         source_dir=os.getcwd(),
-        parameters=ModelParameters(extra={"init_parameters": init}),
+        parameters=ModelParameters(extra={"init_parameters": init, "seldon_service_type": args.service_type}),
     )
+    _check_class(model, args.service_type)
     sources = ModelSources(settings)
     sources.add(lambda: [model])
     serve(settings, sources, SKINS)
     return 0
+
+
+def _check_class(model: Any, service_type: str) -> None:
+    """Refuse to start, as seldon-core-microservice does, when the class cannot
+    be imported, is no Seldon class, or lacks its service type's method."""
+    import inspect
+
+    from servekit.errors import ServekitError
+    from servekit.runtimes import runtime_class
+    from servekit.runtimes.seldon_class import REQUIRED, SeldonClassRuntime
+
+    try:
+        runtime = runtime_class(model)
+    except ServekitError as exc:
+        reason = exc.message.replace(" (is its framework extra installed?)", "")
+        raise ConfigError(
+            f"cannot serve {model.implementation!r}: {reason}; servekit microservice MyModel serves "
+            f"class MyModel of MyModel.py in the current folder ({os.getcwd()}), or give module.Class"
+        ) from None
+    if not issubclass(runtime, SeldonClassRuntime):
+        return  # a servekit runtime or model: served as it is
+    wanted = REQUIRED.get(service_type, ())
+    user = runtime.user_class
+    if wanted and not any(callable(getattr(user, m + s, None)) for m in wanted for s in ("", "_raw", "_rest")):
+        where = inspect.getsourcefile(user) or model.implementation
+        raise ConfigError(
+            f"{user.__name__} ({where}) is served as a {service_type} but has no "
+            + " or ".join(f"{m}()" for m in wanted)
+        )
 
 
 def _seldon_parameters(raw: str | None) -> dict[str, Any]:
