@@ -15,6 +15,7 @@ from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import MAIN, METRICS, Mount, ServerContext, Skin
 from servekit.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from servekit.tensors import InferenceRequest, InferenceResponse
+from servekit.traffic import management as traffic
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 PROTOCOL = "v2"
@@ -105,6 +106,14 @@ def routes(ctx: ServerContext) -> list[Route]:
         versions = await v2_operations.repository_unload(ctx, name)
         return json_response({"name": name, "versions": versions, "state": "UNLOADED"})
 
+    async def get_traffic(request: Request) -> Response:
+        return json_response(await traffic.document(ctx, check_name(request.path_params["model"])))
+
+    async def put_traffic(request: Request) -> Response:
+        require_token(ctx.settings, request.headers.get("authorization"))
+        name = check_name(request.path_params["model"])
+        return json_response(await traffic.set_traffic(ctx, name, await request.body()))
+
     e = error_response
     out = [
         route("GET", "/v2/health/live", live, e),
@@ -123,6 +132,9 @@ def routes(ctx: ServerContext) -> list[Route]:
         route("POST", "/v2/repository/index", index, e),
         route("POST", "/v2/repository/models/{model}/load", load, e),
         route("POST", "/v2/repository/models/{model}/unload", unload, e),
+        # servekit's: a model's traffic split and shadow (servekit.traffic)
+        route("GET", "/v2/repository/models/{model}/traffic", get_traffic, e),
+        route("PUT", "/v2/repository/models/{model}/traffic", put_traffic, e),
     ]
     return out
 

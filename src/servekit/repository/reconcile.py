@@ -21,6 +21,7 @@ from servekit.names import check_name
 from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.server.lifecycle import Change, ServerContext, Skin, Stop
+from servekit.traffic.management import apply_declared
 
 log = logging.getLogger("servekit.repository")
 
@@ -49,6 +50,7 @@ class Reconciler:
         await self.registry.apply([*serving, *desired], retry_failed=False)
         await self.relabel(labels)
         await self.registry.apply(desired, retry_failed=False)
+        await apply_declared(self.registry, desired)  # traffic and shadow the files declare
 
     async def relabel(self, labels: dict[str, dict[str, str]], only: set[str] | None = None) -> None:
         """Set each model's labels (of the models in ``only``, if given); a label
@@ -126,8 +128,9 @@ async def start(ctx: ServerContext) -> Stop | None:
     """Apply labels to what was loaded, then (worker 0) poll if a source asks to."""
     try:
         await reconciler(ctx).relabel(ctx.sources.labels(ctx.sources.wanted()))
+        await apply_declared(ctx.registry, ctx.sources.wanted())
     except ServekitError as exc:
-        log.error("Could not apply version labels: %s", exc.message)
+        log.error("Could not apply version labels or traffic: %s", exc.message)
     interval = ctx.sources.poll_interval()
     if interval <= 0 or ctx.index != 0:
         return None
@@ -165,6 +168,7 @@ async def apply_load(ctx: ServerContext, change: Change) -> None:
     if failed:
         raise ModelLoadError(f"model {name!r} failed to load: {failed[0].reason}")
     await reconciler(ctx).relabel(ctx.sources.labels(found), only={name})
+    await apply_declared(ctx.registry, found, only={name})
 
 
 async def apply_unload(ctx: ServerContext, change: Change) -> None:

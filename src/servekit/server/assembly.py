@@ -36,6 +36,7 @@ from servekit.server.lifecycle import (
 from servekit.server.metrics import Metrics
 from servekit.server.tls import load as load_tls
 from servekit.server.tls import scheme as tls_scheme
+from servekit.traffic import management as traffic
 
 # The order matters: the first skin that mounts on a listener gives that
 # listener its error format for unknown paths, and routes match in this order.
@@ -50,6 +51,7 @@ SKINS: list[Skin] = [
     openapi.SKIN,  # /openapi.json and /docs on every HTTP port, of what that port answers
     v2_grpc.SKIN,  # V2 over gRPC
     tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads
+    traffic.SKIN,  # canary and shadow: the traffic.set change, the shadow's report
     reconcile.SKIN,  # repository load/unload/sync, labels, polling the sources
     graphs.SKIN,  # attaches inference graphs to the data plane, refuses cycles of graphs
 ]
