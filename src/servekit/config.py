@@ -15,8 +15,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -56,6 +58,75 @@ _AT_LEAST: dict[str, tuple[float, bool]] = {
     "gil_switch_interval_ms": (0, True),
     "download_timeout": (0, True),
 }
+
+
+class PayloadLogging(BaseModel):
+    """Payload logging of a model (``payload_logging`` in its settings) or of
+    every model (the server's ``payload_logging``): each sampled inference as
+    a pair of CloudEvents in KServe's logger format (:mod:`servekit.payloads`).
+    The sink's own options (rotation, queue, batch, timeout) are the first
+    naming model's; models naming the same sink share it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    sink: str = Field(validation_alias=AliasChoices("sink", "url"))  # KServe's logger calls it url
+    mode: Literal["all", "request", "response"] = "all"
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    # file sinks: a file grows to max_bytes, then is renamed NAME.1 (… NAME.max_files, then gone)
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1024, le=1 << 40)
+    max_files: int = Field(5, ge=0, le=1000)
+    # HTTP sinks: one binary-mode event per POST (KServe's), or batches as application/cloudevents-batch+json
+    format: Literal["binary", "batch"] = "binary"
+    batch_size: int = Field(64, ge=1, le=10_000)
+    timeout: float = Field(5.0, gt=0.0, le=300.0)  # seconds per HTTP exchange
+    # every sink: events waiting (beyond either bound an inference's events are dropped and counted)
+    queue_size: int = Field(10_000, ge=2, le=1_000_000)
+    queue_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1 << 36)
+    flush_seconds: float = Field(0.1, ge=0.0, le=60.0)  # how long a part batch waits for more
+    # CloudEvents attributes: ce-source (default http://HOST:HTTP_PORT/), ce-namespace, ce-component
+    source: str | None = Field(None, max_length=512)
+    namespace: str = Field("", max_length=253)
+    component: str = Field("predictor", max_length=253)
+
+    @field_validator("sink")
+    @classmethod
+    def _a_sink(cls, value: str) -> str:
+        check_sink(value)
+        return value
+
+
+def check_sink(url: str) -> None:
+    """A payload sink's URL is ``file:///ABSOLUTE/PATH`` or ``http(s)://HOST[:PORT]/PATH``;
+    ValueError saying what it is not."""
+    if len(url) > 2048 or not url.isprintable() or any(c.isspace() for c in url):
+        raise ValueError("a sink is a URL of at most 2048 printable characters without spaces")
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/") or parts.path.endswith("/"):
+            raise ValueError(f"{url!r}: a file sink names a file by its absolute path (file:///var/log/payloads.jsonl)")
+        return
+    if parts.scheme in ("http", "https"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1 or port == 0:
+            raise ValueError(f"{url!r}: an HTTP sink needs a host (and a port from 1 to 65535 if given)")
+        return
+    raise ValueError(f"{url!r}: a sink is file:///PATH (JSON lines) or http(s)://HOST:PORT/PATH (CloudEvents)")
+
+
+def _payload_logging(value: Any) -> Any:
+    """A sink URL alone, or a JSON object (from a flag or a variable), as settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("{"):
+            return {"sink": text}
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"payload_logging is not JSON: {exc}") from None
+    return value
 
 
 class ServerSettings(BaseModel):
@@ -183,6 +254,15 @@ class ServerSettings(BaseModel):
             "trace every request with OpenTelemetry and export the spans with OTLP/HTTP to this URL "
             "(http://collector:4318; /v1/traces is added). OTEL_EXPORTER_OTLP_ENDPOINT does the same. "
             "Needs the tracing extra: pip install 'servekit[tracing]'"
+        ),
+    )
+    payload_logging: PayloadLogging | None = Field(
+        None,
+        description=(
+            "log every model's requests and responses as KServe logger CloudEvents to this sink: "
+            "file:///PATH.jsonl or http://HOST:PORT/PATH, or a JSON object of options "
+            '({"sink": …, "mode": "all", "sample_rate": 0.1}); a model\'s own payload_logging wins, '
+            "false turns it off for that model"
         ),
     )
     enable_grpc: bool = Field(True, description="serve V2 gRPC on grpc_port")
@@ -369,6 +449,11 @@ class ServerSettings(BaseModel):
             "comma-separated port settings that serve TLS (http_port,grpc_port,…); none: all of them"
         ),
     )
+
+    @field_validator("payload_logging", mode="before")
+    @classmethod
+    def _payload_logging(cls, value: Any) -> Any:
+        return _payload_logging(value)
 
     @field_validator("ssl_ports")
     @classmethod
@@ -640,6 +725,9 @@ class ModelSettings(BaseModel):
     # them on the side, never returned. Model-wide; changing them reloads nothing.
     traffic: dict[str, float] = Field(default_factory=dict)
     shadow: ShadowSettings | None = None
+    # payload logging (servekit.payloads): its own sink and sampling, or false to stay out of
+    # the server's payload_logging; none: the server's
+    payload_logging: PayloadLogging | Literal[False] | None = None
     source_dir: str = ""  # folder of the settings file; relative URIs resolve against it
 
     @field_validator("traffic", mode="before")
@@ -669,6 +757,8 @@ class ModelSettings(BaseModel):
         uri = self.parameters.uri
         if uri is None:
             return Path(self.source_dir) if self.source_dir else None
+        if uri.startswith(("runs:/", "models:/")):
+            return None  # an MLflow tracking server's run or registered model, not a path
         if uri.startswith("file://"):
             uri = uri[len("file://") :]
         path = Path(uri)
@@ -733,7 +823,7 @@ def _describe(exc: ValidationError, origin: dict[str, str] | None = None) -> str
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         if origin and err["loc"] and str(err["loc"][0]) in origin:
-            where = origin[str(err["loc"][0])]
+            where = origin[str(err["loc"][0])] + "".join(f" {p}" for p in err["loc"][1:])
         message = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -115,6 +115,9 @@ class DataPlane:
         self.tally: Tally | None = None
         # lazy loading and the model budget (servekit.residency); None: every model is loaded
         self.residency: Residency | None = None
+        # observers of some versions' calls only (payload logging): the calls of
+        # other versions build no InferenceCall (one test of this dict)
+        self.watchers: dict[ModelVersion, InferenceObserver] = {}
         self._cache_factory = cache_factory or (lambda: make_cache(LibrarySettings.from_env()))
         self._cache: PredictionCache | None = None
         # shadow calls (servekit.traffic): offered after the answer, for models with a shadow
@@ -195,7 +198,7 @@ class DataPlane:
         self.metrics.observe(model.name, model.version, protocol, seconds)
         if self.tally is not None:
             self.tally.ok(model.name, protocol, seconds)
-        if observed:
+        if observed or (self.watchers and model in self.watchers):
             self._notify(InferenceCall(protocol, target, model, request, response, None, cached, spans,
                                        seconds))
         if self.registry.shadows and not target.version and target.label is None:
@@ -243,6 +246,8 @@ class DataPlane:
     def _notify(self, call: InferenceCall) -> None:
         for observer in self.observers:
             observer(call)
+        if self.watchers and call.model in self.watchers:
+            self.watchers[call.model](call)
 
 
 class ModelFailed(ServekitError):

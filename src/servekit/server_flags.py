@@ -57,7 +57,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "logging, tracing and metrics": (
         "debug", "access_log", "log_format", "otel_exporter_otlp_endpoint", "enable_metrics_endpoint",
-        "metrics_endpoint", "server_name", "enable_dashboard",
+        "metrics_endpoint", "server_name", "enable_dashboard", "payload_logging",
     ),
     "security": ("management_token", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "ssl_ports"),
 }

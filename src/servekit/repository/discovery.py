@@ -58,6 +58,9 @@ def discover(
                     )
                 else:
                     found.append(settings)
+                    target = settings.resolved_uri()
+                    if target is not None and target.parent == path and (target / "MLmodel").is_file():
+                        dirs[:] = [d for d in dirs if d != target.name]  # its MLflow model, not another one
             except ConfigError as exc:
                 log.error("Skipping %s", exc.message)
                 if errors is not None:
@@ -73,6 +76,8 @@ def discover(
         inferred = _settings_from_model_file(path)
         if inferred is not None:
             found.append(inferred)
+            if "MLmodel" in files:
+                dirs[:] = []  # an MLflow model's folders (data/, code/) are its own
     return [_confined(settings, root) for settings in found]
 
 

@@ -11,6 +11,7 @@ from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
 from servekit.errors import ConfigError
 from servekit.fronts.kserve import v1 as kserve_v1
+from servekit.fronts.mlflow import api as mlflow_scoring
 from servekit.fronts.seldon import api as seldon
 from servekit.fronts.tfserving import grpc_api as tfserving_grpc
 from servekit.fronts.tfserving import rest as tfserving
@@ -48,6 +49,7 @@ SKINS: list[Skin] = [
     dashboard.skin(lambda ctx: server_info(ctx)),  # the page at /ui, and at / for browsers (before KServe V1's GET /)
     kserve_v1.SKIN,  # KServe V1 (/v1/models/{m}:predict, GET /) on the main port (after TF Serving's: a shared port answers TF Serving's status)
     torchserve.SKIN,  # TorchServe inference on the main port, management on its own
+    mlflow_scoring.SKIN,  # MLflow's scoring protocol (/invocations, /health, /version); after TorchServe's /ping
     openapi.SKIN,  # /openapi.json and /docs on every HTTP port, of what that port answers
     v2_grpc.SKIN,  # V2 over gRPC
     tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads

@@ -1,0 +1,1 @@
+"""MLflow's scoring protocol (``mlflow models serve``): ``/invocations``, ``/health``, ``/version``."""
