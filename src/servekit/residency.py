@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from servekit.config import ModelSettings, ServerSettings
-from servekit.errors import ModelLoadError, ModelNotFound, Overloaded
+from servekit.errors import ModelLoadError, ModelNotFound, ModelNotReady, Overloaded, ServekitError
 from servekit.registry import ModelVersion, Registry
 from servekit.repository.sources import ModelSources
 
@@ -129,9 +129,12 @@ class Residency:
         when its model is in the repository but not loaded (then :meth:`load`)."""
         try:
             model = self._resolve(target)
-        except ModelNotFound:
-            if self.registry.has(target.name) or not self.loadable(target.name):
-                raise
+        except (ModelNotFound, ModelNotReady):
+            name = target.name
+            if name in self._loading:
+                return None  # being loaded: wait for it
+            if self.registry.has(name) or not self.loadable(name):
+                raise  # no such model, version or label, or its load failed
             return None
         try:  # noqa: SIM105 (contextlib.suppress costs ~0.3 us a call here)
             self._recent.move_to_end(model.name)
@@ -403,6 +406,10 @@ def attach(ctx: ServerContext) -> Residency | None:
         ctx.registry, ctx.sources, ctx.settings, ctx.dataplane.resolve, relabel=relabel,
         metrics=ctx.metrics.registry,
     )
+    try:
+        residency.catalog()  # read now, not on the first request
+    except ServekitError as exc:
+        log.error("Could not read the model repository: %s", exc.message)
     ctx.dataplane.residency = residency
     ctx.reports.reporters["residency"] = residency.report
     return residency
