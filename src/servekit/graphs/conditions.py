@@ -198,7 +198,11 @@ def _walk(value: Any, path: tuple[Any, ...]) -> Any:
             if not isinstance(value, list):
                 return MISSING
             matches = [v for v in value if _matches(v, part)]
-            value = matches if part.all else (matches[0] if matches else MISSING)
+            if part.all:  # every match; the rest of the path is read in each
+                rest = path[i + 1:]
+                found = [_walk(v, rest) for v in matches] if rest else matches
+                return [f for f in found if f is not MISSING]
+            value = matches[0] if matches else MISSING
             continue
         value = _child(value, part)
     return value

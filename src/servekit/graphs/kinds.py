@@ -57,6 +57,11 @@ NODE_KINDS: dict[str, str] = {
     "Switch": "servekit.graphs.kinds:SWITCH",
     "Ensemble": "servekit.graphs.kinds:ENSEMBLE",
     "Splitter": "servekit.graphs.kinds:SPLITTER",
+    # Seldon's service types as nodes (servekit/fronts/seldon/graph_nodes.py)
+    "Router": "servekit.fronts.seldon.graph_nodes:ROUTER",
+    "Combiner": "servekit.fronts.seldon.graph_nodes:COMBINER",
+    "Transformer": "servekit.fronts.seldon.graph_nodes:TRANSFORMER",
+    "OutputTransformer": "servekit.fronts.seldon.graph_nodes:OUTPUT_TRANSFORMER",
 }
 PROTOCOL = "graph"  # the protocol label of node calls in metrics and spans
 
@@ -163,22 +168,27 @@ class GraphRun:
         if step.node is not None:
             return await self.node(step.node, request)
         where = f"node {node.name!r} step {step.name!r} ({step.target})"
-        return await self._call(Target(str(step.service), step.version, step.label), request, where)
+        return await self.call(Target(str(step.service), step.version, step.label), request, where)
 
     async def model(self, node: NodeSpec, request: InferenceRequest, what: str = "") -> InferenceResponse:
         """The node's own model (``serviceName`` on the node) on ``request``."""
         if node.service is None:
             raise GraphError(f"graph {self.graph.name!r} node {node.name!r} names no serviceName")
         where = f"node {node.name!r}{' ' + what if what else ''} (model {node.service!r})"
-        return await self._call(Target(node.service, node.version, node.label), request, where)
+        return await self.call(Target(node.service, node.version, node.label), request, where)
 
-    async def _call(self, target: Target, request: InferenceRequest, where: str) -> InferenceResponse:
+    async def call(self, target: Target, request: InferenceRequest, where: str) -> InferenceResponse:
+        """A served model through the data plane (protocol ``graph``); ``where``
+        (``node 'n' step 's' (model 'm')``) starts the message of its errors."""
         deadline = self.request.deadline
         timeout = None
         if deadline is not None:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise RequestTimedOut(f"graph {self.graph.name!r} {where}: the request's time ran out")
+        # each call its own request: the data plane sets the id and deadline on it
+        request = InferenceRequest(inputs=list(request.inputs), outputs=request.outputs, id=self.request.id,
+                                   parameters=dict(request.parameters))
         token = self._trace.set(None) if self._trace is not None and self._trace.get() is not None else None
         try:
             return await self.dataplane.infer(target, request, protocol=PROTOCOL, timeout=timeout)
@@ -211,7 +221,7 @@ class GraphRun:
                 picked.append(Tensor(input_name, tensor.data, tensor.datatype, dict(tensor.parameters)))
             outputs = picked
         return InferenceRequest(
-            inputs=list(outputs), id=self.request.id, parameters=_passed(self.request.parameters)
+            inputs=list(outputs), id=self.request.id, parameters=passed(self.request.parameters)
         )
 
     def view(self, message: InferenceRequest | InferenceResponse) -> dict[str, Any]:
@@ -248,7 +258,7 @@ class GraphRun:
         return InferenceResponse(model_name=self.graph.name, outputs=outputs, id=self.request.id)
 
 
-def _passed(parameters: dict[str, Any]) -> dict[str, Any]:
+def passed(parameters: dict[str, Any]) -> dict[str, Any]:
     # the graph's deadline is passed on as the call's timeout, not as Triton's parameter
     return {k: v for k, v in parameters.items() if k != "timeout"} if parameters else {}
 

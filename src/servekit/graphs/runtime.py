@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from servekit.errors import InvalidInput, ModelNotFound, ModelNotReady, ServekitError
-from servekit.graphs.kinds import GraphRun, Metadata, NodeKind, node_kinds
+from servekit.graphs.kinds import GraphRun, Metadata, NodeKind, node_kinds, passed
 from servekit.graphs.spec import GraphSpec, graph_source, parse_graph
 from servekit.runtimes.base import Runtime
 from servekit.tensors import InferenceRequest, InferenceResponse, ModelMetadata, TensorSpec
@@ -59,7 +59,9 @@ class GraphRuntime(Runtime):
         if self.dataplane is None or self.spec is None:
             raise ModelNotReady(f"graph {self.name!r} is not attached to a server's data plane")
         run = GraphRun(self.spec, request, self.dataplane, self.kinds, _trace=self._trace)
-        answer = await run.node("root", request)
+        # the nodes get the inputs and parameters; the outputs asked for are the graph's
+        fed = InferenceRequest(inputs=request.inputs, id=request.id, parameters=passed(request.parameters))
+        answer = await run.node("root", fed)
         outputs = answer.outputs
         wanted = request.output_names
         if wanted is not None:
