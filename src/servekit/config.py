@@ -185,6 +185,13 @@ class ServerSettings(BaseModel):
             "(512MB, 2GiB or a number); past it the least recently used idle model is unloaded"
         ),
     )
+    root_model_name: str | None = Field(
+        None,
+        description=(
+            "name of the model whose files lie directly in the repository folder (KServe's /mnt/models); "
+            "default: INFERENCE_SERVICE_NAME or MLSERVER_MODEL_NAME, which KServe sets, else the folder's name"
+        ),
+    )
     max_request_size: int = Field(
         512 * 1024 * 1024,
         description=(
@@ -517,6 +524,30 @@ def parse_size(text: str) -> int:
     return int(number * _SIZE_UNITS[unit])
 
 
+# Variables that KServe sets in a predictor's container, or that its runtimes pass (MLServer's
+# names for settings servekit shares), read below settings.json and SERVEKIT_*: the servekit
+# image also starts as KServe's own kserve-mlserver runtime starts MLServer
+FOREIGN_ENV: dict[str, str] = {
+    "MLSERVER_HOST": "host",
+    "MLSERVER_HTTP_PORT": "http_port",
+    "MLSERVER_GRPC_PORT": "grpc_port",
+    "MLSERVER_METRICS_PORT": "metrics_port",
+    "MLSERVER_PARALLEL_WORKERS": "parallel_workers",
+    "MLSERVER_DEBUG": "debug",
+    "MLSERVER_LOAD_MODELS_AT_STARTUP": "load_models_at_startup",
+    "MLSERVER_SERVER_NAME": "server_name",
+    "MLSERVER_METRICS_ENDPOINT": "metrics_endpoint",
+    "INFERENCE_SERVICE_NAME": "root_model_name",
+    "MLSERVER_MODEL_NAME": "root_model_name",  # the later entry wins
+}
+
+
+def foreign_env(environ: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Settings from :data:`FOREIGN_ENV`'s variables: name -> (variable, value)."""
+    environ = dict(os.environ) if environ is None else environ
+    return {name: (variable, environ[variable]) for variable, name in FOREIGN_ENV.items() if variable in environ}
+
+
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """``SERVEKIT_<FIELD>`` variables as settings (``SERVEKIT_HTTP_PORT=9000``)."""
     environ = dict(os.environ) if environ is None else environ
@@ -545,8 +576,8 @@ def load_server_settings(
     cli_overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> ServerSettings:
-    """The server settings: defaults < ``settings.json`` in ``root`` <
-    ``SERVEKIT_*`` < flags. A key of settings.json that is no setting is an
+    """The server settings: defaults < KServe's and MLServer's variables
+    (:data:`FOREIGN_ENV`) < ``settings.json`` in ``root`` < ``SERVEKIT_*`` < flags. A key of settings.json that is no setting is an
     error naming the file and key (a warning with ``lenient``)."""
     data: dict[str, Any] = {}
     origin: dict[str, str] = {}  # where each value came from, for error messages
@@ -560,6 +591,9 @@ def load_server_settings(
             data.update({k: v for k, v in from_file.items() if k in ServerSettings.model_fields})
             origin.update({k: f"{path} {k!r}" for k in data})
         data["model_repository_root"] = str(root)
+    for name, (variable, value) in foreign_env(environ).items():
+        if name not in origin:  # settings.json said nothing about it
+            data[name], origin[name] = value, variable
     from_env = env_overrides(environ)
     data.update(from_env)
     origin.update({k: f"{ENV_PREFIX}{k.upper()}" for k in from_env})
@@ -793,9 +827,11 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return _read_json(path)
 
 
-def load_model_settings(path: Path) -> ModelSettings:
+def load_model_settings(path: Path, default_name: str | None = None) -> ModelSettings:
+    """A ``model-settings.json``; a model it does not name is named ``default_name``,
+    else after its folder."""
     data = _read_json(path)
-    data.setdefault("name", path.parent.name)
+    data.setdefault("name", default_name or path.parent.name)
     data["source_dir"] = str(path.parent.resolve())
     params = data.get("parameters") or {}
     if isinstance(params, dict) and params.get("version") is not None:

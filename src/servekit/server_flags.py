@@ -40,7 +40,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "abort_on_close", "drain_seconds",
     ),
     "models and repository": (
-        "model_repository_root", "load_models_at_startup", "poll_wait_seconds", "default_model", "lenient",
+        "model_repository_root", "load_models_at_startup", "root_model_name", "poll_wait_seconds", "default_model",
+        "lenient",
         "max_loaded_models", "max_loaded_bytes",
     ),
     "TorchServe (setting model_store, load_models or ts_config turns on TorchServe mode)": (

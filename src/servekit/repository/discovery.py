@@ -35,20 +35,24 @@ SKIP_DIRS = {".git", ".venv", "__pycache__", "node_modules", ".mypy_cache", ".py
 
 
 def discover(
-    root: str | Path, errors: list[str] | None = None, watcher: VersionWatcher | None = None
+    root: str | Path, errors: list[str] | None = None, watcher: VersionWatcher | None = None,
+    root_name: str | None = None,
 ) -> list[ModelSettings]:
     """All model versions below ``root``. Broken settings files are reported in
     ``errors`` (and the log) instead of stopping discovery. ``watcher`` carries
-    what earlier scans saw of version folders (see :class:`VersionWatcher`)."""
+    what earlier scans saw of version folders (see :class:`VersionWatcher`).
+    ``root_name`` names a model whose files lie in ``root`` itself (KServe's
+    /mnt/models holds one model, the InferenceService's) unless its settings name it."""
     root = Path(root).resolve()
     watcher = watcher or VersionWatcher()
     found: list[ModelSettings] = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
         path = Path(folder)
+        default_name = root_name if path == root and root_name else None
         if SETTINGS_FILE in files:
             try:
-                settings = load_model_settings(path / SETTINGS_FILE)
+                settings = load_model_settings(path / SETTINGS_FILE, default_name)
                 if _versioned(settings, path):
                     dirs[:] = []
                     found.extend(
@@ -71,9 +75,11 @@ def discover(
             continue
         if not has_files and is_base_path(path) and not _versions_have_settings(path):
             dirs[:] = []
-            found.extend(versioned_settings(path.name, path, None, watcher))
+            found.extend(versioned_settings(default_name or path.name, path, None, watcher))
             continue
         inferred = _settings_from_model_file(path)
+        if inferred is not None and default_name:
+            inferred.name = default_name
         if inferred is not None:
             found.append(inferred)
             if "MLmodel" in files:

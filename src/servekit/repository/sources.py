@@ -42,7 +42,7 @@ class ModelSources:
         self.providers.append(provider)
 
     def add_repository(self, root: str | Path) -> None:
-        self.add(lambda: discover(root, watcher=self.watcher))
+        self.add(lambda: discover(root, watcher=self.watcher, root_name=self.settings.root_model_name))
         if self.settings.poll_wait_seconds > 0:
             self.poll_seconds.append(self.settings.poll_wait_seconds)
 
