@@ -110,7 +110,7 @@ async def document(ctx: ServerContext, name: str) -> dict[str, Any]:
     current = registry.find(name)
     gathered = await ctx.reports.gather()
     reports = [r.get(REPORT, {}) for r in gathered.reports]
-    shadow = mirror.combine(reports, name)
+    shadow = mirror.combine(reports, name, routing.shadow.version if routing.shadow is not None else None)
     return {
         "name": name,
         "default_version": current.version if current is not None and current.ready else None,

@@ -152,15 +152,16 @@ class Mirror:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
-def combine(reports: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    """One model's shadow counters summed over workers' reports, and their
-    recent differences, newest first (at most :data:`KEPT`)."""
+def combine(reports: list[dict[str, Any]], name: str, version: str | None = None) -> dict[str, Any]:
+    """One model's shadow counters summed over workers' reports (those of
+    shadow ``version`` only, if given), and their recent differences, newest
+    first (at most :data:`KEPT`)."""
     counts = dict.fromkeys(OUTCOMES, 0)
     recent: list[dict[str, Any]] = []
     versions: set[str] = set()
     for report in reports:
         mine = report.get(name) if isinstance(report, dict) else None
-        if not isinstance(mine, dict):
+        if not isinstance(mine, dict) or (version is not None and mine.get("version") != version):
             continue
         versions.add(str(mine.get("version", "")))
         for outcome in OUTCOMES:

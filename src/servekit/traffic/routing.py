@@ -35,7 +35,7 @@ class Routing:
     __slots__ = ("shadow", "steps", "traffic")
 
     def __init__(self, traffic: dict[str, float] | None = None, shadow: Shadow | None = None) -> None:
-        self.traffic: dict[str, float] = check_traffic(dict(traffic or {}))
+        self.traffic: dict[str, float] = check_traffic(traffic)
         self.shadow = shadow
         steps: list[tuple[float, str]] = []
         total = 0.0
