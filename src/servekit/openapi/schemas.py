@@ -142,6 +142,34 @@ _V2: dict[str, Schema] = {
         {"name": STRING, "versions": array(STRING), "state": {"type": "string", "enum": ["READY", "UNLOADED"]}},
         ["name", "versions", "state"],
     ),
+    # servekit's canary and shadow (servekit.traffic)
+    "V2TrafficRequest": obj(
+        {
+            "traffic": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 100},
+                        "maxProperties": 16,
+                        "description": "Percent of the calls naming no version and no label that go to each "
+                                       "version (at most 100 in all; the rest goes to the default version)."},
+            "shadow": {"oneOf": [
+                obj({"version": STRING, "percent": {"type": "number", "minimum": 0, "maximum": 100}}, ["version"],
+                    additionalProperties=False),
+                {"type": "null"},
+            ], "description": "A version that answers this percent of those calls on the side, never returned."},
+        },
+        description="The model's whole routing: a missing key is none ({} for none at all).",
+        additionalProperties=False,
+    ),
+    "V2Traffic": obj(
+        {
+            "name": STRING, "default_version": {"type": ["string", "null"]},
+            "traffic": {"type": "object", "additionalProperties": NUMBER},
+            "shadow": {"type": ["object", "null"]},
+            "shadow_stats": obj({k: INTEGER for k in ("mirrored", "equal", "different", "failed", "dropped")}),
+            "differences": array(obj({"time": NUMBER, "kind": STRING, "request_id": STRING,
+                                      "served_version": STRING, "shadow_version": STRING, "what": STRING})),
+            "workers": INTEGER, "missing_workers": array(INTEGER),
+        },
+        ["name", "traffic", "shadow", "shadow_stats", "differences"],
+    ),
 }
 
 _TFSERVING: dict[str, Schema] = {

@@ -182,6 +182,15 @@ def v2(metrics_path: str, examples: dict[str, dict[str, Any]]) -> Table:
             "Load (or reload) a model from the repository", V2_REPOSITORY, change_ok, e, token=True),
         ("POST", "/v2/repository/models/{model}/unload"): op(
             "Unload a model", V2_REPOSITORY, change_ok, e, token=True),
+        ("GET", "/v2/repository/models/{model}/traffic"): op(
+            "A model's traffic split and shadow, with the shadow's outcomes (servekit's)", V2_REPOSITORY,
+            answer("The routing, the shadow's counts over every worker and its last differences", ref("V2Traffic")),
+            e),
+        ("PUT", "/v2/repository/models/{model}/traffic"): op(
+            "Set a model's traffic split and shadow (servekit's)", V2_REPOSITORY,
+            answer("Applied by every worker", ref("V2Traffic")), e, token=True,
+            body=json_body(ref("V2TrafficRequest"), examples={"canary": {"value": {"traffic": {"2": 10}}},
+                           "shadow": {"value": {"shadow": {"version": "3", "percent": 50}}}})),
         ("GET", metrics_path): metrics_operation(),
     }
 
