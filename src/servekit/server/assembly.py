@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servekit import openapi
+from servekit import openapi, payloads
 from servekit.config import ServerSettings
 from servekit.dataplane import DataPlane
 from servekit.errors import ConfigError
@@ -54,6 +54,7 @@ SKINS: list[Skin] = [
     v2_grpc.SKIN,  # V2 over gRPC
     tfserving_grpc.SKIN,  # TF Serving's gRPC API on --port, config reloads
     traffic.SKIN,  # canary and shadow: the traffic.set change, the shadow's report
+    payloads.SKIN,  # payload logging: the opted-in models' calls as CloudEvents (no routes)
     reconcile.SKIN,  # repository load/unload/sync, labels, polling the sources
     graphs.SKIN,  # attaches inference graphs to the data plane, refuses cycles of graphs
 ]
