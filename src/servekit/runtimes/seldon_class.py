@@ -349,7 +349,8 @@ class SeldonClassRuntime(Runtime):
             result = result.data
         if method == "route":
             if not isinstance(result, int):
-                raise SeldonUserError(f"Routing response must be int but got {result!r}")
+                raise SeldonUserError(f"Routing response must be int but got {result} "
+                                      f"({type(result).__name__}): return the child's index as a Python int")
             output = Tensor("output", np.array([[int(result)]], dtype=np.int64))
         else:
             output = output_tensor(result)

@@ -325,17 +325,16 @@ async def call(
         if isinstance(meta, dict):
             request.parameters["meta"] = meta
         metas, puid = ([] if method == "route" else [meta]), _puid(document)
-    if not _is_seldon_class(ctx, name):
-        if method in ("route", "aggregate"):
-            raise InvalidInput(
-                f"{method.capitalize()} not defined: model {name!r} is not a Seldon class with {method}()"
-            )
-        if method != "predict":
-            # what Seldon's wrapper does for a class without the method: pass it through
-            echo = InferenceResponse(model_name=name, outputs=list(request.inputs), parameters={})
-            return json_response(encode(echo, form, puid, metas))
-    request.parameters["seldon_method"] = method
-    request.parameters["seldon_message"] = document
+    if _is_seldon_class(ctx, name):
+        request.parameters["seldon_method"] = method
+        request.parameters["seldon_message"] = document
+    elif method in ("route", "aggregate"):
+        raise InvalidInput(f"{method.capitalize()} not defined: model {name!r} is not a Seldon class with {method}()")
+    elif method != "predict":
+        # what Seldon's wrapper does for a class without the method: pass it through
+        echo = InferenceResponse(model_name=name, outputs=list(request.inputs), parameters={})
+        return json_response(encode(echo, form, puid, metas))
+    # else any other model (a graph too) predicts on the message's data
     response = await ctx.dataplane.infer(Target(name), request, protocol=PROTOCOL, timeout=timeout)
     return raw_answer(response, method) or json_response(encode(response, form, puid, metas))
 
@@ -370,7 +369,7 @@ async def feedback(ctx: ServerContext, name: str, document: Any, timeout: float 
         request, form = InferenceRequest([Tensor("input", np.empty(0))]), "tensor"
     if not _is_seldon_class(ctx, name):
         empty = InferenceResponse(model_name=name, outputs=[Tensor("output", np.empty(0))], parameters={})
-        return json_response(encode(empty, "ndarray", None))
+        return json_response(proto_form(encode(empty, form, None)))
     if document.get("truth") is not None:
         truth, _ = decode(document["truth"])
         request.inputs.append(truth.inputs[0])
@@ -379,7 +378,45 @@ async def feedback(ctx: ServerContext, name: str, document: Any, timeout: float 
     if routing is not None:
         request.parameters["routing"] = routing
     response = await ctx.dataplane.infer(Target(name), request, protocol=PROTOCOL, timeout=timeout)
-    return json_response(encode(response, "ndarray" if form == "tensor" else form, None))
+    return json_response(proto_form(encode(response, form, None)))
+
+
+def _floats(value: Any) -> Any:
+    """JSON numbers as a protobuf Struct holds them (doubles)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_floats(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _floats(value.tolist())
+    return value
+
+
+def proto_form(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as Seldon's wrapper answers feedback: through its
+    SeldonMessage proto, so numbers are doubles and empty lists are left out."""
+    out = dict(message)
+    data = out.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        if not data.get("names"):
+            data.pop("names", None)
+        if "ndarray" in data:
+            data["ndarray"] = _floats(data["ndarray"])
+        if isinstance(data.get("tensor"), dict):
+            tensor = {"shape": [int(d) for d in data["tensor"]["shape"]]}
+            values = _floats(data["tensor"]["values"])
+            if values:
+                tensor["values"] = values
+            data["tensor"] = tensor
+        out["data"] = data
+    if "jsonData" in out:
+        out["jsonData"] = _floats(out["jsonData"])
+    return out
 
 
 def _routing(response: Any) -> int | None:
