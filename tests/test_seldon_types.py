@@ -355,3 +355,86 @@ def test_answers_equal_seldon_core_microservice(classes: Path) -> None:
         theirs = answers([str(PEER)], cls, flags)
         mine = answers([sys.executable, "-m", "servekit", "microservice"], cls, flags)
         assert mine == theirs, cls
+
+
+def seldon_entry(root: Path, name: str, cls: str, service_type: str = "MODEL", **init: Any) -> None:
+    folder = root / name
+    folder.mkdir()
+    shutil.copy(CLASSES / f"{cls}.py", folder / f"{cls}.py")
+    extra = {"seldon_service_type": service_type, "init_parameters": init}
+    settings = {"name": name, "implementation": f"{cls}.{cls}", "parameters": {"extra": extra}}
+    (folder / "model-settings.json").write_text(json.dumps(settings))
+
+
+def graph_entry(root: Path, name: str, nodes: dict[str, Any]) -> None:
+    (root / name).mkdir()
+    settings = {"name": name, "implementation": "graph", "graph": {"nodes": nodes}}
+    (root / name / "model-settings.json").write_text(json.dumps(settings))
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("seldon-graphs")
+    seldon_entry(root, "router", "EpsilonGreedy", "ROUTER", n_branches=2, epsilon=0.0, best_branch=1)
+    seldon_entry(root, "router3", "EpsilonGreedy", "ROUTER", n_branches=3, epsilon=0.0, best_branch=2)
+    seldon_entry(root, "combiner", "ImageNetCombiner", "COMBINER")
+    seldon_entry(root, "double", "Doubler", factor=2.0)
+    seldon_entry(root, "triple", "Doubler", factor=3.0)
+    seldon_entry(root, "scaler", "Scaler", "TRANSFORMER")
+    # Seldon's graph: a router whose second child is a combiner of two models
+    graph_entry(root, "routed", {
+        "root": {"routerType": "Router", "serviceName": "router",
+                 "steps": [{"serviceName": "double"}, {"nodeName": "both"}]},
+        "both": {"routerType": "Combiner", "serviceName": "combiner",
+                 "steps": [{"serviceName": "double"}, {"serviceName": "triple"}]},
+    })
+    # the router picks child 2 of 2: the graph fails naming the node
+    graph_entry(root, "misrouted", {"root": {"routerType": "Router", "serviceName": "router3",
+                                             "steps": [{"serviceName": "double"}, {"serviceName": "triple"}]}})
+    # input transformer -> model -> output transformer
+    graph_entry(root, "transformed", {
+        "root": {"routerType": "OutputTransformer", "serviceName": "scaler", "steps": [{"nodeName": "pre"}]},
+        "pre": {"routerType": "Transformer", "serviceName": "scaler", "steps": [{"serviceName": "double"}]},
+    })
+    with ServerProcess(["serve", str(root)]) as server:
+        yield server
+
+
+def v2(url: str, model: str, rows: list[list[float]]) -> requests.Response:
+    body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [len(rows), len(rows[0])],
+                        "data": [v for row in rows for v in row]}]}
+    return requests.post(f"{url}/v2/models/{model}/infer", json=body, timeout=10)
+
+
+def test_graph_with_router_and_combiner_nodes(graphs: ServerProcess) -> None:
+    rows = [[1.0, 2.0, 3.0]]
+    # by hand, in process: the router picks a child, the combiner averages both models
+    router = load_class("EpsilonGreedy")(n_branches=2, epsilon=0.0, best_branch=1)
+    double, triple = load_class("Doubler")(factor=2.0), load_class("Doubler")(factor=3.0)
+    X = np.array(rows)
+    assert router.route(X, []) == 1
+    expected = load_class("ImageNetCombiner")().aggregate([double.predict(X), triple.predict(X)], [[], []])
+    answer = v2(graphs.url, "routed", rows)
+    assert answer.status_code == 200, answer.text
+    out = answer.json()["outputs"][0]
+    assert out["shape"] == list(expected.shape) and out["data"] == pytest.approx(expected.reshape(-1).tolist())
+    # each node's model was called through the data plane: its own counts, under protocol "graph"
+    metrics = requests.get(f"http://127.0.0.1:{graphs.metrics_port}/metrics", timeout=10).text
+    for model in ("router", "combiner", "double", "triple"):
+        assert any(f'model="{model}"' in line and 'protocol="graph"' in line for line in metrics.splitlines()), model
+
+
+def test_graph_with_transformer_nodes(graphs: ServerProcess) -> None:
+    scaler, double = load_class("Scaler")(), load_class("Doubler")(factor=2.0)
+    X = np.array([[10.0, 20.0]])
+    expected = scaler.transform_output(double.predict(scaler.transform_input(X, [])), [])
+    out = v2(graphs.url, "transformed", X.tolist()).json()["outputs"][0]
+    assert out["data"] == expected.reshape(-1).tolist() == [20.0, 40.0]
+
+
+def test_graph_router_out_of_range_names_the_node(graphs: ServerProcess) -> None:
+    answer = v2(graphs.url, "misrouted", [[1.0, 2.0]])
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert "graph 'misrouted' router node 'root'" in error and "chose child 2, but the node has 2" in error
+    assert v2(graphs.url, "routed", [[1.0, 2.0]]).status_code == 200  # still serving
