@@ -62,6 +62,8 @@ NODE_KINDS: dict[str, str] = {
     "Combiner": "servekit.fronts.seldon.graph_nodes:COMBINER",
     "Transformer": "servekit.fronts.seldon.graph_nodes:TRANSFORMER",
     "OutputTransformer": "servekit.fronts.seldon.graph_nodes:OUTPUT_TRANSFORMER",
+    # a TorchServe workflow archive's DAG (servekit/fronts/torchserve/workflows.py)
+    "TorchServeWorkflow": "servekit.fronts.torchserve.workflows:WORKFLOW",
 }
 PROTOCOL = "graph"  # the protocol label of node calls in metrics and spans
 
@@ -177,14 +179,17 @@ class GraphRun:
         where = f"node {node.name!r}{' ' + what if what else ''} (model {node.service!r})"
         return await self.call(Target(node.service, node.version, node.label), request, where)
 
-    async def call(self, target: Target, request: InferenceRequest, where: str) -> InferenceResponse:
+    async def call(
+        self, target: Target, request: InferenceRequest, where: str, *, timeout: float | None = None
+    ) -> InferenceResponse:
         """A served model through the data plane (protocol ``graph``); ``where``
-        (``node 'n' step 's' (model 'm')``) starts the message of its errors."""
+        (``node 'n' step 's' (model 'm')``) starts the message of its errors;
+        ``timeout`` (seconds) bounds this call within the graph's own deadline."""
         deadline = self.request.deadline
-        timeout = None
         if deadline is not None:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
+            left = deadline - time.monotonic()
+            timeout = left if timeout is None else min(timeout, left)
+            if left <= 0:
                 raise RequestTimedOut(f"graph {self.graph.name!r} {where}: the request's time ran out")
         # each call its own request: the data plane sets the id and deadline on it
         request = InferenceRequest(inputs=list(request.inputs), outputs=request.outputs, id=self.request.id,

@@ -48,7 +48,7 @@ from servekit.errors import (
     ServekitError,
     Unauthorized,
 )
-from servekit.fronts.torchserve import changes, tokens
+from servekit.fronts.torchserve import changes, tokens, workflows
 from servekit.fronts.torchserve.metrics import counted, counting_errors, torchserve_metrics
 from servekit.names import check_name, check_version
 from servekit.registry import ModelVersion, Registry
@@ -306,6 +306,7 @@ def inference_routes(ctx: ServerContext) -> list[Route]:
         route("PUT", "/predictions/{model}", predictions, e),
         route("POST", "/predictions/{model}/{version}", predictions, e),
         route("PUT", "/predictions/{model}/{version}", predictions, e),
+        *workflows.inference_routes(ctx, e, handler_request, handler_response, PROTOCOL),
     ]
 
 
@@ -538,6 +539,7 @@ def management_routes(ctx: ServerContext) -> list[Route]:
         route("GET", "/models/{model}/{version}/", describe, e),
         route("PUT", "/models/{model}/{version}/", scale, e),
         route("DELETE", "/models/{model}/{version}/", unregister, e),
+        *workflows.management_routes(ctx, guard, e),
     ]
 
 
