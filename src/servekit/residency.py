@@ -294,7 +294,7 @@ class Residency:
     def _on_change(self, event: str, model: ModelVersion) -> None:
         key = (model.name, model.version)
         if event == "loaded":
-            size = estimate_bytes(model.settings) if self.max_bytes is not None else 0
+            size = estimate_bytes(model.settings)  # a stat or two, once per load
             self.loaded_bytes += size - self._bytes.get(key, 0)
             self._bytes[key] = size
             self._recent[model.name] = None
