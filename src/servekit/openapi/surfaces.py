@@ -310,6 +310,16 @@ def torchserve() -> Table:
         ("PUT", "/predictions/{model}"): prediction("Predict with a model (TorchServe, PUT)"),
         ("POST", "/predictions/{model}/{version}"): prediction("Predict with a model version (TorchServe)"),
         ("PUT", "/predictions/{model}/{version}"): prediction("Predict with a model version (TorchServe, PUT)"),
+        ("POST", "/wfpredict/{name}"): prediction("Run a workflow (TorchServe)"),
+        ("PUT", "/wfpredict/{name}"): prediction("Run a workflow (TorchServe, PUT)"),
+        ("POST", "/workflows"): management(
+            "Register a workflow archive (.war) and its models (TorchServe)", status,
+            query=[query_parameter("url", "The .war in the model store", STRING, True),
+                   query_parameter("workflow_name", "The name to serve it under", STRING)]),
+        ("GET", "/workflows"): management("List workflows (TorchServe)", answer("A page of workflows", ANY),
+                                          query=page),
+        ("GET", "/workflows/{name}"): management("Describe a workflow (TorchServe)", answer("The workflow", ANY)),
+        ("DELETE", "/workflows/{name}"): management("Unregister a workflow and its models (TorchServe)", status),
         ("GET", "/token"): management(
             "Replace a key (TorchServe token authorization)", status,
             query=[query_parameter("type", "Which key", {"type": "string", "enum": ["management", "inference"]},
