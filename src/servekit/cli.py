@@ -18,6 +18,7 @@ from servekit.fronts.seldon import cli as seldon_cli
 from servekit.fronts.tfserving import flags as tfserving_flags
 from servekit.fronts.torchserve import mode as torchserve_mode
 from servekit.library.commands import LIBRARY_COMMANDS
+from servekit.ray import command as ray_command
 from servekit.server_flags import HelpFormatter, add_server_flags, server_overrides, setup_logging
 
 log = logging.getLogger("servekit")
@@ -46,6 +47,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
     torchserve_group = next(g for g in parser._action_groups if (g.title or "").startswith("TorchServe"))
     torchserve_mode.add_flags(torchserve_group)
     tfserving_flags.add_flags(parser)
+    ray_command.add_flags(parser)  # --engine ray: every model a Ray Serve deployment
     parser.epilog = SERVE_EPILOG
 
 
@@ -72,6 +74,9 @@ def run_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.debug, settings.log_format)
     tracing.check(settings)  # an OTLP endpoint needs the tracing extra
     tfserving_flags.log_not_used(args)
+    if args.engine == "ray":
+        _check_repository(settings.model_repository_root, settings.lenient)
+        return ray_command.run(settings, settings.model_repository_root, args)
     sources = ModelSources(settings)
     torchserve_wanted = bool(settings.model_store or settings.load_models or settings.ts_config)
     tfserving_mode = configure_tfserving(settings, sources, strict_env=folder is None and not torchserve_wanted)
