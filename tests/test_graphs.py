@@ -2,7 +2,8 @@
 what calling their nodes by hand answers, through V2 REST, V2 gRPC and KServe
 V1; each node kind (Sequence with a map, conditions and soft steps, Switch,
 Ensemble, Splitter, a graph inside a graph); metadata from the nodes; node
-calls counted under protocol "graph"; a failing node named in the error;
+calls counted under protocol "graph" and traced as spans under the graph's
+request; a failing node named in the error;
 cycles (a node reaching itself, a graph calling itself, graphs calling each
 other) refused; GJSON conditions read as GJSON reads them."""
 
@@ -291,3 +292,36 @@ def test_conditions_read_as_gjson_reads_them(path: str, document: Any, holds: bo
 def test_a_condition_finds_values() -> None:
     assert parse_condition("a.#").find({"a": [1, 2, 3]}) == 3
     assert parse_condition("a.#(b>1)#.b").find({"a": [{"b": 1}, {"b": 2}, {"b": 3}]}) == [2, 3]
+
+
+def test_each_node_call_is_a_span_under_the_graphs_request(tmp_path: Path) -> None:
+    import time
+
+    from test_tracing import Receiver
+
+    scaler = StandardScaler().fit(X)
+    sklearn_entry(tmp_path, "scaler", scaler, "transform")
+    sklearn_entry(tmp_path, "iris", LogisticRegression(max_iter=500).fit(scaler.transform(X), Y))
+    graph_entry(tmp_path, "seq", SEQ)
+    receiver = Receiver()
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        with ServerProcess(["serve", str(tmp_path)], env=env) as process:
+            body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4], "data": ROWS[0].tolist()}]}
+            answer = requests.post(f"{process.url}/v2/models/seq/infer", json=body,
+                                   headers={"X-Request-ID": "graph-trace-1"}, timeout=30)
+            assert answer.status_code == 200
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with receiver.lock:
+                    spans = [s for s in receiver.spans if s.attributes.get("servekit.request_id") == "graph-trace-1"]
+                if len(spans) >= 3:
+                    break
+                time.sleep(0.05)
+    finally:
+        receiver.close()
+    request = next(s for s in spans if s.attributes.get("servekit.model") == "seq")
+    nodes = sorted((s for s in spans if s.attributes.get("servekit.protocol") == "graph"), key=lambda s: s.start)
+    assert [s.attributes["servekit.model"] for s in nodes] == ["scaler", "iris"]
+    assert all(s.parent_id == request.span_id and s.trace_id == request.trace_id for s in nodes)
+    assert request.start <= nodes[0].start and nodes[-1].end <= request.end

@@ -2,7 +2,8 @@
 (models made by torch-model-archiver), registered through /workflows on the
 management port and served through /wfpredict, answering what calling each
 node's model by hand in the DAG's order answers; the management API's
-answers and errors as TorchServe's Postman collection expects them."""
+answers and errors as TorchServe's Postman collection expects them. The
+server runs two workers: a registration answers once every worker serves it."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     management = free_port()
     process = ServerProcess(
         ["serve", "--model-store", str(store), "--management-port", str(management),
-         "--disable-token-auth"], cwd=work,
+         "--disable-token-auth"], cwd=work, workers=2,  # a registration reaches every worker
         ready_path="/ping",
     )
     with process:
