@@ -122,6 +122,22 @@ async def document(ctx: ServerContext, name: str) -> dict[str, Any]:
     }
 
 
+def summary(registry: Registry, reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each model with a split or a shadow: its routing, and its shadow's
+    outcomes summed over ``reports`` (every worker's; the dashboard's)."""
+    out: dict[str, dict[str, Any]] = {}
+    parts = [r.get(REPORT, {}) for r in reports]
+    for name in registry.names():
+        routing = registry.routing(name)
+        if routing.empty:
+            continue
+        row = routing.to_dict()
+        if routing.shadow is not None:
+            row["shadow_stats"] = mirror.combine(parts, name, routing.shadow.version)["counts"]
+        out[name] = row
+    return out
+
+
 async def set_traffic(ctx: ServerContext, name: str, body: bytes) -> dict[str, Any]:
     """Validate a routing sent for ``name`` and apply it in every worker;
     answers the new document once every worker has applied it."""
@@ -158,4 +174,4 @@ async def start(ctx: ServerContext) -> Stop | None:
 SKIN = Skin(name="traffic", start=start, changes={SET: apply_set})
 
 
-__all__ = ["REPORT", "SET", "SKIN", "apply_declared", "apply_set", "declared", "document", "set_traffic"]
+__all__ = ["REPORT", "SET", "SKIN", "apply_declared", "apply_set", "declared", "document", "set_traffic", "summary"]

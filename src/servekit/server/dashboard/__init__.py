@@ -46,6 +46,7 @@ from servekit.server.auth import require_token
 from servekit.server.dashboard.stats import WorkerStats, bucket_bounds, combine
 from servekit.server.http import Request, Response, Route, default_error, json_response, route
 from servekit.server.lifecycle import MAIN, Change, Mount, ServerContext, Skin, Stop
+from servekit.traffic.management import summary as traffic_summary
 
 DEFAULT = "dashboard.default"  # the change that sets a model's default version
 SOURCES_SECONDS = 10.0  # the repository is read again for the not-loaded models at most this often
@@ -139,6 +140,8 @@ class Dashboard:
             "stats": combined["models"],
             "latency_bounds": bucket_bounds(),
             "errors": combined["errors"],
+            # canary and shadow: each routed model's split, shadow and the shadow's outcomes
+            "traffic": traffic_summary(self.ctx.registry, gathered.reports),
         }
         return Response(orjson.dumps(body), headers=[(b"cache-control", b"no-store")])
 

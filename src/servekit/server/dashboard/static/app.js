@@ -258,7 +258,7 @@
 
   function drawModels(state) {
     const management = state.server.management;
-    const signature = JSON.stringify([management, state.server.workers, state.models]);
+    const signature = JSON.stringify([management, state.server.workers, state.models, state.traffic]);
     if (signature !== lastSignature) {
       lastSignature = signature;
       const body = $("models");
@@ -280,6 +280,16 @@
           const labels = el("td", { class: "labels" });
           for (const [label, version] of Object.entries(model.labels || {})) {
             if (version === v.version) labels.append(el("span", { class: "tag", text: label }));
+          }
+          const routing = (state.traffic || {})[model.name];
+          if (routing) {  // canary and shadow (PUT /v2/repository/models/{name}/traffic)
+            const share = routing.traffic[v.version];
+            if (share) labels.append(el("span", { class: "tag canary", text: `canary ${share} %` }));
+            const shadow = routing.shadow;
+            if (shadow && shadow.version === v.version) {
+              const c = routing.shadow_stats || {};
+              labels.append(el("span", { class: "tag shadow", text: `shadow ${shadow.percent} %: ${c.equal || 0} equal, ${c.different || 0} different, ${c.failed || 0} failed, ${c.dropped || 0} dropped` }));
+            }
           }
           row.append(labels);
           for (const cls of ["requests", "rps", "p50", "p99", "errors"]) {
