@@ -325,3 +325,19 @@ def test_each_node_call_is_a_span_under_the_graphs_request(tmp_path: Path) -> No
     assert [s.attributes["servekit.model"] for s in nodes] == ["scaler", "iris"]
     assert all(s.parent_id == request.span_id and s.trace_id == request.trace_id for s in nodes)
     assert request.start <= nodes[0].start and nodes[-1].end <= request.end
+
+
+def test_conditions_see_small_tensors_only() -> None:
+    from servekit.graphs.kinds import MAX_VIEW_ELEMENTS, GraphRun
+    from servekit.graphs.spec import GraphSpec
+    from servekit.tensors import InferenceRequest, Tensor
+
+    small = InferenceRequest(inputs=[Tensor("x", np.array([[1.0, 2.0]])), Tensor("s", np.array([b"a"], dtype=object))],
+                             parameters={"route": "b"})
+    big = InferenceRequest(inputs=[Tensor("x", np.zeros(MAX_VIEW_ELEMENTS + 1))])
+    run = GraphRun(GraphSpec("g", {}), small, None, {})  # type: ignore[arg-type]
+    view = run.view(small)
+    assert view["x"] == [[1.0, 2.0]] and view["s"] == ["a"] and view["instances"] == [[1.0, 2.0]]
+    assert parse_condition("x.0.#(>1.5)").holds(view) and parse_condition("parameters.route").holds(view)
+    large = run.view(big)
+    assert "x" not in large and "instances" not in large and large["inputs"][0]["shape"] == [MAX_VIEW_ELEMENTS + 1]

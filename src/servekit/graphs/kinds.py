@@ -66,6 +66,9 @@ NODE_KINDS: dict[str, str] = {
     "TorchServeWorkflow": "servekit.fronts.torchserve.workflows:WORKFLOW",
 }
 PROTOCOL = "graph"  # the protocol label of node calls in metrics and spans
+# conditions see a tensor's values up to this many elements (larger ones: name, datatype, shape)
+MAX_VIEW_ELEMENTS = 65536
+_RANDOM = random.Random()  # a Splitter's choices (no secrecy needed)
 
 
 def node_kinds() -> dict[str, NodeKind]:
@@ -150,7 +153,7 @@ class GraphRun:
     request: InferenceRequest  # the graph's own request
     dataplane: DataPlane
     kinds: dict[str, NodeKind]
-    random: random.Random = field(default_factory=random.Random)
+    random: random.Random = field(default_factory=lambda: _RANDOM)
     depth: int = 0
     _trace: Any = None  # tracing's context variable, when tracing is on
 
@@ -233,23 +236,26 @@ class GraphRun:
         """The JSON form a condition reads: V2's (``inputs``/``outputs`` as lists
         of ``{name, datatype, shape, data}``, ``parameters``, ``id``), each
         tensor's data also under its own name, and the first one's as
-        ``instances`` (a request) or ``predictions`` (an answer), as KServe V1 has."""
+        ``instances`` (a request) or ``predictions`` (an answer), as KServe V1 has.
+        A tensor of more than :data:`MAX_VIEW_ELEMENTS` values shows no data."""
         tensors = message.inputs if isinstance(message, InferenceRequest) else message.outputs
         listed = [
-            {"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": _plain(t.data)}
+            {"name": t.name, "datatype": t.datatype, "shape": t.shape,
+             **({"data": _plain(t.data)} if t.data.size <= MAX_VIEW_ELEMENTS else {})}
             for t in tensors
         ]
         out: dict[str, Any] = {}
         for entry in listed:
-            out.setdefault(entry["name"], entry["data"])
+            if "data" in entry:
+                out.setdefault(entry["name"], entry["data"])
         if isinstance(message, InferenceRequest):
             out.update(inputs=listed, parameters=dict(message.parameters), id=message.id)
-            if listed:
+            if listed and "data" in listed[0]:
                 out["instances"] = listed[0]["data"]
         else:
             out.update(outputs=listed, parameters=dict(message.parameters), id=message.id,
                        model_name=message.model_name, model_version=message.model_version)
-            if listed:
+            if listed and "data" in listed[0]:
                 out["predictions"] = listed[0]["data"]
         return out
 

@@ -76,7 +76,9 @@ class GraphRuntime(Runtime):
 
     def metadata(self) -> ModelMetadata:
         inputs, outputs = self.input_specs(), self.output_specs()
-        if (not inputs or not outputs) and self.spec is not None and self.dataplane is not None:
+        if not inputs or not outputs:
+            if self.dataplane is None or self.spec is None:  # raised, so not kept: asked again once attached
+                raise ModelNotReady(f"graph {self.name!r} is not attached to a server's data plane yet")
             found = self._node_metadata()
             inputs, outputs = inputs or found[0], outputs or found[1]
         return ModelMetadata(name=self.name, platform=self.settings.platform or self.platform,

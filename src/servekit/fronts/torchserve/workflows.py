@@ -59,7 +59,7 @@ import yaml
 from servekit.archive.reader import cache_root, safe_unpack
 from servekit.archive.store import ModelOptions, ModelStore, model_store, settings_for
 from servekit.config import ModelParameters, ModelSettings
-from servekit.dataplane import Target, header_timeout
+from servekit.dataplane import Target, bounded, header_timeout
 from servekit.errors import InvalidInput, ModelLoadError, ModelNotFound, ServekitError
 from servekit.fronts.torchserve import changes
 from servekit.graphs.kinds import GraphRun, Metadata, NodeKind
@@ -110,8 +110,11 @@ def unpack(path: Path) -> Path:
     """The folder holding the archive's files (unpacked once into the archive cache)."""
     if path.is_dir():
         return path
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-    target = cache_root() / f"war-{digest}"
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    target = cache_root() / f"war-{digest.hexdigest()[:32]}"
     if target.is_dir():
         return target
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
@@ -431,7 +434,7 @@ def _described(ctx: ServerContext, name: str) -> dict[str, Any]:
         model = None
     described = model.settings.parameters.extra.get("workflow") if model is not None else None
     if not isinstance(described, dict):
-        raise ModelNotFound(f"Workflow not found: {name}")
+        raise ModelNotFound(f"Workflow not found: {bounded(name, 128)}")
     return described
 
 
