@@ -232,6 +232,10 @@ class SeldonClassRuntime(Runtime):
         if service_type == "TRANSFORMER" and "transform_input" not in has:
             self.default_method = "transform_output"
         self.takes_meta = {m: _takes_meta(getattr(self.user, m)) for m in METHODS if m in has and hasattr(self.user, m)}
+        # looked up once: each call only reads these
+        self.raw_methods = {m: self._raw(m) for m in RAW}
+        self.methods = {m: getattr(self.user, m, None) for m in METHODS}
+        self.extras = {n: getattr(self.user, n, None) for n in ("class_names", "tags", "metrics")}
         self.ready = True
 
     def _raw(self, method: str) -> Callable[..., Any] | None:
@@ -261,7 +265,7 @@ class SeldonClassRuntime(Runtime):
             raise
 
     def _call(self, method: str, request: InferenceRequest) -> InferenceResponse:
-        raw = self._raw(method) if method in RAW else None
+        raw = self.raw_methods.get(method)
         if raw is not None:
             message = request.parameters.get("seldon_message")
             if message is None and method != "health_status":
@@ -274,7 +278,7 @@ class SeldonClassRuntime(Runtime):
             else:
                 return self.response(request, [message_tensor(answer)], seldon_message=answer)
         if method == "health_status":
-            check = getattr(self.user, "health_status", None)
+            check = self.methods["health_status"]
             try:
                 status = check() if callable(check) else "healthy"
             except Exception as exc:
@@ -284,7 +288,7 @@ class SeldonClassRuntime(Runtime):
             return self._answer(request, status)
         if not request.inputs:
             raise InvalidInput("the request has no data")
-        function = getattr(self.user, method, None)
+        function = self.methods[method]
         names = request.parameters.get("names") or []
         meta = request.parameters.get("meta")
         kwargs = {"meta": meta if isinstance(meta, dict) else None} if self.takes_meta.get(method) else {}
@@ -374,9 +378,11 @@ class SeldonClassRuntime(Runtime):
     def _user_value(self, name: str) -> Any:
         """``tags()``, ``metrics()``, ``class_names()`` (or a plain attribute),
         None when missing or not implemented."""
-        value = getattr(self.user, name, None)
+        value = self.extras[name]
+        if value is None:
+            return None
         if not callable(value):
-            return value
+            return getattr(self.user, name, None)  # a plain attribute: read now
         try:
             return value()
         except Exception as exc:
