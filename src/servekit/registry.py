@@ -65,6 +65,16 @@ class ModelVersion:
         """The statistics of its batcher (empty counters when not loaded)."""
         return self.batcher.stats if self.batcher is not None else ModelStats()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request is queued or running on it (such a version is not unloaded to make room)."""
+        return self.batcher is not None and self.batcher.busy()
+
+    async def idle(self) -> None:
+        """Wait until no request is queued or running on it."""
+        if self.batcher is not None:
+            await self.batcher.idle()
+
     def metadata(self) -> ModelMetadata:
         """The runtime's metadata, computed once per loaded version."""
         if self._metadata is None:
