@@ -263,13 +263,12 @@ class Residency:
 
     def _busy(self, name: str) -> bool:
         versions = self.registry.select(name) if self.registry.has(name) else []
-        return any(m.batcher is not None and m.batcher.busy() for m in versions)
+        return any(m.busy for m in versions)
 
     async def _idle(self, name: str) -> None:
         while self.registry.has(name) and self._busy(name):
             for m in self.registry.select(name):
-                if m.batcher is not None:
-                    await m.batcher.idle()
+                await m.idle()
 
     async def _evict(self, name: str) -> None:
         log.debug("Unloading model %r, the least recently used (budget %s)", name, self._budget())
