@@ -214,6 +214,10 @@ def test_half_the_calls_mirrored(server: tuple[ServerProcess, Path]) -> None:
     state = wait_for(lambda: (s := get(process.url))["shadow_stats"]["mirrored"] == s["shadow_stats"]["equal"]
                      and s, "mirrored calls to end")
     assert within_sigmas(state["shadow_stats"]["mirrored"], n, 0.5), state["shadow_stats"]
+    # the dashboard shows the same, summed over both workers
+    board = requests.get(process.url + "/ui/api/state", timeout=30).json()["traffic"]["m"]
+    assert board["shadow"] == {"version": "3", "percent": 50.0}
+    assert board["shadow_stats"] == state["shadow_stats"]
 
 
 def test_bad_traffic_is_refused_with_the_reason(server: tuple[ServerProcess, Path]) -> None:
@@ -247,17 +251,31 @@ def test_bad_traffic_is_refused_with_the_reason(server: tuple[ServerProcess, Pat
         assert infer(session, process.url, "5")["model_version"] == "5"  # and the server serves on
 
 
+def test_a_routing_set_through_the_api_outlasts_an_unrelated_sync(server: tuple[ServerProcess, Path]) -> None:
+    process, repo = server
+    assert put(process.url, {"traffic": {"3": 100}}).status_code == 200
+    # another model appears: the poller's sync carries m's files again, which declare what they did
+    (repo / "other").mkdir()
+    implementation, _ = VERSIONS["5"]
+    (repo / "other" / "model-settings.json").write_text(json.dumps({"name": "other", "implementation": implementation}))
+    wait_for(lambda: requests.get(process.url + "/v2/models/other/ready", timeout=30).status_code == 200,
+             "the new model to load")
+    assert get(process.url)["traffic"] == {"3": 100.0}
+    with requests.Session() as session:
+        assert {infer(session, process.url)["model_version"] for _ in range(20)} == {"3"}
+
+
 def test_model_settings_change_is_picked_up_live_without_a_reload(server: tuple[ServerProcess, Path]) -> None:
     process, repo = server
     loads_before = process.log().count("Loaded model 'm' version 5")
-    write_settings(repo, "5", traffic={"3": 100}, shadow={"version": "2", "percent": 100})
-    wait_for(lambda: get(process.url)["traffic"] == {"3": 100.0}, "the poller to apply the file's traffic")
+    write_settings(repo, "5", traffic={"4": 100}, shadow={"version": "2", "percent": 100})
+    wait_for(lambda: get(process.url)["traffic"] == {"4": 100.0}, "the poller to apply the file's traffic")
     assert get(process.url)["shadow"] == {"version": "2", "percent": 100.0}
     pids: set[int] = set()
     for _ in range(40):
         with requests.Session() as session:
             body = infer(session, process.url)
-        assert body["model_version"] == "3"
+        assert body["model_version"] == "4"
         pids.add(outputs(body)["pid"][0])
     assert len(pids) == 2
     assert process.log().count("Loaded model 'm' version 5") == loads_before  # traffic reloads no model
