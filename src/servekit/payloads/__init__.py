@@ -58,7 +58,11 @@ class Watcher:
         if self.rate < 1.0 and random.random() >= self.rate:
             return
         try:
-            self.sink.offer(Pending(self.attributes, call, time.time(), self.events, size_of(call)))
+            sink = self.sink
+            if sink.events + self.events > sink.max_events:  # full: nothing more to build
+                sink.counters.drop("queue_full", self.events)
+                return
+            sink.offer(Pending(self.attributes, call, time.time(), self.events, size_of(call)))
         except Exception:  # never the inference's problem
             log.exception("Payload logging of %s failed", self.attributes.name)
 

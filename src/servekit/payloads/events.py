@@ -22,6 +22,7 @@ writes each in structured mode (one JSON object a line, the data inline).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,13 +91,24 @@ class Event:
 
 def header_value(text: str) -> str:
     """An attribute value as an HTTP header value (CloudEvents' %-encoding)."""
-    return quote(text[:MAX_ATTRIBUTE], safe=_HEADER_SAFE)
+    text = text[:MAX_ATTRIBUTE]
+    if _PLAIN.fullmatch(text) is not None:
+        return text
+    return quote(text, safe=_HEADER_SAFE)
+
+
+_PLAIN = re.compile(r"[\x21\x23-\x24\x26-\x7e]*")  # nothing to encode
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
 
 
 def timestamp(seconds: float) -> str:
     """RFC 3339 in UTC with microseconds (``2026-12-01T13:04:58.123456Z``)."""
     whole = int(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
+    cached = _second
+    if cached[0] != whole:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        cached[0] = whole
+    return f"{cached[1]}.{int((seconds - whole) * 1e6):06d}Z"
 
 
 def pair(attributes: Attributes, call: InferenceCall, ended: float) -> list[Event]:

@@ -377,8 +377,18 @@ class HttpSink(Sink):
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._failures = 0
+        self._fresh = False  # the connection has not carried an exchange yet
 
     async def deliver(self, batch: list[Pending]) -> None:
+        if self._writer is None:  # connect first: nothing is encoded for a sink that is down
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._connect()
+            except SEND_ERRORS as exc:
+                self.lost("unreachable", self._inflight)
+                self.complain(f"cannot connect: {type(exc).__name__}: {exc}"[:300])
+                await self._back_off()
+                return
         events = await self.encode(batch)
         if not events:
             return
@@ -410,7 +420,7 @@ class HttpSink(Sink):
         await self.pause(min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX))
 
     async def _post(self, headers: list[tuple[str, str]], body: bytes) -> int:
-        reused = self._writer is not None
+        reused = self._writer is not None and not self._fresh
         try:
             return await self._exchange(headers, body)
         except SEND_ERRORS:
@@ -423,9 +433,8 @@ class HttpSink(Sink):
         try:
             async with asyncio.timeout(self.timeout):
                 if self._writer is None:
-                    self._reader, self._writer = await asyncio.open_connection(
-                        self.host, self.port, ssl=self.tls, limit=1 << 16)
-                assert self._reader is not None
+                    await self._connect()
+                assert self._reader is not None and self._writer is not None
                 lines = [f"POST {self.target} HTTP/1.1", f"Host: {self.host_header}", "User-Agent: servekit",
                          f"Content-Length: {len(body)}"]
                 lines.extend(f"{name}: {value}" for name, value in headers)
@@ -441,9 +450,19 @@ class HttpSink(Sink):
                         raise EOFError("the sink closed the connection before answering")
                     parser.feed_data(data)
                 status = int(parser.get_status_code())
+                self._fresh = False
                 if not reply.complete or not parser.should_keep_alive():
                     self._disconnect()
                 return status
+        except BaseException:
+            self._disconnect()
+            raise
+
+    async def _connect(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls, limit=1 << 16)
+            self._fresh = True
         except BaseException:
             self._disconnect()
             raise
