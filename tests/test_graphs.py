@@ -68,6 +68,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # trained on five features: the graph's four-feature rows make it fail
     sklearn_entry(root, "five", LogisticRegression(max_iter=500).fit(np.hstack([X, X[:, :1]]), Y))
     graph_entry(root, "seq", SEQ)
+    # a node that waits up to 2 s to merge up to 4 requests: concurrent graph calls reach it together
+    sklearn_entry(root, "merging", DecisionTreeClassifier(random_state=0).fit(X, Y))
+    (root / "merging" / "model-settings.json").write_text(json.dumps(
+        {"name": "merging", "parameters": {"uri": "model.joblib"}, "max_batch_size": 4, "max_batch_time": 2.0}))
+    graph_entry(root, "over-merging", {"root": {"routerType": "Sequence", "steps": [{"serviceName": "merging"}]}})
     graph_entry(root, "switch", {"root": {"routerType": "Switch", "steps": [
         {"serviceName": "tree", "condition": '[@this].#(parameters.route=="tree")'},
         {"serviceName": "seq"},  # a graph inside a graph
@@ -159,6 +164,25 @@ def test_node_calls_are_counted_per_node_under_protocol_graph(server: ServerProc
                     if x.startswith("servekit_model_requests_total{") and f'model="{model}"' in x
                     and 'protocol="graph"' in x)
         assert float(line.split()[-1]) >= 1
+
+
+def test_concurrent_graph_calls_run_side_by_side_and_their_nodes_merge_them(server: ServerProcess) -> None:
+    import threading
+
+    answers: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        answers[i] = outputs(v2(server, "over-merging", ROWS[i % 3 : i % 3 + 1]))["predict"]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {i: a.reshape(-1).tolist() for i, a in answers.items()} == {0: [0], 1: [1], 2: [2], 3: [0]}
+    stats = requests.get(f"{server.url}/v2/models/merging/stats", timeout=10).json()["model_stats"][0]
+    # the graph did not serialise its calls: the node saw them together and ran them as one batch
+    assert max(b["batch_size"] for b in stats["batch_stats"]) > 1, stats["batch_stats"]
 
 
 def test_a_switch_picks_the_branch_whose_condition_holds(server: ServerProcess) -> None:

@@ -76,6 +76,7 @@ class AdaptiveBatcher:
         max_queue_size: int = 1024,
         max_queue_time: float = 0.0,
         name: str = "",
+        concurrent: bool = False,
     ) -> None:
         self._predict = predict
         self.batchable = batchable
@@ -90,10 +91,15 @@ class AdaptiveBatcher:
         self._direct = False  # a request is running in its caller's task
         self._wakeup: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None  # see _sweep
+        self._running = 0  # calls of a concurrent model in flight
+        if concurrent:
+            # a model whose calls run side by side (an inference graph: its nodes
+            # have batchers of their own): no queue, no merging, no serialising
+            self.submit = self._run_concurrently  # type: ignore[method-assign]
 
     async def idle(self) -> None:
         """Wait until every queued request has been answered."""
-        while self._direct or (self._worker is not None and not self._worker.done()):
+        while self._direct or self._running or (self._worker is not None and not self._worker.done()):
             if self._worker is not None and not self._worker.done():
                 await asyncio.wait([self._worker])
             else:
@@ -183,6 +189,32 @@ class AdaptiveBatcher:
             "starting (max_queue_time); the model is overloaded: retry later or add workers",
             retry_after=max(1, round(self.max_queue_time / 2)),
         )
+
+    async def _run_concurrently(self, request: InferenceRequest) -> InferenceResponse:
+        """A concurrent model's call: run now, in the caller's task, whatever else runs."""
+        if request.deadline is not None and request.deadline <= time.monotonic():
+            raise RequestTimedOut(f"request to model {self.name!r} timed out before it started")
+        started = time.perf_counter_ns()
+        stats = self.stats
+        stats.execution_count += 1
+        stats.batch_sizes[1] = stats.batch_sizes.get(1, 0) + 1
+        self._running += 1
+        try:
+            response = await self._predict(request)
+        except BaseException:
+            stats.inference_count += 1
+            stats.fail_count += 1
+            stats.fail_ns += time.perf_counter_ns() - started
+            raise
+        finally:
+            self._running -= 1
+        elapsed = time.perf_counter_ns() - started
+        stats.inference_count += 1
+        stats.success_count += 1
+        stats.success_ns += elapsed
+        stats.compute_ns += elapsed
+        stats.last_inference_ms = int(time.time() * 1000)
+        return response
 
     async def _run_direct(self, request: InferenceRequest) -> InferenceResponse:
         """An idle model runs a request in the caller's task: no queue entry, no

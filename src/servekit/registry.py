@@ -416,6 +416,7 @@ class Registry:
                 settings.max_queue_time if settings.max_queue_time is not None else self.settings.max_queue_time
             ),
             name=settings.name,
+            concurrent=runtime.concurrent,
         )
 
     async def _unload(self, model: ModelVersion) -> None:

@@ -26,6 +26,7 @@ class GraphRuntime(Runtime):
 
     platform: ClassVar[str] = "graph"
     is_async: ClassVar[bool] = True
+    concurrent: ClassVar[bool] = True  # calls run side by side: their nodes queue and batch them
     batch_axis: ClassVar[int | None] = None
 
     def __init__(self, settings: Any) -> None:

@@ -33,6 +33,9 @@ class Runtime:
     platform: ClassVar[str] = ""
     batch_axis: ClassVar[int | None] = None
     is_async: ClassVar[bool] = False
+    # True for an async runtime whose calls may run side by side (an inference
+    # graph): its batcher then neither queues nor serialises them
+    concurrent: ClassVar[bool] = False
     # False for frameworks whose state does not survive fork(): such models are
     # loaded in each worker instead of once before the workers fork
     fork_safe: ClassVar[bool] = True
