@@ -146,6 +146,27 @@ def test_concurrent_first_requests_wait_on_one_load(tmp_path: Path) -> None:
         assert metric(srv, "servekit_loaded_models") == 1
 
 
+def test_grpc_loads_on_the_first_request_and_the_index_says_so(tmp_path: Path) -> None:
+    import tritonclient.grpc as grpcclient
+
+    names = ["g0", "g1", "g2"]
+    repo = counting_repo(tmp_path, names)
+    srv = ServerProcess(["serve", str(repo), "--max-loaded-models", "2"], env={"PYTHONPATH": str(tmp_path)})
+    with srv:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
+        states = {m.name: (m.state, m.reason) for m in client.get_model_repository_index().models}
+        assert states == {n: ("UNAVAILABLE", "unloaded") for n in names}
+        for name in names:
+            x = grpcclient.InferInput("x", [1, 2], "FP64")
+            x.set_data_from_numpy(np.array([[1.0, -2.5]]))
+            result = client.infer(name, [x])
+            assert result.as_numpy("y").tolist() == [[factor(names, name), -2.5 * factor(names, name)]]
+        states = {m.name: (m.state, m.reason) for m in client.get_model_repository_index().models}
+        assert states == {"g0": ("UNAVAILABLE", "unloaded"), "g1": ("READY", ""), "g2": ("READY", "")}
+        assert [n for _, w, n in events(tmp_path) if w == "load"] == names
+        client.close()
+
+
 def test_least_recently_used_model_is_unloaded(tmp_path: Path) -> None:
     names = [f"m{i}" for i in range(6)]
     repo = counting_repo(tmp_path, names)
