@@ -253,6 +253,19 @@ def _version_row(model: ModelVersion, workers: dict[str, int]) -> dict[str, Any]
     }
 
 
+def _residency(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Lazy loading's numbers summed over the workers that answered (None when
+    every model is loaded at start); the budgets are each worker's."""
+    parts = [r["residency"] for r in reports if isinstance(r.get("residency"), dict)]
+    if not parts:
+        return None
+    total: dict[str, Any] = {k: sum(int(p.get(k) or 0) for p in parts)
+                             for k in ("loaded", "loaded_bytes", "loads", "load_failures", "evictions")}
+    total["max_loaded_models"] = parts[0].get("max_loaded_models")
+    total["max_loaded_bytes"] = parts[0].get("max_loaded_bytes")
+    return total
+
+
 def _serving(model: ModelVersion | None) -> str | None:
     return model.version if model is not None and model.ready else None
 

@@ -365,6 +365,15 @@
     $("workers").textContent = `${server.workers} (pids ${Object.entries(server.pids).map(([w, p]) => `w${w}: ${p}`).join(", ")})` +
       (server.missing.length ? `; not answering: ${server.missing.map((w) => "w" + w).join(", ")}` : "");
     $("answered-by").textContent = `worker ${server.worker}`;
+    const residency = server.residency;  // lazy loading (servekit.residency), summed over the workers
+    $("residency-label").hidden = $("residency").hidden = !residency;
+    if (residency) {
+      const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+      const budget = [residency.max_loaded_models && `${residency.max_loaded_models} models`,
+        residency.max_loaded_bytes && mb(residency.max_loaded_bytes)].filter(Boolean).join(", ") || "none";
+      $("residency").textContent = `${residency.loaded} (~${mb(residency.loaded_bytes)}; budget per worker: ${budget}); ` +
+        `loaded on request ${residency.loads}, unloaded to make room ${residency.evictions}, failed ${residency.load_failures}`;
+    }
     const up = Math.max(0, state.time - server.started);
     $("uptime").textContent = `${new Date(server.started * 1000).toLocaleString()} (${fmtDuration(up)})`;
     const listeners = $("listeners");
