@@ -131,6 +131,7 @@ class Dashboard:
             "worker": self.ctx.index,
             "started": min((float(r.get("started", self.started)) for r in gathered.reports), default=self.started),
             "management": bool(settings.management_token),
+            "residency": _residency(gathered.reports),
             **self.server_info(self.ctx),
         }
         body = {
