@@ -110,7 +110,7 @@ class AdaptiveBatcher:
 
     def busy(self) -> bool:
         """Whether a request is queued or running (a model with requests in flight is not unloaded)."""
-        return not self._is_idle()
+        return self._running > 0 or not self._is_idle()
 
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
         deadline = request.deadline
