@@ -194,6 +194,9 @@ def test_least_recently_used_model_is_unloaded(tmp_path: Path) -> None:
         assert set(rows) == set(names)
         assert {n: rows[n]["versions"][0]["state"] for n in names} == {
             "m0": "UNLOADED", "m1": "READY", "m2": "UNLOADED", "m3": "UNLOADED", "m4": "READY", "m5": "READY"}
+        residency = state.json()["server"]["residency"]
+        assert {k: residency[k] for k in ("loaded", "loads", "evictions", "load_failures", "max_loaded_models")} == {
+            "loaded": 3, "loads": 7, "evictions": 4, "load_failures": 0, "max_loaded_models": 3}
 
 
 def start_slow(root: Path, url: str, value: float, into: list[float]) -> threading.Thread:
