@@ -46,6 +46,8 @@ class ModelVersion:
     runtime: Runtime | None = None
     batcher: AdaptiveBatcher | None = None
     load_seconds: float = 0.0
+    # whether its failing to load makes the server not ready (not for a model loaded on a request)
+    required: bool = True
     _metadata: ModelMetadata | None = field(default=None, repr=False)
 
     @property
@@ -250,12 +252,13 @@ class Registry:
         return [v for e in self._models.values() for v in e.versions.values()]
 
     def ready(self) -> bool:
-        return all(v.ready for v in self.all_versions())
+        return all(v.ready or not v.required for v in self.all_versions())
 
     def not_ready_reason(self) -> str | None:
         """Why the server is not ready (the models still loading or failed), or None."""
         waiting = [
-            f"{v.name}:{v.version or '-'} {v.state.value}" for v in self.all_versions() if not v.ready
+            f"{v.name}:{v.version or '-'} {v.state.value}" for v in self.all_versions()
+            if not v.ready and v.required
         ]
         return "models not ready: " + ", ".join(waiting) if waiting else None
 
