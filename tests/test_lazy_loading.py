@@ -253,6 +253,8 @@ def test_a_failing_lazy_load_answers_its_reason(tmp_path: Path) -> None:
         state, reason = index(srv.url)["broken"]
         assert state == "UNAVAILABLE" and "weights missing for this customer" in reason
         assert answer(srv.url, "fine", 2.0) == 6.0  # the others keep serving
+        # and the server stays ready: one broken model does not take it out of its load balancer
+        assert requests.get(f"{srv.url}/v2/health/ready", timeout=10).status_code == 200
         assert metric(srv, 'servekit_model_loads_total{result="failed"}') == 1
         assert requests.post(f"{srv.url}/v2/repository/models/broken/load", timeout=30).status_code >= 400
         assert [(w, n) for _, w, n in events(tmp_path) if w == "load"].count(("load", "broken")) == 2

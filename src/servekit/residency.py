@@ -212,6 +212,8 @@ class Residency:
                 loaded = [await self.registry.load(s) for s in found]
             finally:
                 self._own = None
+            for model in loaded:  # one model that fails on a request does not make the server unready
+                model.required = False
             ok = any(m.ready for m in loaded)
             if ok:
                 self.loads += 1
