@@ -43,7 +43,7 @@ from servekit.server.lifecycle import MAIN, Mount, Skin
 CHROMIUM = "/usr/bin/chromium"
 # the skins of the surfaces issue 14 asks to describe (every route of theirs has an operation)
 DESCRIBED_SKINS = {"v2-rest", "seldon", "predict", "tfserving-rest", "kserve-v1", "torchserve", "openapi",
-                   "dashboard"}
+                   "dashboard", "mlflow"}
 
 
 def operations(document: dict[str, Any]) -> set[tuple[str, str]]:

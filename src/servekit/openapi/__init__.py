@@ -59,6 +59,7 @@ FAMILIES = {
     "servekit.fronts.torchserve.api": "torchserve",
     "servekit.fronts.torchserve.metrics": "torchserve",  # TorchServe's counted routes wrap the handlers here
     "servekit.fronts.seldon.api": "seldon",
+    "servekit.fronts.mlflow.api": "mlflow",
     "servekit.protocols.predict": "predict",
     "servekit.server.dashboard": "dashboard",
     __name__: "documents",
@@ -211,6 +212,7 @@ def tables(ctx: ServerContext, examples: dict[str, dict[str, Any]]) -> dict[str,
         "torchserve": surfaces.torchserve(),
         "seldon": surfaces.seldon(examples),
         "predict": surfaces.predict(examples),
+        "mlflow": surfaces.mlflow(),
         "documents": surfaces.documents(),
         "dashboard": surfaces.dashboard(),
     }

@@ -29,6 +29,7 @@ TYPED = "Typed models"
 METRICS = "Metrics"
 DOCUMENTS = "API documents"
 DASHBOARD = "Dashboard"
+MLFLOW = "MLflow scoring"
 
 TAGS = {
     V2: "The Open Inference Protocol (V2) over REST: health, metadata and inference, as MLServer, KServe and "
@@ -46,6 +47,8 @@ TAGS = {
     TYPED: "Typed library models: request and answer schemas come from the model's Python types.",
     METRICS: "Prometheus metrics.",
     DOCUMENTS: "This document and the page that shows it.",
+    MLFLOW: "MLflow's scoring protocol, as `mlflow models serve` answers it, for the default model "
+    "(`default_model`, or the only one served).",
     DASHBOARD: "The live dashboard of the served models (a page for browsers, and the state it polls).",
 }
 
@@ -223,6 +226,47 @@ def kserve_v1(examples: dict[str, dict[str, Any]]) -> Table:
                  more={"501": answer(":explain: servekit has no explainers", ref("Error"))}),
             "x-servekit-enums": {"method": ["predict", "explain"]},
         },
+    }
+
+
+# -- MLflow scoring ---------------------------------------------------------------
+MLFLOW_ERROR: Schema = {
+    "type": "object", "required": ["error_code", "message"],
+    "properties": {"error_code": {"type": "string", "examples": ["BAD_REQUEST"]}, "message": {"type": "string"}},
+}
+
+
+def mlflow() -> Table:
+    e = MLFLOW_ERROR
+    table_forms = {
+        "type": "object",
+        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs; params optional.",
+        "properties": {
+            "dataframe_split": {"type": "object", "properties": {
+                "columns": {"type": "array"}, "data": {"type": "array", "items": {"type": "array"}},
+                "index": {"type": "array"}}},
+            "dataframe_records": {"type": "array", "items": {"type": "object"}},
+            "instances": {}, "inputs": {}, "params": {"type": "object"},
+        },
+    }
+    body = {"required": True, "content": {
+        "application/json": {"schema": table_forms,
+                             "examples": {"split": {"value": {"dataframe_split": {"columns": ["a", "b"],
+                                                                                   "data": [[1, 2]]}}}}},
+        "text/csv": {"schema": {"type": "string"}},
+    }}
+    return {
+        ("POST", "/invocations"): op(
+            "Predict with the default model (MLflow)", MLFLOW,
+            answer("The predictions", {"type": "object", "required": ["predictions"],
+                                       "properties": {"predictions": {}}}), e,
+            description="MLflow's input forms, or a CSV body with a header row.", body=body,
+            more={"415": answer("An unsupported content type or charset", {"type": "string"},
+                                content_type="text/plain")}),
+        ("GET", "/health"): op("The default model is ready (MLflow)", MLFLOW, answer("Ready"), e,
+                               more={"503": answer("Not ready")}),
+        ("GET", "/version"): op("The installed MLflow's version (MLflow)", MLFLOW,
+                                answer("The version", {"type": "string"}), e),
     }
 
 

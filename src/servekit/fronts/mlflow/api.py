@@ -321,7 +321,6 @@ def routes(ctx: ServerContext) -> list[Route]:
     return [
         route("POST", "/invocations", invocations, e),
         route("GET", "/health", health, e),
-        route("GET", "/ping", health, e),  # reached only where no front before it answers /ping
         route("GET", "/version", mlflow_version_call, e),
     ]
 
