@@ -4,7 +4,7 @@ server is fed requests through an in-memory transport, one after another.
 
     python benchmarks/path_cost.py REPOSITORY MODEL BODY.json [--requests N] [--profile]
 
-Prints microseconds per request (the best of five rounds: on a busy machine
+Prints CPU microseconds per request (the best of five rounds: on a busy machine
 the fastest round is the least disturbed) for the whole path: HTTP parsing,
 routing, decoding, the data plane, the model, encoding and the response
 head. ``--profile`` adds a cProfile of one round, by own time. This is what
@@ -64,12 +64,14 @@ class MemoryTransport:
 
 
 async def drive(app: Any, raw: bytes, count: int) -> float:
-    """Seconds for ``count`` requests on one kept-alive connection."""
+    """CPU seconds of the process (every thread) for ``count`` requests on one
+    kept-alive connection: CPU time, so other work on a busy machine inflates it
+    far less than it would wall time."""
     server = HttpServer(app, max_body=1 << 30)
     protocol = HttpProtocol(server)
     transport = MemoryTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(count):
         view = raw
         while view:
@@ -80,7 +82,7 @@ async def drive(app: Any, raw: bytes, count: int) -> float:
             view = view[n:]
         while protocol.busy:
             await asyncio.sleep(0)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     head = transport.written[-1][:12] if transport.written else b""
     if not head.startswith(b"HTTP/1.1 200"):
         raise SystemExit(f"the request failed: {b''.join(transport.written[-1:])[:400]!r}")
@@ -95,6 +97,10 @@ def main() -> int:
     parser.add_argument("body", type=Path)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--bare", action="store_true",
+                        help="also measure benchmarks/bare_app.py on the same HTTP server: the floor")
+    parser.add_argument("--sort", default="tottime", help="profile order: tottime or cumulative")
+    parser.add_argument("--callers", default="", help="with --profile: who calls functions matching this")
     args = parser.parse_args()
     body = args.body.read_bytes()
     raw = (b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -104,15 +110,26 @@ def main() -> int:
         await drive(app, raw, 2000)  # warm up
         rounds = [await drive(app, raw, args.requests) for _ in range(5)]
         best = min(rounds) / args.requests * 1e6
-        print(f"{args.model}: {best:.1f} us per request (best of 5 rounds of {args.requests}; "
+        print(f"{args.model}: {best:.1f} us CPU per request (best of 5 rounds of {args.requests}; "
               f"median {sorted(rounds)[2] / args.requests * 1e6:.1f})")
+        if args.bare:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from bare_app import app as bare
+
+            await drive(bare, raw, 2000)
+            floor = min([await drive(bare, raw, args.requests) for _ in range(5)]) / args.requests * 1e6
+            print(f"bare app: {floor:.1f} us CPU per request; servekit's own share {best - floor:.1f} us "
+                  f"({floor / best:.0%} of the floor's rate)")
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
             await drive(app, raw, args.requests)
             profile.disable()
             out = io.StringIO()
-            pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(35)
+            stats = pstats.Stats(profile, stream=out).sort_stats(args.sort)
+            stats.print_stats(35)
+            if args.callers:
+                stats.print_callers(args.callers)
             print(out.getvalue())
         for sock in sockets:
             sock.close()
