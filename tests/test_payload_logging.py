@@ -71,7 +71,7 @@ class Receiver:
     """A CloudEvents receiver: every POST's headers and body, answered 200 (or
     ``status``) on a kept-alive HTTP/1.1 connection."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, port: int | None = None) -> None:
         self.events: list[tuple[dict[str, str], bytes]] = []
         self.lock = threading.Lock()
         receiver = self
@@ -90,7 +90,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -296,10 +296,7 @@ def test_file_sink_rotates_within_its_bounds(tmp_path: Path) -> None:
         sink = FileSink(options.sink, options, Counters(sent, dropped, str(path)))
         sink.start()
         for i in range(100):
-            request = InferenceRequest([Tensor("x", np.array([[float(i)]]))], id=f"r{i}")
-            response = InferenceResponse("m", [Tensor("y", np.array([[2.0 * i]]))], id=f"r{i}")
-            call = InferenceCall("test", Target("m"), None, request, response, seconds=0.001)
-            sink.offer(Pending(attributes, call, time.time(), 2, 100))
+            sink.offer(Pending(attributes, a_call(i), time.time(), 2, 100))
             if i % 10 == 0:
                 await asyncio.sleep(0.01)
         await sink.stop(10.0)
@@ -317,6 +314,65 @@ def test_file_sink_rotates_within_its_bounds(tmp_path: Path) -> None:
     assert int(oldest[0][1:]) < int(current[-1][1:]) == 99
     assert len(ids) < 100  # the files beyond max_files are gone
     assert registry.get_sample_value("sent_total", {"sink": str(path)}) == 200
+
+
+def a_call(i: int) -> InferenceCall:
+    request = InferenceRequest([Tensor("x", np.array([[float(i)]]))], id=f"r{i}")
+    response = InferenceResponse("m", [Tensor("y", np.array([[2.0 * i]]))], id=f"r{i}")
+    return InferenceCall("test", Target("m"), None, request, response, seconds=0.001)
+
+
+def test_http_sink_counts_refusals_and_comes_back_after_an_outage() -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import Counter as PromCounter
+
+    from servekit.payloads.sinks import HttpSink
+
+    registry = CollectorRegistry()
+    sent = PromCounter("sent", "", ("sink",), registry=registry)
+    dropped = PromCounter("dropped", "", ("sink", "reason"), registry=registry)
+    attributes = Attributes("http://here/", "m", "", "predictor", "1", request=True, response=True)
+    refusing = Receiver(status=503)
+    port = free_port()  # nothing listens there until the receiver below starts
+
+    def count(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    async def scenario() -> None:
+        options = PayloadLogging(sink=refusing.url, flush_seconds=0, timeout=5)
+        sink = HttpSink(refusing.url, options, Counters(sent, dropped, "refusing"))
+        sink.start()
+        for i in range(3):
+            sink.offer(Pending(attributes, a_call(i), time.time(), 2, 100))
+        await sink.stop(10.0)
+
+        later = f"http://127.0.0.1:{port}/events"
+        sink = HttpSink(later, PayloadLogging(sink=later, flush_seconds=0), Counters(sent, dropped, "later"))
+        sink.start()
+        sink.offer(Pending(attributes, a_call(10), time.time(), 2, 100))
+        while count("dropped_total", sink="later", reason="unreachable") < 2:
+            await asyncio.sleep(0.01)
+        receiver = Receiver(port=port)  # the sink is back
+        try:
+            for i in range(11, 14):
+                while sink.events:  # the first try after the outage takes what is queued
+                    await asyncio.sleep(0.01)
+                sink.offer(Pending(attributes, a_call(i), time.time(), 2, 100))
+            await sink.stop(10.0)
+        finally:
+            receiver.close()
+        got = sorted(json.loads(data)["id"] for headers, data in receiver.events if headers["ce-type"] == REQUEST)
+        assert got == ["r11", "r12", "r13"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        refusing.close()
+    assert len(refusing.events) == 6  # the sink answered every event, with 503
+    assert count("dropped_total", sink="refusing", reason="rejected") == 6
+    assert count("sent_total", sink="refusing") == 0
+    assert count("dropped_total", sink="later", reason="unreachable") == 2
+    assert count("sent_total", sink="later") == 6
 
 
 # -- an unreachable sink ---------------------------------------------------------------
