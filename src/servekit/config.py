@@ -638,6 +638,9 @@ class ModelParameters(BaseModel):
     version: str | None = None
     format: str | None = None
     content_type: str | None = None
+    # the model's own environment (servekit.envs): true (the model folder's requirements.txt,
+    # python_env.yaml or conda.yaml) or the name of one such file in the model's folder
+    environment: bool | str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
