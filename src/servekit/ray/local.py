@@ -28,7 +28,7 @@ from typing import Any
 WORKER_PORTS = 64
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port nobody listens on, below the kernel's ephemeral range (where no
     outgoing connection takes it before Ray binds it)."""
     low, high = 20000, 32000
@@ -48,7 +48,7 @@ def _free_port() -> int:
 def _free_block(size: int) -> int:
     """The first of ``size`` consecutive ports nobody listens on now."""
     for _ in range(200):
-        base = _free_port()
+        base = free_port()
         free = True
         for port in range(base + 1, base + size):
             with socket.socket() as sock:
@@ -86,7 +86,7 @@ class LocalCluster:
         token = temp / "token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        self.port, self.metrics_port = _free_port(), _free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         self.env = {
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback addresses only, on Linux too
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),  # not ~/.ray's shared token
@@ -95,9 +95,9 @@ class LocalCluster:
         }
         workers = _free_block(WORKER_PORTS)
         flags: dict[str, int] = {
-            "--port": self.port, "--node-manager-port": _free_port(), "--object-manager-port": _free_port(),
-            "--ray-client-server-port": _free_port(), "--dashboard-agent-listen-port": _free_port(),
-            "--dashboard-agent-grpc-port": _free_port(), "--runtime-env-agent-port": _free_port(),
+            "--port": self.port, "--node-manager-port": free_port(), "--object-manager-port": free_port(),
+            "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(), "--runtime-env-agent-port": free_port(),
             "--metrics-export-port": self.metrics_port, "--min-worker-port": workers,
             "--max-worker-port": workers + WORKER_PORTS - 1,
         }
@@ -151,4 +151,4 @@ class LocalCluster:
         self.stop()
 
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "free_port"]
