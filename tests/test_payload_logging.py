@@ -375,6 +375,38 @@ def test_http_sink_counts_refusals_and_comes_back_after_an_outage() -> None:
     assert count("sent_total", sink="later") == 6
 
 
+def test_a_file_sink_that_cannot_write_counts_what_it_loses(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import Counter as PromCounter
+
+    registry = CollectorRegistry()
+    sent = PromCounter("sent", "", ("sink",), registry=registry)
+    dropped = PromCounter("dropped", "", ("sink", "reason"), registry=registry)
+    attributes = Attributes("http://here/", "m", "", "predictor", "1", request=True, response=False)
+    path = tmp_path / "missing-folder" / "p.jsonl"
+    options = PayloadLogging(sink=f"file://{path}", flush_seconds=0, queue_size=5)
+
+    async def scenario() -> None:
+        sink = FileSink(options.sink, options, Counters(sent, dropped, "x"))
+        sink.start()
+        for i in range(8):  # 5 fit in the queue, 3 are refused at the door
+            sink.offer(Pending(attributes, a_call(i), time.time(), 1, 100))
+        while sink.events:
+            await asyncio.sleep(0.01)
+        path.parent.mkdir()  # the folder appears: the next batch is written
+        await asyncio.sleep(0.2)  # the sink's pause after a failed write
+        sink.offer(Pending(attributes, a_call(8), time.time(), 1, 100))
+        await sink.stop(10.0)
+        sink.offer(Pending(attributes, a_call(9), time.time(), 1, 100))  # after stop: counted, never queued
+
+    asyncio.run(scenario())
+    assert registry.get_sample_value("dropped_total", {"sink": "x", "reason": "queue_full"}) == 3
+    assert registry.get_sample_value("dropped_total", {"sink": "x", "reason": "write_failed"}) == 5
+    assert registry.get_sample_value("dropped_total", {"sink": "x", "reason": "stopped"}) == 1
+    assert registry.get_sample_value("sent_total", {"sink": "x"}) == 1
+    assert [json.loads(line)["data"]["id"] for line in path.read_text().splitlines()] == ["r8"]
+
+
 # -- an unreachable sink ---------------------------------------------------------------
 
 

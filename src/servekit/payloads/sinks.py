@@ -125,9 +125,11 @@ class Sink:
     # -- the inference's side: never waits, never raises ---------------------
     def offer(self, item: Pending) -> None:
         """Queue one inference's events, or count them dropped if the queue is full."""
-        if (self.events + item.events > self.max_events or self.bytes + item.size > self.max_bytes
-                or self._stopping.is_set()):
+        if self.events + item.events > self.max_events or self.bytes + item.size > self.max_bytes:
             self.counters.drop("queue_full", item.events)
+            return
+        if self._stopping.is_set():
+            self.counters.drop("stopped", item.events)
             return
         self.queue.append(item)
         self.events += item.events
@@ -263,7 +265,7 @@ class FileSink(Sink):
         except OSError as exc:
             self.lost("write_failed", len(lines))
             self.complain(f"cannot write {self.path}: {exc.strerror or exc}")
-            self._forget()
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._forget)  # open anew next time
             await self.pause(BACKOFF_FIRST)
             return
         self.sent(len(lines))
