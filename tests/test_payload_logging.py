@@ -259,20 +259,27 @@ def test_file_sink_server_wide_shared_by_workers_with_sampling(tmp_path: Path) -
         for i in range(200):
             requests.post(f"{server.url}/v2/models/sampled/infer", json=body(float(i)), timeout=10)
         assert requests.post(f"{server.url}/v2/models/double/infer", json=body(-5.0), timeout=10).status_code == 400
+        v1 = requests.post(f"{server.url}/v1/models/double:predict", json={"instances": [[1.5, 2.5]]}, timeout=10)
+        assert v1.json() == {"predictions": [[3.0, 5.0]]}
     # the workers flushed their queues when they stopped
     events, files = read_events(sink)
     assert len(files) > 2, "4 KiB files: the events of 30+ inferences rotate several times"
     assert all(f.stat().st_size <= 4096 for f in files)
     names = Counter(event["inferenceservicename"] for event in events)
-    assert "private" not in names and names["double"] == 2 * 31, server.log()[-3000:]
+    assert "private" not in names and names["double"] == 2 * 32, server.log()[-3000:]
     pairs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in events:
         assert event["specversion"] == "1.0" and event["type"] in (REQUEST, RESPONSE)
         pairs[event["id"]].append(event)
     assert all(sorted(e["type"] for e in pair) == [REQUEST, RESPONSE] for pair in pairs.values())
     doubled = sorted(e["data"]["outputs"][0]["data"][0] for e in events
-                     if e["inferenceservicename"] == "double" and e["type"] == RESPONSE and e["statuscode"] == "200")
+                     if e["inferenceservicename"] == "double" and e["type"] == RESPONSE and e["statuscode"] == "200"
+                     and e["protocol"] == "v2")
     assert doubled == [2.0 * i for i in range(30)]
+    kserve = [e for e in events if e["protocol"] == "kserve-v1"]  # another front, the same events
+    assert sorted(e["type"] for e in kserve) == [REQUEST, RESPONSE]
+    assert [t["data"] for e in kserve for t in e["data"].get("inputs") or e["data"]["outputs"]] == [
+        [1.5, 2.5], [3.0, 5.0]]
     failed = [e for e in events if e.get("statuscode") == "400"]
     assert len(failed) == 1 and "negative" in failed[0]["data"]["error"]
     # sampling: about half of 200 inferences, always both events (binomial, 6 sigma ~ 42)
