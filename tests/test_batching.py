@@ -169,6 +169,30 @@ def test_unbatchable_runtime_runs_one_at_a_time() -> None:
     assert all(isinstance(r, InferenceResponse) for r in results)
 
 
+@pytest.mark.parametrize("vectors", [False, True])
+def test_one_dimensional_inputs_merge_only_for_a_runtime_of_vectors(vectors: bool) -> None:
+    """A list of strings (shape [n]) is rows for a text runtime (``vectors``);
+    elsewhere a 1-D input may be one instance, and is never merged."""
+    calls: list[list[bytes]] = []
+
+    async def upper(req: InferenceRequest) -> InferenceResponse:
+        texts = list(req.inputs[0].data)
+        calls.append(texts)
+        await asyncio.sleep(0.01)
+        out = np.array([t.upper() for t in texts], dtype=object)
+        return InferenceResponse("text", [Tensor("out", out, "BYTES")], None, req.id)
+
+    batcher = AdaptiveBatcher(upper, batchable=True, vectors=vectors)
+    texts = [[b"a", b"b"], [b"c"], [b"d", b"e", b"f"], [b"g"]]
+    requests = [InferenceRequest([Tensor("x", np.array(t, dtype=object), "BYTES")]) for t in texts]
+    results = asyncio.run(burst(batcher, requests))
+    for sent, result in zip(texts, results, strict=True):
+        assert isinstance(result, InferenceResponse)
+        assert list(result.outputs[0].data) == [t.upper() for t in sent]
+    # the first runs alone at once; the three queued behind it run as one call, or one by one
+    assert calls == ([texts[0], texts[1] + texts[2] + texts[3]] if vectors else texts)
+
+
 @pytest.mark.parametrize("wait", [0.03])
 def test_max_batch_time_waits_for_a_fuller_batch(wait: float) -> None:
     recorder = Recorder()

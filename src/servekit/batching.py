@@ -77,6 +77,7 @@ class AdaptiveBatcher:
         max_queue_time: float = 0.0,
         name: str = "",
         concurrent: bool = False,
+        vectors: bool = False,
     ) -> None:
         self._predict = predict
         self.batchable = batchable
@@ -86,6 +87,9 @@ class AdaptiveBatcher:
         self.max_queue_time = max_queue_time
         self.name = name
         self.stats = ModelStats()
+        # inputs with fewer dimensions are never merged (1-D ones are rows only when
+        # the runtime says so: ``vectors``, a list of strings)
+        self._min_rank = 1 if vectors else 2
         self._queue: deque[_Pending] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._direct = False  # a request is running in its caller's task
@@ -253,7 +257,7 @@ class AdaptiveBatcher:
         parts = []
         for tensor in request.inputs:
             shape = tensor.data.shape
-            if len(shape) < 2 or (rows >= 0 and shape[0] != rows):
+            if len(shape) < self._min_rank or (rows >= 0 and shape[0] != rows):
                 return object(), 0
             rows = shape[0]
             parts.append((tensor.name, tensor.datatype, shape[1:], _params(tensor.parameters)))

@@ -420,6 +420,7 @@ class Registry:
             ),
             name=settings.name,
             concurrent=runtime.concurrent,
+            vectors=runtime.batch_vectors,
         )
 
     async def _unload(self, model: ModelVersion) -> None:

@@ -32,6 +32,10 @@ class Runtime:
 
     platform: ClassVar[str] = ""
     batch_axis: ClassVar[int | None] = None
+    # with batch_axis 0: True when a 1-D input is rows too (a list of strings), so
+    # requests of shape [n] are merged; by default only inputs of 2 or more
+    # dimensions are (a 1-D tensor may be one instance's features)
+    batch_vectors: ClassVar[bool] = False
     is_async: ClassVar[bool] = False
     # True for an async runtime whose calls may run side by side (an inference
     # graph): its batcher then neither queues nor serialises them
