@@ -60,6 +60,7 @@ class Peer:
     path: Callable[[str], str]  # model name -> POST path
     ready: Callable[[list[str]], list[str]]  # model names -> GET paths that answer 200 when ready
     cli: tuple[str, ...] = ()  # run with the peer's own CLI (``python -m ...``, the port appended)
+    v2_name: Callable[[str], str] = str  # model name -> its name in V2 requests (gRPC's model_name)
 
     @property
     def python(self) -> Path:
@@ -96,7 +97,8 @@ def _snake(model: str) -> str:
 PEER_TABLE: dict[str, Peer] = {
     "kserve": Peer("kserve", "v2", lambda m: f"/v2/models/{m}/infer", _v2_ready),
     "pytriton": Peer("pytriton", "v2", lambda m: f"/v2/models/{_snake(m)}/infer",
-                     lambda ms: ["/v2/health/ready", *(f"/v2/models/{_snake(m)}/ready" for m in ms)]),
+                     lambda ms: ["/v2/health/ready", *(f"/v2/models/{_snake(m)}/ready" for m in ms)],
+                     v2_name=_snake),
     "bentoml": Peer("bentoml", "rows", lambda m: f"/{_snake(m)}", lambda ms: ["/readyz"],
                     cli=("bentoml", "serve", "service:Classifiers", "--host", "127.0.0.1", "--port")),
     "litserve": Peer("litserve", "rows", lambda m: f"/predict/{m}", lambda ms: ["/health"]),

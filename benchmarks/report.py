@@ -10,12 +10,16 @@ from typing import Any
 MODELS = ["iris-rf", "fashion-logreg", "fashion-xgboost"]
 CONNECTIONS = ["1", "16", "64"]
 MLSERVER_WORKER_SETTINGS = ["mlserver", "mlserver-pw0", "mlserver-pw2"]
+OPEN_MODELS = ["iris-rf", "fashion-logreg"]
+OPEN_BOUNDS = ["10", "100"]
+TRANSPORTS = ["json", "binary", "grpc"]
+LARGE_PEERS = ["pytriton", "kserve", "mlserver"]  # the configurations the large part measures beside servekit
 
 
 def render(results: dict[str, Any]) -> str:
     r = Results(results)
-    parts = [r.header(), r.side_by_side(), r.against_committed(), r.environments(), r.targets(), r.throughput(), r.bench(), r.big(),
-             r.memory(), r.noise(), r.problems()]
+    parts = [r.header(), r.side_by_side(), r.open_loop(), r.large(), r.against_committed(), r.environments(),
+             r.targets(), r.throughput(), r.bench(), r.big(), r.memory(), r.noise(), r.problems()]
     return "\n".join(p for p in parts if p) + "\n"
 
 
@@ -87,6 +91,11 @@ class Results:
         return None if cell is None else float(cell["rps"])
 
     def big_seconds(self, config: str, protocol: str) -> float | None:
+        """Median seconds of one 10,000-row request, one at a time (the large part's one
+        connection; runs from before it: ``servekit bench --requests``)."""
+        cell = ((self.configs.get(config, {}).get("large") or {}).get(protocol) or {}).get("1")
+        if cell is not None:
+            return None if cell.get("errors") or cell.get("p50_ms") is None else float(cell["p50_ms"]) / 1000
         report = self.configs.get(config, {}).get("big", {}).get(protocol, {})
         levels = report.get("results") or []
         if not levels or levels[0]["p50_ms"] is None or levels[0]["errors"]:
@@ -153,6 +162,121 @@ class Results:
                 + table(["model", "conns", "server", "setting", "req/s", "p50 ms", "p99 ms", "CPU ms/req",
                          "PSS MB", "ready s", "servekit ÷ row"], rows)
                 + ("\n" + "\n".join(left_out) + "\n" if left_out else ""))
+
+    def open_loop(self) -> str:
+        """Open loop: each server's highest sustained rate under p99 10 ms and 100 ms, and its tail
+        at 50 % and 90 % of that rate; then servekit over the best peer."""
+        rows = []
+        best: dict[tuple[str, str], tuple[float, str]] = {}  # (model, bound) -> the best peer's rate
+        sk_rate: dict[tuple[str, str], float | None] = {}
+        measured: dict[tuple[str, str], bool] = {}
+        for model in OPEN_MODELS:
+            found = [(name, config, config["open"][model]) for name, config in self.configs.items()
+                     if (config.get("open") or {}).get(model)]
+            found.sort(key=lambda x: -float((x[2].get("10") or {}).get("rate") or 0))
+            for name, config, cell in found:
+                row = [name, setting(name, config), model]
+                for bound in OPEN_BOUNDS:
+                    entry = cell.get(bound) or {}
+                    rate = entry.get("rate")
+                    row.append(num(rate, 0) if rate is not None else
+                               ("error" if entry.get("error") else f"< {num(entry.get('start_rate'), 0)}"))
+                    for key in ("at_50", "at_90"):
+                        at = entry.get(key) or {}
+                        row.append("–" if not at else f"{num(at.get('p99_ms'), 2)} / {num(at.get('p999_ms'), 2)}")
+                    is_servekit = name == "servekit"
+                    if is_servekit:
+                        sk_rate[(model, bound)] = rate
+                    elif name != "servekit-before" and "error" not in entry:
+                        measured[(model, bound)] = True
+                        if rate is not None and rate > best.get((model, bound), (0.0, ""))[0]:
+                            best[(model, bound)] = (float(rate), name)
+                row.append(num(cell.get("client_cpu_max"), 2))
+                rows.append(row)
+        if not rows:
+            return ""
+        ratios = []
+        for model in OPEN_MODELS:
+            for bound in OPEN_BOUNDS:
+                sk = sk_rate.get((model, bound))
+                peer_rate, peer = best.get((model, bound), (None, ""))
+                if sk is None and not measured.get((model, bound)):
+                    continue
+                value = (times(ratio(sk, peer_rate)) if peer_rate else
+                         "every peer: none sustained" if measured.get((model, bound)) else "–")
+                goal = "≥ 10×" if bound == "10" else "–"
+                met = "–" if bound != "10" or sk is None else (
+                    "yes" if (peer_rate is None and measured.get((model, bound))) or
+                    (peer_rate and sk / peer_rate >= 10) else "**no**")
+                ratios.append([model, f"p99 < {bound} ms", num(sk, 0), f"{num(peer_rate, 0)} ({peer or '–'})",
+                               value, goal, met])
+        seconds = self.results.get("open_seconds")
+        return ("## Open loop: the highest rate each server sustains\n\n"
+                "`servekit bench --find-rate` at each server's own request (body, path, content type as in "
+                "the closed loop), one-row requests sent on a fixed schedule whatever the answers do, "
+                "latency counted from the scheduled send time (so a queue cannot hide behind a slow "
+                "answer). Each server in its best configuration: the one of its configurations with the "
+                "highest closed-loop req/s on that model. A rate is sustained when no request fails, at "
+                "least 95 % of it is answered in the window and p99 is under the bound; the search doubles "
+                "the rate from a 16th of the closed-loop req/s until one is not sustained, then bisects"
+                + (f"; {seconds:g} s measured per rate" if seconds else "") + ". p99/p99.9 are measured at "
+                "50 % and 90 % of the sustained rate. `< N`: not sustained even at N req/s, the lowest "
+                "tried. Client CPU: the most cores the load generator used in a level (near 1.0 it may be "
+                "the limit, not the server).\n\n"
+                + table(["server", "setting", "model", "req/s @ p99<10 ms", "p99 / p99.9 ms at 50 %",
+                         "at 90 %", "req/s @ p99<100 ms", "p99 / p99.9 ms at 50 %", "at 90 %", "client CPU"], rows)
+                + ("\nservekit over the best peer (MLServer counts as a peer):\n\n"
+                   + table(["model", "bound", "servekit req/s", "best peer req/s", "servekit ÷ best peer",
+                            "goal", "met"], ratios) if ratios else ""))
+
+    def large(self) -> str:
+        """10,000x784 requests over JSON, binary and gRPC: servekit and each peer that takes the
+        transport, same run, as ratios servekit / peer."""
+        sk = self.configs.get("servekit", {}).get("large") or {}
+        peers = [n for n in LARGE_PEERS if self.configs.get(n, {}).get("large")]
+        if not sk and not peers:
+            return ""
+        rows = []
+        for transport in TRANSPORTS:
+            for c in ("1", "4"):
+                mine = (sk.get(transport) or {}).get(c)
+                for name in peers:
+                    other = ((self.configs[name]["large"].get(transport)) or {})
+                    cell = other.get(c)
+                    if cell is None and not other.get("error"):
+                        continue
+                    if cell is None:
+                        rows.append([transport, c, name, "failed: " + other["error"][:120], "", "", "", "", "",
+                                     "", ""])
+                        continue
+                    rows.append([transport, c, name, num(get(mine, "rps"), 2), num(get(cell, "rps"), 2),
+                                 times(ratio(get(mine, "rps"), get(cell, "rps"))),
+                                 f"{num(get(mine, 'p50_ms'), 0)} / {num(get(mine, 'p99_ms'), 0)}",
+                                 f"{num(get(cell, 'p50_ms'), 0)} / {num(get(cell, 'p99_ms'), 0)}",
+                                 times(ratio(get(mine, "p99_ms"), get(cell, "p99_ms"))),
+                                 f"{num(get(mine, 'cpu_ms_per_request'), 0)} / {num(get(cell, 'cpu_ms_per_request'), 0)}",
+                                 times(ratio(get(mine, "cpu_ms_per_request"), get(cell, "cpu_ms_per_request")))])
+                if not any(r[0] == transport and r[1] == c for r in rows) and mine is not None:
+                    rows.append([transport, c, "(no peer takes it)", num(get(mine, "rps"), 2), "–", "–",
+                                 f"{num(get(mine, 'p50_ms'), 0)} / {num(get(mine, 'p99_ms'), 0)}", "–", "–",
+                                 f"{num(get(mine, 'cpu_ms_per_request'), 0)} / –", "–"])
+        size = {t: (sk.get(t) or {}).get("body_bytes") for t in TRANSPORTS}
+        sizes = ", ".join(f"{t} {num(b / 1e6, 1)} MB" for t, b in size.items() if b)
+        seconds = self.results.get("large_seconds")
+        return ("## Large requests: 10,000 × 784 FP64 in one request, servekit against the peers\n\n"
+                "The whole test set to fashion-logreg in one request (" + (sizes or "sizes not recorded")
+                + "): V2 JSON (nested lists), Triton's binary tensor extension (JSON header, raw bytes, "
+                "`Inference-Header-Content-Length`) and V2 gRPC `ModelInfer` with `raw_input_contents`, to "
+                "each server that takes the transport (Triton through PyTriton without batching, KServe "
+                "with 1 worker, MLServer with its defaults: it has no binary extension), "
+                "1 and 4 clients sending back to back"
+                + (f" for {seconds:g} s" if seconds else "") + " (`benchmarks/large.py`), every request "
+                "awaited and counted. Before the load each transport's answer is checked: all 10,000 labels "
+                "equal the model's own `predict`. CPU per request: the server's process tree. Ratios are "
+                "servekit ÷ peer: above 1 is better for req/s, below 1 for p99 and CPU.\n\n"
+                + table(["transport", "conns", "peer", "servekit req/s", "peer req/s", "req/s ratio",
+                         "servekit p50 / p99 ms", "peer p50 / p99 ms", "p99 ratio",
+                         "CPU ms/req servekit / peer", "CPU ratio"], rows))
 
     def against_committed(self) -> str:
         """servekit's CPU per request now and in the last committed run: the
@@ -322,12 +446,13 @@ class Results:
         rows = []
         for protocol in ("json", "binary", "grpc"):
             sk, ml = self.big_seconds("servekit", protocol), self.big_seconds("mlserver", protocol)
-            size = self.configs.get("servekit", {}).get("big", {}).get(protocol, {}).get("body_bytes")
+            size = (self.configs.get("servekit", {}).get("large", {}).get(protocol, {}).get("body_bytes")
+                    or self.configs.get("servekit", {}).get("big", {}).get(protocol, {}).get("body_bytes"))
             rows.append([protocol, num(size / 1e6 if size else None), num(sk, 3), num(ml, 3) if ml else
                          "not supported" if protocol == "binary" else "–",
                          times(ratio(sk, ml)), times(ratio(sk, ml_json)), num(floor, 3)])
         return ("## The whole test set in one request: 10,000 × 784 FP64 to fashion-logreg\n\n"
-                "Median seconds per request, one at a time (`servekit bench --requests`). JSON is the "
+                "Median seconds per request, one at a time (the large part's one connection). JSON is the "
                 "article's body (nested lists); binary is Triton's binary tensor extension; gRPC sends "
                 "`raw_input_contents`.\n\n"
                 + table(["protocol", "body MB", "servekit s", "MLServer s", "ratio (same protocol)",
@@ -387,6 +512,18 @@ class Results:
                     if cell["errors"]:
                         lines.append(f"- {name} {model} c={c} (wrk): {cell['errors']} errors "
                                      f"of {cell['requests']} requests {cell['error_kinds']}")
+            for model, open_cell in (config.get("open") or {}).items():
+                for bound in OPEN_BOUNDS:
+                    entry = open_cell.get(bound) or {}
+                    if entry.get("error"):
+                        lines.append(f"- {name} {model} open loop p99<{bound} ms: {entry['error']}")
+            for transport, cells in (config.get("large") or {}).items():
+                if cells.get("error"):
+                    lines.append(f"- **{name} 10,000x784 over {transport}**: {cells['error']}")
+                for c, cell in cells.items():
+                    if isinstance(cell, dict) and cell.get("errors"):
+                        lines.append(f"- {name} 10,000x784 over {transport} c={c}: {cell['errors']} errors of "
+                                     f"{cell['errors'] + cell['requests']}, first: {cell['first_error']}")
             for model, report in {**config.get("bench", {}), **config.get("big", {})}.items():
                 if report.get("error"):
                     lines.append(f"- {name} {model} (servekit bench): {report['error']}")

@@ -3,7 +3,7 @@ Triton through PyTriton, BentoML, LitServe, Ray Serve), side by side on one
 machine, in one run.
 
     python benchmarks/suite.py --mlserver benchmarks/.venv-mlserver/bin/mlserver [--quick]
-        [--only NAMES] [--no-peers]
+        [--only NAMES] [--no-peers] [--parts closed,open,large | --only-open-loop]
 
 (``benchmarks/run.sh`` installs everything and calls this.) Serves the models
 made by ``train.py`` with each server configuration in turn on the same ports,
@@ -11,6 +11,18 @@ checks that each answers a known row as scikit-learn's own ``predict`` does,
 drives identical load with wrk (and ``servekit bench`` on servekit and MLServer),
 and writes ``results/latest.md`` (and the raw numbers to ``results/latest.json``).
 ``--only`` takes configuration names or a peer's name (all its configurations).
+
+Three parts, each on by default (``--parts`` picks some; a partial run keeps the
+other parts' numbers from ``results/latest.json``):
+
+- ``closed``: wrk (and ``servekit bench``) closed loops, one-row requests, 1/16/64
+  connections, on every configuration;
+- ``open``: open loop (``servekit bench --find-rate``): for servekit and each
+  peer in its best configuration (the highest closed-loop req/s of its
+  configurations on that model), the highest constant rate served with p99
+  under 10 ms and under 100 ms, and p99/p99.9 at 50 % and 90 % of it;
+- ``large``: the 10,000x784 test set in one request over V2 JSON, binary and
+  gRPC against the servers that take them (``large.py``), 1 and 4 connections.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import large
 import numpy as np
 from loads import bench, wrk
 from peer_servers import PEER_TABLE, PEERS, Peer, kserve_v1_path
@@ -44,6 +57,19 @@ MODELS = ["iris-rf", "fashion-logreg", "fashion-xgboost"]
 CONNECTIONS = [1, 16, 64]
 BIG_MODEL = "fashion-logreg"
 CHECK_REQUESTS = 24  # concurrent requests of the correctness check, per model
+PARTS = ("closed", "open", "large")
+OPEN_MODELS = ("iris-rf", "fashion-logreg")
+OPEN_BOUNDS_MS = (10.0, 100.0)
+LARGE_CONNECTIONS = (1, 4)
+OPEN_MIN_RATE = 10  # req/s: the lowest rate an open-loop search starts from
+OPEN_DEFAULT_START = 100  # req/s: where a search starts without closed-loop numbers
+OPEN_MAX_INFLIGHT = 256  # open-loop requests in flight at most (a server that falls behind drains it after a level)
+# a server family's configuration for the open loop when no closed-loop numbers say which is best
+# (the best of the last full run, December 2026): the first one that serves the model
+OPEN_DEFAULTS = {"servekit": ("servekit",), "servekit-before": ("servekit-before",),
+                 "mlserver": ("mlserver-batch", "mlserver-pw0"), "kserve": ("kserve-w2",),
+                 "pytriton": ("pytriton-batch",), "bentoml": ("bentoml-batch",),
+                 "litserve": ("litserve-batch",), "ray": ("ray-batch",)}
 
 
 @dataclass
@@ -57,7 +83,7 @@ class Config:
     models: tuple[str, ...] = tuple(MODELS)
     wrk: bool = True
     bench: bool = False
-    big: bool = False
+    large: tuple[str, ...] = ()  # transports of the 10,000-row request (the "large" part)
     before: bool = False  # servekit from --before-src (an older checkout), for before/after runs
     peer: str | None = None  # kind "peer": which one (peer_servers.PEER_TABLE)
     protocol: str = "v2"  # the request body: v2, v1 (KServe's) or rows (the peer's own JSON)
@@ -66,10 +92,22 @@ class Config:
     def selected(self, chosen: set[str] | None) -> bool:
         return chosen is None or self.name in chosen or (self.peer is not None and self.peer in chosen)
 
+    @property
+    def family(self) -> str | None:
+        """The server this configuration is a setting of (the open loop measures each one's best),
+        or None for floors and variants that are not a server's setting."""
+        if self.kind == "peer":
+            return self.peer
+        if self.kind == "mlserver":
+            return "mlserver"
+        if self.kind == "servekit" and self.parallel_workers is None:
+            return "servekit-before" if self.before else "servekit"
+        return None
+
 
 CONFIGS = [
-    Config("servekit", "servekit", bench=True, big=True),
-    Config("mlserver", "mlserver", bench=True, big=True),
+    Config("servekit", "servekit", bench=True, large=large.TRANSPORTS),
+    Config("mlserver", "mlserver", bench=True, large=("json", "grpc")),  # no binary extension: its issue #324
     Config("mlserver-pw0", "mlserver", parallel_workers=0),
     Config("mlserver-pw2", "mlserver", parallel_workers=2),
     Config("mlserver-batch", "mlserver", batching=True, models=("iris-rf",)),
@@ -80,11 +118,12 @@ CONFIGS = [
 
 _BATCH = f"batching: up to {peer_models.MAX_BATCH_SIZE} requests"
 PEER_CONFIGS = [
-    Config("kserve", "peer", peer="kserve", setting="V2 REST, 1 worker (default)"),
+    Config("kserve", "peer", peer="kserve", setting="V2 REST, 1 worker (default)", large=large.TRANSPORTS),
     Config("kserve-v1", "peer", peer="kserve", protocol="v1", setting="V1 REST, 1 worker (default)"),
     Config("kserve-w2", "peer", peer="kserve", parallel_workers=2,
            setting="V2 REST, 2 workers (no batching in KServe's Python server)"),
-    Config("pytriton", "peer", peer="pytriton", setting="V2 REST, no batching"),
+    # the large part needs no batching: the batching setting takes at most 32 rows a request
+    Config("pytriton", "peer", peer="pytriton", setting="V2 REST, no batching", large=large.TRANSPORTS),
     Config("pytriton-batch", "peer", peer="pytriton", batching=True,
            setting=f"V2 REST, dynamic {_BATCH}, {peer_models.MAX_BATCH_DELAY_S * 1000:g} ms queue delay"),
     Config("bentoml", "peer", peer="bentoml", protocol="rows", setting="1 worker (default)"),
@@ -111,7 +150,13 @@ class Suite:
         self.port = args.port
         self.seconds = 3.0 if args.quick else args.seconds
         self.bench_seconds = 2.0 if args.quick else 5.0
-        self.big_requests = 2 if args.quick else 4
+        # open loop: seconds measured and warmed up per offered rate, bisections after the first rate
+        # not sustained (each bound's search starts from a rate the closed loop suggests)
+        self.open_seconds = args.open_seconds or (1.0 if args.quick else 4.0)
+        self.open_warmup = 0.5 if args.quick else 1.0
+        self.open_steps = 2 if args.quick else 3
+        self.large_seconds = args.large_seconds or (3.0 if args.quick else 10.0)
+        self.results: dict[str, Any] = {}  # every configuration's numbers so far (for the open loop's start)
 
     def server(self, config: Config) -> Server:
         ports = ["--http-port", str(self.port), "--grpc-port", str(self.port + 1),
@@ -262,7 +307,16 @@ class Suite:
             document.update(max_batch_size=32, max_batch_time=0.005)
         iris.write_text(json.dumps(document, indent=4) + "\n")
 
-    def run_config(self, config: Config) -> dict[str, Any]:
+    def run_config(self, config: Config, parts: set[str], open_models: list[str]) -> dict[str, Any] | None:
+        """Start the configuration, check its answers, measure the parts asked for (``open_models``:
+        the models the open loop measures on it), stop it. None when it has nothing to measure."""
+        todo = {"closed"} & parts
+        if "large" in parts and config.large:
+            todo.add("large")
+        if open_models:
+            todo.add("open")
+        if not todo and not self.args.check_only:
+            return None
         self.write_settings(config)
         server = self.server(config)
         out: dict[str, Any] = {"kind": config.kind, "parallel_workers": config.parallel_workers,
@@ -273,7 +327,7 @@ class Suite:
             log(f"== {config.name}: SKIPPED: {skipped}")
             out["skipped"] = skipped
             return out
-        log(f"== {config.name}: starting")
+        log(f"== {config.name}: starting ({', '.join(p for p in PARTS if p in todo) or 'check only'})")
         try:
             out["ready_s"] = round(server.start(), 2)
             time.sleep(1.0)  # let worker start-up settle before measuring idle memory
@@ -283,14 +337,16 @@ class Suite:
                 out["correct"] = self.check_predictions(server, config)
             if self.args.check_only:
                 return out
-            if config.wrk:
+            if "closed" in todo and config.wrk:
                 out["wrk"] = self.wrk_sweep(server, config)
-            if config.bench:
+            if "closed" in todo and config.bench:
                 out["bench"] = self.bench_sweep(server, config)
-            if config.big:
-                # MLServer has no binary tensor extension (its issue #324): JSON and gRPC only
-                protocols = ["json", "binary", "grpc"] if config.kind == "servekit" else ["json", "grpc"]
-                out["big"] = self.big_request(server, protocols)
+            if "open" in todo:
+                out["open"] = {}
+                for model in open_models:
+                    out["open"][model] = self.open_loop(server, config, model)
+            if "large" in todo:
+                out["large"] = self.large_requests(server, config)
             out["memory_after"] = asdict(server.memory())
             out["alive"] = server.alive()
         except (RuntimeError, OSError) as exc:
@@ -343,21 +399,112 @@ class Suite:
                 log(f"   bench {model}: {report['error']}")
         return out
 
-    def big_request(self, server: Server, protocols: list[str]) -> dict[str, Any]:
+    def closed_rps(self, name: str, model: str) -> float | None:
+        """The configuration's best closed-loop req/s on the model at 16 or 64 connections, from this
+        run or the last one (None if never measured)."""
+        levels = ((self.results.get(name) or {}).get("wrk") or {}).get(model) or {}
+        values = [float(levels[c]["rps"]) for c in ("16", "64") if c in levels and not levels[c].get("errors")]
+        return max(values) if values else None
+
+    def open_plan(self, configs: list[Config]) -> dict[str, list[str]]:
+        """Which models the open loop measures on which configuration: for each server (servekit,
+        MLServer, each peer) and model, its configuration with the highest closed-loop req/s (this
+        run's, else the last run's), else OPEN_DEFAULTS."""
+        plan: dict[str, list[str]] = {}
+        families: dict[str, list[Config]] = {}
+        for config in configs:
+            if config.family is not None:
+                families.setdefault(config.family, []).append(config)
+        for family, members in families.items():
+            for model in OPEN_MODELS:
+                serving = [c for c in members if model in c.models]
+                scored = [(rps, c.name) for c in serving if (rps := self.closed_rps(c.name, model)) is not None]
+                if scored:
+                    name = max(scored)[1]
+                else:
+                    defaults = [n for n in OPEN_DEFAULTS.get(family, ()) if any(c.name == n for c in serving)]
+                    if not defaults and not serving:
+                        continue
+                    name = defaults[0] if defaults else serving[0].name
+                plan.setdefault(name, []).append(model)
+        return plan
+
+    def open_loop(self, server: Server, config: Config, model: str) -> dict[str, Any]:
+        """``servekit bench --find-rate`` at the configuration's own request (body, path,
+        content type): the highest constant rate served with p99 under each bound, and p99/p99.9
+        at 50 % and 90 % of it. Each bound's search starts from a rate that should be sustained (a
+        16th of the closed-loop req/s, or the rate the tighter bound found) and starts again 8x
+        lower if even that is not."""
+        started = time.perf_counter()
+        closed = self.closed_rps(config.name, model)
+        first = max(OPEN_MIN_RATE, round(closed / 16)) if closed else OPEN_DEFAULT_START
+        out: dict[str, Any] = {"closed_rps": closed, "levels": 0, "client_cpu_max": None,
+                               "seconds_per_level": self.open_seconds, "warmup_s": self.open_warmup,
+                               "search_steps": self.open_steps}
+        body, path = self.body_file(config, model), self.model_path(config, model)
+        found: float | None = None
+        for bound in OPEN_BOUNDS_MS:
+            start = found or first
+            while True:
+                report = bench(server.url, f"127.0.0.1:{self.port + 1}", model, [
+                    "--body-file", str(body), "--path", path, "--content-type", "application/json",
+                    "--find-rate", f"{bound:g}", "--start-rate", f"{start:g}",
+                    "--search-steps", str(self.open_steps), "--duration", str(self.open_seconds),
+                    "--warmup", str(self.open_warmup), "--max-inflight", str(OPEN_MAX_INFLIGHT)], timeout=3600)
+                levels = report.get("results") or []
+                out["levels"] += len(levels)
+                cpus = [lv["client_cpu"] for lv in levels if lv.get("client_cpu") is not None]
+                if cpus:
+                    out["client_cpu_max"] = max([*cpus, out["client_cpu_max"] or 0.0])
+                entry = dict((report.get("sustainable") or {}).get(f"{bound:g}") or {})
+                if "error" in report:
+                    entry["error"] = report["error"]
+                if entry.get("rate") is not None or start <= OPEN_MIN_RATE or "error" in report:
+                    break
+                start = max(OPEN_MIN_RATE, round(start / 8))
+            entry["start_rate"] = start
+            out[f"{bound:g}"] = entry
+            found = entry.get("rate") or found
+            at = [entry.get(k) or {} for k in ("at_50", "at_90")]
+            log(f"   open {model:16} p99<{bound:g}ms: {entry.get('rate')} req/s (from {start:g}/s); "
+                + "; ".join(f"at {s}% p99 {a.get('p99_ms')} p99.9 {a.get('p999_ms')} ms"
+                            for s, a in zip((50, 90), at, strict=True))
+                + (f"  {entry['error']}" if "error" in entry else ""))
+        out["seconds"] = round(time.perf_counter() - started, 1)
+        return out
+
+    def large_requests(self, server: Server, config: Config) -> dict[str, Any]:
+        """The 10,000-row test set in one request over each transport the server takes: checked
+        (every label against the model's own predict), then LARGE_CONNECTIONS clients for
+        --large-seconds each, with the server's CPU per request."""
+        assert server.proc is not None
+        rows = np.load(self.data / "test-10000x784.npy")
+        want = np.asarray(peer_models.load(BIG_MODEL, self.repo)(rows), dtype=np.float64).reshape(-1)
+        name = self.peer(config).v2_name(BIG_MODEL) if config.kind == "peer" else BIG_MODEL
         out: dict[str, Any] = {}
-        npy = str(self.data / "test-10000x784.npy")
-        inputs = {"json": ["--input-file", str(self.data / "test-10000x784.json")],
-                  "binary": ["--input-file", npy, "--input-name", "predict"],
-                  "grpc": ["--input-file", npy, "--input-name", "predict"]}
-        for protocol in protocols:
-            args = inputs[protocol]
-            report = bench(server.url, f"127.0.0.1:{self.port + 1}", BIG_MODEL, [
-                *args, "--protocol", protocol, "--concurrency", "1", "--warmup", "0",
-                "--requests", str(self.big_requests)], timeout=300)
-            out[protocol] = report
-            level = (report.get("results") or [{}])[0]
-            log(f"   10000x784 {protocol:6} p50 {level.get('p50_ms')} ms  errors {level.get('errors')} "
-                f"{report.get('error', '')}")
+        for transport in config.large:
+            req = large.request(transport, server.url, f"127.0.0.1:{self.port + 1}", name, rows,
+                                self.data / "test-10000x784.json")
+            entry: dict[str, Any] = {"body_bytes": req.body_bytes}
+            out[transport] = entry
+            try:
+                entry["check"] = large.check(req, want)
+            except RuntimeError as exc:
+                entry["error"] = f"correctness check: {exc}"
+                log(f"   10000x784 {transport:6} FAILED {entry['error']}")
+                continue
+            for connections in LARGE_CONNECTIONS:
+                before, started = CpuSample.take(server.proc.pid), time.perf_counter()
+                result = large.load(req, connections, self.large_seconds)
+                after = CpuSample.take(server.proc.pid)
+                cpu = after.tree_s - before.tree_s
+                result["server_cpu_s"] = round(cpu, 3)
+                result["cpu_ms_per_request"] = round(cpu / result["requests"] * 1000, 1) if result["requests"] else None
+                result["other_cpu"] = other_load(before, after, time.perf_counter() - started)
+                entry[str(connections)] = result
+                log(f"   10000x784 {transport:6} c={connections} {result['rps']:7.2f} req/s  p50 {result['p50_ms']} ms  "
+                    f"p99 {result['p99_ms']} ms  cpu {result['cpu_ms_per_request']} ms/req  errors {result['errors']}"
+                    + (f" ({result['first_error']})" if result["first_error"] else ""))
         return out
 
 
@@ -423,16 +570,49 @@ def peer_environment(peer: Peer) -> dict[str, Any]:
     return out
 
 
+def parts_of(text: str) -> set[str]:
+    parts = {p.strip() for p in text.split(",") if p.strip()}
+    unknown = parts - set(PARTS)
+    if not parts or unknown:
+        raise argparse.ArgumentTypeError(f"parts are {', '.join(PARTS)} (comma-separated), not {text!r}")
+    return parts
+
+
+def merge(old: dict[str, Any] | None, new: dict[str, Any], run: str) -> dict[str, Any]:
+    """A configuration's numbers: this run's over the older ones (a partial run keeps the other
+    parts' numbers); a failure or skip recorded by another run does not outlive it."""
+    out = dict(old or {})
+    if out.get("run") != run:
+        for key in ("failure", "skipped"):
+            out.pop(key, None)
+    if out.get("failure") and new.get("failure"):
+        new = {**new, "failure": f"{out['failure']}\n{new['failure']}"}
+    out.update(new)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mlserver", required=True, help="the mlserver executable (its own venv)")
     parser.add_argument("--work", type=Path, default=HERE / "work", help="trained repository and data")
     parser.add_argument("--port", type=int, default=38080, help="HTTP port (gRPC +1, metrics +2)")
     parser.add_argument("--seconds", type=float, default=12.0, help="wrk run length")
-    parser.add_argument("--quick", action="store_true", help="3 s runs: a smoke run of the whole suite")
+    parser.add_argument("--quick", action="store_true", help="short runs (3 s wrk, 1 s open-loop levels, "
+                        "3 s large-request points): a smoke run of the whole suite")
     parser.add_argument("--only", default=None, help="comma-separated configuration names")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave out the peers (KServe, PyTriton, BentoML, LitServe, Ray Serve)")
+    parser.add_argument("--parts", type=parts_of, default=set(PARTS),
+                        help="which parts to run, comma-separated: closed (wrk and servekit bench, one-row "
+                             "requests), open (open-loop sustainable rates), large (10,000x784 requests); "
+                             "default all; the others' numbers are kept from results/latest.json")
+    parser.add_argument("--only-open-loop", action="store_true", help="the same as --parts open")
+    parser.add_argument("--open-seconds", type=float, default=None,
+                        help="open loop: seconds measured per offered rate (default 4; 1 with --quick)")
+    parser.add_argument("--large-seconds", type=float, default=None,
+                        help="large requests: seconds per transport and connection count (default 10; 3 with --quick)")
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results",
+                        help="where latest.md/latest.json go (and the previous numbers come from)")
     parser.add_argument("--check-only", action="store_true",
                         help="start each configuration, check its answers and memory, stop it: no load, "
                              "and results/ is left as it is")
@@ -442,10 +622,15 @@ def main() -> int:
                         help="the src/ folder of an older servekit checkout: adds 'servekit-before', "
                              "measured like 'servekit' in the same run")
     args = parser.parse_args()
+    parts: set[str] = {"open"} if args.only_open_loop else args.parts
     chosen = set(args.only.split(",")) if args.only else None
     configs = list(CONFIGS) + ([] if args.no_peers else PEER_CONFIGS)
+    if args.before_src:
+        configs.insert(1, Config("servekit-before", "servekit", bench=True, large=large.TRANSPORTS, before=True))
+    configs = [c for c in configs if c.selected(chosen)]
     if args.list_peers:
-        print(" ".join(sorted({c.peer for c in configs if c.peer and c.selected(chosen)})))
+        wanted = {c.peer for c in configs if c.peer and (parts - {"large"} or c.large)}
+        print(" ".join(sorted(p for p in wanted if p)))
         return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -458,33 +643,59 @@ def main() -> int:
         [str(mlserver_python), "-c", "import mlserver, uvloop; print(mlserver.__version__, uvloop.__version__)"],
         capture_output=True, text=True).stdout.strip()
     info["peers"] = {name: peer_environment(PEER_TABLE[name]) for name in PEERS
-                     if any(c.peer == name and c.selected(chosen) for c in configs)}
-    results: dict[str, Any] = {"run": time.strftime("%Y%m%d-%H%M%S"), "machine": info,
+                     if any(c.peer == name for c in configs)}
+    run = time.strftime("%Y%m%d-%H%M%S")
+    results: dict[str, Any] = {"run": run, "machine": info,
                                "mode": "quick" if args.quick else "full",
+                               "parts": [p for p in PARTS if p in parts],
                                "wrk_seconds": suite.seconds, "bench_seconds": suite.bench_seconds,
+                               "open_seconds": suite.open_seconds, "large_seconds": suite.large_seconds,
                                "floor": json.loads((suite.data / "floor.json").read_text()),
                                "configs": {}}
-    previous = HERE / "results" / "latest.json"
-    if chosen is not None and previous.is_file():
-        # a partial re-run keeps the other configurations' numbers from the last run
-        results["configs"] = json.loads(previous.read_text()).get("configs", {})
-    if args.before_src:
-        configs.insert(1, Config("servekit-before", "servekit", bench=True, big=True, before=True))
+    out_dir: Path = args.results_dir
+    previous = out_dir / "latest.json"
+    partial = chosen is not None or parts != set(PARTS)
+    if partial and previous.is_file():
+        # a partial re-run keeps the other configurations' (and parts') numbers from the last run
+        old = json.loads(previous.read_text())
+        results["configs"] = old.get("configs", {})
+        # and the settings those numbers were measured with
+        for part, keys in (("closed", ("wrk_seconds", "bench_seconds")), ("open", ("open_seconds",)),
+                           ("large", ("large_seconds",))):
+            for key in keys:
+                if part not in parts and key in old:
+                    results[key] = old[key]
+    suite.results = results["configs"]
+
+    def measure(config: Config, todo: set[str], open_models: list[str]) -> None:
+        out = suite.run_config(config, todo, open_models)
+        if out is None:
+            return
+        out.update(measured_at=time.strftime("%Y-%m-%d %H:%M"), run=run)
+        for part in PARTS:
+            if part in out or (part == "closed" and "wrk" in out):
+                out[f"{part}_run"] = run
+        results["configs"][config.name] = merge(results["configs"].get(config.name), out, run)
+
     try:
+        # closed loops and large requests in one start of each configuration; then the open loop on
+        # each server's best configuration, which the closed loops of this run (or the last) name
         for config in configs:
-            if config.selected(chosen):
-                results["configs"][config.name] = suite.run_config(config)
-                results["configs"][config.name].update(measured_at=time.strftime("%Y-%m-%d %H:%M"),
-                                                       run=results["run"])
+            measure(config, parts - {"open"}, [])
+        if "open" in parts and not args.check_only:
+            plan = suite.open_plan(configs)
+            log("open loop on: " + "; ".join(f"{name} ({', '.join(models)})" for name, models in plan.items()))
+            for config in configs:
+                if config.name in plan:
+                    measure(config, set(), plan[config.name])
     finally:
         suite.write_settings(Config("reset", "servekit"))
     results["elapsed_s"] = round(time.time() - started, 1)
     if args.check_only:
-        failed = [name for name, c in results["configs"].items() if c.get("failure")]
+        failed = [name for name, c in results["configs"].items() if c.get("failure") and c.get("run") == run]
         log(f"checked in {results['elapsed_s']:.0f} s; " + (f"FAILED: {', '.join(failed)}" if failed else "all passed"))
         return 1 if failed else 0
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     results["previous"] = committed_cpu()
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "latest.md").write_text(render(results))
