@@ -98,6 +98,11 @@ def build(cache: Path, count: int, seed: int = 0) -> Path:
 
 
 # -- the load ------------------------------------------------------------------------
+def zipf_share(count: int, s: float, top: int) -> float:
+    weights = 1.0 / np.arange(1, count + 1) ** s
+    return float(weights[:top].sum() / weights.sum())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -281,6 +286,8 @@ async def measure(server: Server, manifest: dict[str, Any], args: argparse.Names
         out["steady_evictions_per_s"] = round(
             (after.get("servekit_model_evictions_total", 0) - at_warm.get("servekit_model_evictions_total", 0))
             / steady_s, 1)
+        steady_loads = after.get("servekit_model_loads_total", 0) - at_warm.get("servekit_model_loads_total", 0)
+        out["steady_miss_rate"] = round(steady_loads / out["steady_requests"], 3) if out["steady_requests"] else None
         out["loaded_at_end"] = after.get("servekit_loaded_models")
         out["loaded_bytes_at_end_mb"] = round(after.get("servekit_loaded_model_bytes", 0) / 1e6, 1)
         out["load_failures"] = after.get("load_failures", 0)
@@ -344,6 +351,7 @@ def cells(d: dict[str, Any]) -> dict[str, str]:
         "client's first request of a model: p50 / p99, ms": f"{g('first_request_p50_ms')} / "
                                                              f"{g('first_request_p99_ms')}",
         "models asked": g("models_asked"),
+        "requests that loaded their model (steady)": g("steady_miss_rate"),
         "loads / evictions per s (steady)": f"{g('steady_loads_per_s')} / {g('steady_evictions_per_s')}",
         "models loaded at the end (estimated MB)": f"{g('loaded_at_end')} ({g('loaded_bytes_at_end_mb')})",
     }
@@ -360,7 +368,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{setup['warmup']:.0f} + {setup['seconds']:.0f} s; servekit with {setup['servekit_workers']} worker(s), "
         f"budget {setup['budget_models'] or '-'} models / {setup['budget_mb'] or '-'} MB per worker, loading on first "
         f"request; MLServer {setup.get('mlserver_version', '')} loading every model at start "
-        f"({setup['mlserver_workers']} parallel worker(s)). {setup['note']}",
+        f"({setup['mlserver_workers']} parallel worker(s)). The budget's most asked models get "
+        f"{setup['zipf_top_share']:.0%} of the requests (the best hit rate a budget this size allows). {setup['note']}",
         "",
         "| | servekit (lazy, budget) | MLServer (all loaded) |",
         "|---|---:|---:|",
@@ -416,6 +425,8 @@ def main() -> int:
         "models": args.models, "zipf": args.zipf, "concurrency": args.concurrency, "seconds": args.seconds,
         "warmup": args.warmup, "budget_models": args.budget_models, "budget_mb": args.budget_mb or None,
         "servekit_workers": args.workers, "mlserver_workers": args.mlserver_workers,
+        # the share of requests whose model is among the budget's most asked: the best hit rate LRU can reach
+        "zipf_top_share": round(float(zipf_share(args.models, args.zipf, args.budget_models)), 3),
         "repository_mb": round(sum(m["bytes"] for m in manifest["models"]) / 1e6, 1),
         "kinds": ", ".join(f"{v} {k}" for k, v in kinds.items()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
