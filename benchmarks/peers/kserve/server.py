@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
-from kserve.utils.utils import generate_uuid
+
+# KServe reads its flags from the command line when it is imported; gRPC messages are capped at 8 MB
+# by default, and the suite's 10,000-row request is 63 MB (servekit and MLServer get 256 MB too)
+GRPC_MAX = str(256 * 1024 * 1024)
+sys.argv += ["--grpc_max_receive_message_length", GRPC_MAX, "--grpc_max_send_message_length", GRPC_MAX]
+
+from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer  # noqa: E402
+from kserve.utils.utils import generate_uuid  # noqa: E402 (imported after the flags above)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import models
