@@ -82,6 +82,53 @@ def test_replica_settings_are_validated_in_the_settings_file(tmp_path: Path) -> 
         load_model_settings(path)
 
 
+# -- one model's replica, in this process (no cluster) ---------------------------------------------
+def replica_of(folder: Path) -> Any:
+    import asyncio
+
+    from servekit.config import ServerSettings, load_model_settings
+    from servekit.ray.replica import ModelReplica
+
+    settings = load_model_settings(folder / "model-settings.json")
+    replica = ModelReplica(settings.name, [settings], ServerSettings())
+    asyncio.run(replica.load())
+    return replica
+
+
+def call(replica: Any, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    import asyncio
+
+    headers = [(b"content-type", b"application/json")]
+    status, _, answer = asyncio.run(replica.call(method, path, b"", headers, json.dumps(body or {}).encode()))
+    return status, json.loads(answer)
+
+
+def test_a_replica_answers_with_servekits_v2_routes(tmp_path: Path) -> None:
+    (tmp_path / "iris").mkdir()
+    model = LogisticRegression(max_iter=500).fit(IRIS.data, IRIS.target)
+    joblib.dump(model, tmp_path / "iris" / "model.joblib")
+    write_settings(tmp_path, "iris")
+    replica = replica_of(tmp_path / "iris")
+    status, body = call(replica, "POST", "/v2/models/iris/infer", v2_body(IRIS.data[:4]))
+    assert status == 200
+    np.testing.assert_array_equal(body["outputs"][0]["data"], model.predict(IRIS.data[:4]))
+    assert call(replica, "GET", "/v2/models/nope") == (
+        404, {"error": "model 'nope' not found (models served: iris)"})
+
+
+def test_a_replica_whose_model_fails_to_load_answers_503_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.joblib").write_bytes(b"not a pickle")
+    write_settings(tmp_path, "broken")
+    replica = replica_of(tmp_path / "broken")  # the replica starts: Ray does not retry it for ever
+    status, body = call(replica, "POST", "/v2/models/broken/infer", v2_body(IRIS.data[:1]))
+    assert status == 503
+    assert "model 'broken' has no ready version" in body["error"]
+    assert "cannot load model.joblib: not a readable joblib/pickle file" in body["error"]
+    status, body = call(replica, "GET", "/v2/health/ready")
+    assert status == 503 and body["ready"] is False
+
+
 # -- a local cluster ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
@@ -301,6 +348,24 @@ def test_replicas_scale_up_and_down_with_the_settings(deployed: Any, repository:
         time.sleep(0.5)
     assert running()["iris"] == 1
     assert requests.get(f"{deployed.url}/v2/health/ready", timeout=30).json() == {"ready": True}
+
+
+def test_the_serve_config_builder_deploys_the_repository(deployed: Any, repository: Path) -> None:
+    """``import_path: servekit.ray.engine:app`` with ``args`` (a Serve config file,
+    a KubeRay RayService), here through serve.run as Ray does with it."""
+    from ray import serve
+
+    from servekit.ray import engine
+
+    with pytest.raises(ConfigError, match="takes the args repository, num_cpus, ingress_replicas, not 'replicas'"):
+        engine.app({"repository": str(repository), "replicas": "2"})
+    with pytest.raises(ConfigError, match=r"needs args\.repository, a folder of models"):
+        engine.app({"repository": str(repository / "nowhere")})
+    serve.run(engine.app({"repository": str(repository), "num_cpus": str(CPUS)}), name="servekit", route_prefix="/")
+    assert running() == {"_servekit_ingress": 1, "digits": 1, "iris": 1}
+    x = DIGITS.data[100:103]
+    answer = requests.post(f"{deployed.url}/v2/models/digits/infer", json=v2_body(x), timeout=30)
+    np.testing.assert_array_equal(answer.json()["outputs"][0]["data"], in_process(repository, "digits", x))
 
 
 # -- the command ---------------------------------------------------------------------------------------

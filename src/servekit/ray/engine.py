@@ -132,6 +132,30 @@ def build_application(
     return ingress, options
 
 
+BUILDER_ARGS = ("repository", "num_cpus", "ingress_replicas")
+
+
+def app(args: dict[str, Any]) -> Any:
+    """Ray Serve's application builder, for ``serve run
+    servekit.ray.engine:app repository=/mnt/models`` and for a Serve config
+    file (a KubeRay ``RayService``'s ``serveConfigV2``) whose application has
+    ``import_path: servekit.ray.engine:app`` and ``args: {repository: …,
+    num_cpus: …, ingress_replicas: …}``."""
+    unknown = sorted(set(args) - set(BUILDER_ARGS))
+    if unknown:
+        raise ConfigError(f"servekit.ray.engine:app takes the args {', '.join(BUILDER_ARGS)}, not "
+                          + ", ".join(repr(str(name)[:64]) for name in unknown))
+    repository = args.get("repository")
+    if not repository or not Path(str(repository)).is_dir():
+        raise ConfigError(f"servekit.ray.engine:app needs args.repository, a folder of models (got {repository!r})")
+    try:
+        num_cpus, ingress_replicas = float(args.get("num_cpus", 1.0)), int(args.get("ingress_replicas", 1))
+    except (TypeError, ValueError):
+        raise ConfigError("servekit.ray.engine:app: num_cpus is a number, ingress_replicas a whole number") from None
+    application, _ = build_application(str(repository), num_cpus=num_cpus, ingress_replicas=ingress_replicas)
+    return application
+
+
 def deploy(
     root: str | Path,
     *,
@@ -188,10 +212,12 @@ def serve_until_stopped(deployed: Deployed, models: dict[str, dict[str, Any]]) -
 
 __all__ = [
     "APP_NAME",
+    "BUILDER_ARGS",
     "INGRESS",
     "Deployed",
     "ServekitIngress",
     "ServekitModel",
+    "app",
     "build_application",
     "deploy",
     "models_of",
