@@ -1,7 +1,8 @@
 """What payload logging costs an inference: one servekit process serving a
 small doubling model, with payload logging off, to a file sink, and to an
-HTTP sink at a port where nothing listens, each under the same closed-loop
-load from ``servekit bench`` (V2 JSON).
+HTTP sink at a port where nothing listens, and to a live HTTP receiver (a
+process of its own; one binary-mode POST per event, and batches), each under
+the same closed-loop load from ``servekit bench`` (V2 JSON).
 
     python benchmarks/payload_sink_cost.py [--duration 10] [--concurrency 16] [--shape 1,4]
                                            [--workers 1] [--sample-rate 1.0] [--output FILE.json]
@@ -24,6 +25,7 @@ import json
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +48,27 @@ class Doubler(Runtime):
     def predict(self, request):
         return self.response(request, [Tensor("doubled", request.inputs[0].data * 2)])
 '''
+
+
+# a CloudEvents receiver in a process of its own (its CPU is not the server's): 200 to every POST
+RECEIVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
 
 
 def free_port() -> int:
@@ -126,11 +149,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--sample-rate", type=float, default=1.0, help="of the logging variants")
     parser.add_argument("--queue-size", type=int, default=10_000, help="events a sink keeps waiting")
-    parser.add_argument("--variants", default="off,file,unreachable,off",
+    parser.add_argument("--variants", default="off,file,unreachable,http,http-batch,off",
                         help="which to run, in this order (off twice: a reading of the noise)")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="servekit-payloads-"))
+    receiver_port = free_port()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(receiver_port)])
     try:
         nobody = free_port()  # nothing listens there: every connection is refused
         options = {"sample_rate": args.sample_rate, "queue_size": args.queue_size}
@@ -138,6 +163,8 @@ def main() -> int:
             "off": None,
             "file": {"sink": "file:///set-per-run/payloads.jsonl", **options},
             "unreachable": {"sink": f"http://127.0.0.1:{nobody}/events", **options},
+            "http": {"sink": f"http://127.0.0.1:{receiver_port}/events", **options},
+            "http-batch": {"sink": f"http://127.0.0.1:{receiver_port}/events", "format": "batch", **options},
         }
         names = [name.strip() for name in args.variants.split(",") if name.strip()]
         unknown = [name for name in names if name not in variants]
@@ -145,6 +172,8 @@ def main() -> int:
             parser.error(f"unknown variants {unknown}; choose from {', '.join(variants)}")
         results = [measure(name, variants[name], work, args, run) for run, name in enumerate(names)]
     finally:
+        receiver.kill()
+        receiver.wait()
         shutil.rmtree(work, ignore_errors=True)
     print(f"servekit, {args.workers} worker(s), c={args.concurrency}, shape {args.shape}, "
           f"{args.duration:g} s per variant, sample rate {args.sample_rate:g}")

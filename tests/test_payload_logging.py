@@ -69,9 +69,10 @@ def repository(root: Path, models: dict[str, Any]) -> Path:
 
 class Receiver:
     """A CloudEvents receiver: every POST's headers and body, answered 200 (or
-    ``status``) on a kept-alive HTTP/1.1 connection."""
+    ``status``) on a kept-alive HTTP/1.1 connection (``close``: closed after
+    each answer), pipelined requests in order."""
 
-    def __init__(self, status: int = 200, port: int | None = None) -> None:
+    def __init__(self, status: int = 200, port: int | None = None, close: bool = False) -> None:
         self.events: list[tuple[dict[str, str], bytes]] = []
         self.lock = threading.Lock()
         receiver = self
@@ -85,6 +86,9 @@ class Receiver:
                     receiver.events.append(({k.lower(): v for k, v in self.headers.items()}, data))
                 self.send_response(status)
                 self.send_header("content-length", "0")
+                if close:  # one request per connection, as an HTTP/1.0 server
+                    self.send_header("connection", "close")
+                    self.close_connection = True
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -380,6 +384,40 @@ def test_http_sink_counts_refusals_and_comes_back_after_an_outage() -> None:
     assert count("sent_total", sink="refusing") == 0
     assert count("dropped_total", sink="later", reason="unreachable") == 2
     assert count("sent_total", sink="later") == 6
+
+
+def test_http_sink_pipelines_and_resends_what_a_closing_sink_left_unanswered() -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import Counter as PromCounter
+
+    from servekit.payloads.sinks import HttpSink
+
+    registry = CollectorRegistry()
+    sent = PromCounter("sent", "", ("sink",), registry=registry)
+    dropped = PromCounter("dropped", "", ("sink", "reason"), registry=registry)
+    attributes = Attributes("http://here/", "m", "", "predictor", "1", request=True, response=True)
+    results = {}
+    for close in (False, True):
+        receiver = Receiver(close=close)
+
+        async def scenario(receiver: Receiver, close: bool) -> None:
+            options = PayloadLogging(sink=receiver.url, flush_seconds=0.05)
+            sink = HttpSink(receiver.url, options, Counters(sent, dropped, f"close={close}"))
+            sink.start()
+            for i in range(10):  # one batch of 20 events, pipelined
+                sink.offer(Pending(attributes, a_call(i), time.time(), 2, 100))
+            await sink.stop(20.0)
+
+        try:
+            asyncio.run(scenario(receiver, close))
+        finally:
+            receiver.close()
+        results[close] = [(headers["ce-type"], json.loads(data)) for headers, data in receiver.events]
+        assert registry.get_sample_value("sent_total", {"sink": f"close={close}"}) == 20
+    for close, events in results.items():
+        ids = [data["id"] for kind, data in events if kind == REQUEST]
+        assert ids == [f"r{i}" for i in range(10)], close  # each once, in order
+        assert len(events) == 20
 
 
 def test_a_file_sink_that_cannot_write_counts_what_it_loses(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ on the event loop (yielding every millisecond) and delivers them:
   rotated reopens the path.
 - :class:`HttpSink`: binary-mode CloudEvents (one POST per event, as KServe's
   logger sends them) or ``application/cloudevents-batch+json`` batches, over
-  one kept-alive connection, each exchange bounded by ``timeout``. An
+  one kept-alive connection (a batch's POSTs pipelined), each batch's
+  exchange bounded by ``timeout``. An
   unreachable sink drops the batch in hand and waits (0.1 s doubling to 10 s)
   before it tries again; meanwhile the queue fills and further events are
   dropped at the door.
@@ -342,18 +343,31 @@ class FileSink(Sink):
         self._executor.shutdown(wait=False)
 
 
-class _Reply:
-    """httptools' callbacks for one response (the body is read and dropped)."""
+class _Replies:
+    """httptools' callbacks for the responses to pipelined requests, in order
+    (their bodies are read and dropped)."""
 
-    def __init__(self) -> None:
-        self.headers_done = False
-        self.complete = False
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.keep_alive = True  # the last response's
+        self.in_message = False  # a response's head is read, its end not yet
+        self.parser = httptools.HttpResponseParser(self)
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
+        self.in_message = True
+        # asked now: once a message is complete the parser no longer knows
+        self.status = int(self.parser.get_status_code())
+        self.keep_alive = bool(self.parser.should_keep_alive())
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        self.in_message = False
+        self.statuses.append(self.status)
+
+    def ended(self) -> None:
+        """The connection ended: a response whose body runs to the end is complete."""
+        if self.in_message:
+            self.on_message_complete()
+        self.keep_alive = False
 
 
 # what an exchange with an HTTP sink can fail with (ssl.SSLError is an OSError)
@@ -362,7 +376,9 @@ SEND_ERRORS = (OSError, TimeoutError, EOFError, httptools.HttpParserError)
 
 class HttpSink(Sink):
     """CloudEvents over HTTP/1.1: binary mode, one POST per event (KServe's), or
-    structured batches (``format: batch``)."""
+    structured batches (``format: batch``). The POSTs of a batch are
+    pipelined on one kept-alive connection: written at once, answered in
+    order; those a closing connection left unanswered go again on a new one."""
 
     def __init__(self, url: str, options: PayloadLogging, counters: Counters) -> None:
         super().__init__(url, options, counters)
@@ -370,9 +386,10 @@ class HttpSink(Sink):
         self.host = parts.hostname or ""
         secure = parts.scheme == "https"
         self.port = parts.port or (443 if secure else 80)
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.host_header = host if parts.port is None else f"{host}:{parts.port}"
+        host_header = host if parts.port is None else f"{host}:{parts.port}"
+        self.head = f"POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: servekit\r\n"
         self.tls = ssl.create_default_context() if secure else None
         self.batched = options.format == "batch"
         self.timeout = options.timeout
@@ -380,6 +397,11 @@ class HttpSink(Sink):
         self._writer: asyncio.StreamWriter | None = None
         self._failures = 0
         self._fresh = False  # the connection has not carried an exchange yet
+
+    def message(self, headers: list[tuple[str, str]], body: bytes) -> bytes:
+        """One POST, head and body."""
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        return f"{self.head}Content-Length: {len(body)}\r\n{lines}\r\n".encode("latin-1") + body
 
     async def deliver(self, batch: list[Pending]) -> None:
         if self._writer is None:  # connect first: nothing is encoded for a sink that is down
@@ -394,68 +416,67 @@ class HttpSink(Sink):
         events = await self.encode(batch)
         if not events:
             return
-        exchanges: list[tuple[list[tuple[str, str]], bytes, int]]
+        pending: list[tuple[bytes, int]]  # (message, events in it)
         if self.batched:
             body = b"[" + b",".join(event.structured() for event in events) + b"]"
-            exchanges = [([("content-type", BATCH_JSON)], body, len(events))]
+            pending = [(self.message([("content-type", BATCH_JSON)], body), len(events))]
         else:
-            exchanges = [(event.headers(), event.data or b"", 1) for event in events]
-        for index, (headers, body, count) in enumerate(exchanges):
+            pending = [(self.message(event.headers(), event.data or b""), 1) for event in events]
+        retried = False
+        while pending:
+            reused = self._writer is not None and not self._fresh
+            statuses: list[int] = []  # of the answered messages, even when the exchange then fails
             try:
-                status = await self._post(headers, body)
+                await self._pipeline([message for message, _ in pending], statuses)
             except SEND_ERRORS as exc:
-                self.lost("unreachable", sum(each[2] for each in exchanges[index:]))
-                self.complain(f"cannot deliver events: {type(exc).__name__}: {exc}"[:300])
+                failure = f"{type(exc).__name__}: {exc}"
+            else:
+                failure = "the sink closed the connection before answering"
+            for (_, count), status in zip(pending, statuses, strict=False):
+                if 200 <= status < 300:
+                    self.sent(count)
+                else:
+                    self.lost("rejected", count)
+                    self.complain(f"answered {status} to an event")
+            pending = pending[len(statuses):]
+            if pending and not statuses:
+                if reused and not retried:  # a kept-alive connection the sink had closed: once more
+                    retried = True
+                    continue
+                self.lost("unreachable", sum(count for _, count in pending))
+                self.complain(f"cannot deliver events: {failure}"[:300])
                 await self._back_off()
                 return
-            if 200 <= status < 300:
-                self.sent(count)
-            else:
-                self.lost("rejected", count)
-                self.complain(f"answered {status} to an event")
         self._failures = 0
 
     async def _back_off(self) -> None:
         self._failures += 1
         if self._stopping.is_set():
-            return  # stopping: what is left is counted as stopped, not retried
+            return  # stopping: what is left is counted, not retried
         await self.pause(min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX))
 
-    async def _post(self, headers: list[tuple[str, str]], body: bytes) -> int:
-        reused = self._writer is not None and not self._fresh
-        try:
-            return await self._exchange(headers, body)
-        except SEND_ERRORS:
-            if not reused:
-                raise
-        # a kept-alive connection the sink had closed: once more, on a new one
-        return await self._exchange(headers, body)
-
-    async def _exchange(self, headers: list[tuple[str, str]], body: bytes) -> int:
+    async def _pipeline(self, messages: list[bytes], statuses: list[int]) -> None:
+        """Send ``messages`` at once and read the answers: ``statuses`` gets those
+        of the answered ones, in order (fewer than sent when the sink closed the
+        connection or the time ran out)."""
         try:
             async with asyncio.timeout(self.timeout):
                 if self._writer is None:
                     await self._connect()
                 assert self._reader is not None and self._writer is not None
-                lines = [f"POST {self.target} HTTP/1.1", f"Host: {self.host_header}", "User-Agent: servekit",
-                         f"Content-Length: {len(body)}"]
-                lines.extend(f"{name}: {value}" for name, value in headers)
-                self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+                self._writer.write(b"".join(messages))
                 await self._writer.drain()
-                reply = _Reply()
-                parser = httptools.HttpResponseParser(reply)
-                while not reply.complete:
+                replies = _Replies(statuses)
+                while len(replies.statuses) < len(messages) and replies.keep_alive:
                     data = await self._reader.read(1 << 16)
                     if not data:
-                        if reply.headers_done:
-                            break  # a body that ends with the connection
-                        raise EOFError("the sink closed the connection before answering")
-                    parser.feed_data(data)
-                status = int(parser.get_status_code())
+                        replies.ended()
+                        break
+                    replies.parser.feed_data(data)
                 self._fresh = False
-                if not reply.complete or not parser.should_keep_alive():
+                del statuses[len(messages):]  # answers nobody asked for
+                if len(statuses) < len(messages) or not replies.keep_alive:
                     self._disconnect()
-                return status
         except BaseException:
             self._disconnect()
             raise
