@@ -319,9 +319,17 @@ class Registry:
             shown = show_progress and bool(loads)
             bar = progress.bar("Loading models", len(loads), unit="models") if shown else nullcontext(progress.nothing)
             with bar as advance:
-                for settings in loads:
-                    await self._load(settings)
-                    advance(1)
+
+                async def load_in_turn(settings_list: list[ModelSettings]) -> None:
+                    for settings in settings_list:
+                        await self._load(settings)
+                        advance(1)
+
+                # a model in its own environment may first build it (minutes): it loads
+                # alongside the others, which load in turn as before
+                own = [s for s in loads if s.parameters.environment not in (None, False, "")]
+                rest = [s for s in loads if s.parameters.environment in (None, False, "")]
+                await asyncio.gather(load_in_turn(rest), *(load_in_turn([s]) for s in own))
             for model in self.all_versions():
                 if (model.name, model.version) not in wanted:
                     await self._unload(model)

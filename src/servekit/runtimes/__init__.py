@@ -29,6 +29,7 @@ BUILTIN_RUNTIMES: dict[str, str] = {
     "torch": "servekit.runtimes.torch:TorchRuntime",
     "torchserve": "servekit.torch_handler.runtime:HandlerRuntime",
     "mlflow": "servekit.runtimes.mlflow:MLflowRuntime",  # a folder with an MLmodel file, runs:/, models:/
+    "huggingface": "servekit.runtimes.huggingface:HuggingFaceRuntime",  # transformers pipelines, sentence-transformers
     "graph": "servekit.graphs.runtime:GraphRuntime",  # an inference graph of served models
 }
 
@@ -45,6 +46,7 @@ ALIASES: dict[str, str] = {
     "pytorch": "torch",
     "handler": "torchserve",
     "mlserver_mlflow.MLflowRuntime": "mlflow",
+    "mlserver_huggingface.HuggingFaceRuntime": "huggingface",
 }
 
 # file suffix -> runtime name, for models without an ``implementation``
@@ -74,6 +76,8 @@ FILE_NAMES: dict[str, str] = {
     "MLmodel": "mlflow",  # an MLflow model folder: the MLmodel file stands for the folder
     "graph.yaml": "graph",  # an inference graph (servekit.graphs)
     "graph.yml": "graph",
+    "config_sentence_transformers.json": "huggingface",  # a sentence-transformers model's folder
+    "modules.json": "huggingface",
 }
 
 # files that are never the model itself
@@ -139,6 +143,12 @@ def infer_implementation(settings: ModelSettings) -> str:
 
 
 def runtime_class(settings: ModelSettings) -> type[Runtime]:
+    if settings.parameters.environment not in (None, False, ""):
+        # the model asks for its own environment: served from a process there (servekit.envs),
+        # which calls this again without ``environment`` to pick the model's runtime
+        from servekit.runtimes.isolated import IsolatedRuntime
+
+        return IsolatedRuntime
     implementation = settings.implementation or infer_implementation(settings)
     implementation = ALIASES.get(implementation, implementation)
     target = BUILTIN_RUNTIMES.get(implementation)
