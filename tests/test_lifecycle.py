@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
 from servekit.errors import ConfigError, InvalidInput, ServekitError
@@ -118,3 +120,38 @@ def test_router_matches_method_and_path() -> None:
     assert found is not None and params == {"rest": "a/b/c"}
     assert router.match("HEAD", "/models/iris")[0] is not None
     assert router.match("GET", "/nothing") == (None, {}, False)
+
+
+_TEMPLATES = ["/v2", "/v2/", "/v2/models/stats", "/v2/models/{model}", "/v2/models/{model}/infer",
+              "/v2/models/{model}/versions/{version}/infer", "/v1/models/{model}:predict",
+              "/files/{rest:path}", "/{name}/x", "/{all:path}", "/", "/models/{m}/{v:path}"]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["GET", "POST"]), st.sampled_from(_TEMPLATES)), max_size=12),
+    st.lists(st.sampled_from(["", "/", "v2", "models", "stats", "x", "files", "infer", "m:predict", "v1"]),
+             max_size=8),
+    st.sampled_from(["GET", "POST", "HEAD", "DELETE"]),
+)
+def test_the_router_index_answers_as_trying_every_route_in_order(
+    table: list[tuple[str, str]], segments: list[str], method: str
+) -> None:
+    async def handler(request: object) -> Response:
+        return Response()
+
+    routes = [route(m, t, handler) for m, t in table]
+    router = Router(routes[: len(routes) // 2])
+    router.add(routes[len(routes) // 2 :])  # the index follows routes added later
+    path = "/" + "/".join(segments)
+    expected: tuple[object, dict[str, str], bool] = (None, {}, False)
+    for candidate in routes:
+        found = candidate.pattern.match(path)
+        if found is None:
+            continue
+        if candidate.method != method and not (method == "HEAD" and candidate.method == "GET"):
+            expected = (None, {}, True)
+            continue
+        expected = (candidate, found.groupdict(), True)
+        break
+    got = router.match(method, path)
+    assert got[0] is expected[0] and got[1:] == expected[1:], (path, table)

@@ -40,11 +40,16 @@ MAX_DIMS = 32
 #: elements times itemsize pass 2**63 even when another dimension is 0.
 MAX_ELEMENTS = 2**59
 _KIND_TO_DATATYPE = {dt.str: name for name, dt in DATATYPE_TO_DTYPE.items() if name != "BYTES"}
+# the common case, a native-order dtype, in one lookup
+_NATIVE_DATATYPES = {dt: name for name, dt in DATATYPE_TO_DTYPE.items() if name != "BYTES"}
 
 
 def datatype_of(array: np.ndarray) -> str:
     """The V2 datatype name for a numpy array (strings and objects are BYTES)."""
     dtype = array.dtype
+    name = _NATIVE_DATATYPES.get(dtype)
+    if name is not None:
+        return name
     if dtype.kind in ("O", "U", "S"):
         return "BYTES"
     name = _KIND_TO_DATATYPE.get(dtype.newbyteorder("=").str)

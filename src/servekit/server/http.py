@@ -107,10 +107,14 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def send(self, send: Send) -> None:
-        headers = [(b"content-length", str(len(self.body)).encode())]
+        headers = [(b"content-length", b"%d" % len(self.body))]
         if self.content_type is not None:
             headers.append((b"content-type", self.content_type))
         headers.extend(self.headers)
+        respond = getattr(send, "respond", None)  # servekit's HTTP server: one call, one write
+        if respond is not None:
+            respond(self.status, headers, self.body)
+            return
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
@@ -135,6 +139,17 @@ class Route:
     on_error: ErrorEncoder
     path: str = ""  # the template it was made from ("/v2/models/{model}/infer"): API documents read it
 
+    def shape(self) -> tuple[str | None, int, bool]:
+        """(its first segment when literal, else None; its number of segments;
+        whether a ``{name:path}`` makes that number a minimum): which paths it
+        can match at all, for the router's index. A route made without a
+        template (``path`` empty) can match anything."""
+        if not self.path.startswith("/"):
+            return None, 1, True
+        segments = self.path.split("/")
+        first = segments[1] if len(segments) > 1 and "{" not in segments[1] else None
+        return first, len(segments), ":path}" in self.path
+
 
 def route(method: str, path: str, handler: Handler, on_error: ErrorEncoder = default_error) -> Route:
     """``path`` uses ``{name}`` for one segment and ``{name:path}`` for the rest."""
@@ -144,17 +159,56 @@ def route(method: str, path: str, handler: Handler, on_error: ErrorEncoder = def
 
 
 class Router:
+    """Routes in order; the first whose pattern and method fit answers.
+
+    Matching tries only the routes that can match a path of that first segment
+    and number of segments (an index made from the templates), in their order,
+    so a request costs a few regex matches however many routes there are."""
+
     def __init__(self, routes: list[Route] | None = None, on_error: ErrorEncoder = default_error):
         self.routes: list[Route] = list(routes or [])
         self.on_error = on_error
+        self._index: dict[tuple[str | None, int], list[Route]] | None = None
+        self._long = 0  # paths of this many segments or more are indexed under it
 
     def add(self, routes: list[Route]) -> None:
         self.routes.extend(routes)
+        self._index = None
+
+    def _candidates(self, path: str) -> list[Route]:
+        index = self._index
+        if index is None:
+            index = self._index = self._build_index()
+        count = path.count("/") + 1
+        end = path.find("/", 1)
+        first = path[1:] if end < 0 else path[1:end]
+        key_count = min(count, self._long)
+        found = index.get((first, key_count))
+        if found is None:
+            found = index.get((None, key_count), [])
+        return found
+
+    def _build_index(self) -> dict[tuple[str | None, int], list[Route]]:
+        """For each literal first segment (None: any other) and number of
+        segments (the longest route's + 1 standing for every longer path), the
+        routes that can match such a path, in order. Bounded by the routes, not
+        by what clients send."""
+        shapes = [r.shape() for r in self.routes]
+        self._long = max((count for _, count, _ in shapes), default=1) + 1
+        firsts: list[str | None] = [None, *{first for first, _, _ in shapes if first is not None}]
+        index: dict[tuple[str | None, int], list[Route]] = {}
+        for first in firsts:
+            for count in range(1, self._long + 1):
+                index[(first, count)] = [
+                    r for r, (f, c, longer) in zip(self.routes, shapes, strict=True)
+                    if (f is None or f == first) and (c == count or (longer and c <= count))
+                ]
+        return index
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, path params, whether the path exists under another method)."""
         path_exists = False
-        for candidate in self.routes:
+        for candidate in self._candidates(path):
             found = candidate.pattern.match(path)
             if found is None:
                 continue
@@ -166,7 +220,7 @@ class Router:
 
     def allowed(self, path: str) -> list[str]:
         """The methods the path answers (for a 405's ``Allow`` header)."""
-        methods = {route.method for route in self.routes if route.pattern.match(path) is not None}
+        methods = {route.method for route in self._candidates(path) if route.pattern.match(path) is not None}
         if "GET" in methods:
             methods.add("HEAD")
         return sorted(methods)

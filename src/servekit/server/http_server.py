@@ -46,6 +46,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
+from urllib.parse import unquote
 
 import httptools
 
@@ -632,7 +633,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
     async def _run(self, scope: dict[str, Any], cycle: _Cycle) -> None:
         WATCH.set(cycle.watch)  # this task's own context
         try:
-            await self.app(scope, cycle.receive, cycle.send)
+            await self.app(scope, cycle.receive, cycle)
         except Exception:
             log.exception("Unhandled error in the application")
         if not cycle.complete:
@@ -828,26 +829,7 @@ class _Cycle:
         transport = self.protocol.transport
         kind = message["type"]
         if kind == "http.response.start":
-            status = int(message["status"])
-            lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
-            has_length = False
-            for name, value in message.get("headers", ()):
-                if name.lower() == b"content-length":
-                    has_length = True
-                lines.append(b"%s: %s\r\n" % (name, value))
-            if not has_length:
-                self.protocol.keep_alive = False  # the end of the body is the end of the connection
-            if not self.protocol.keep_alive:
-                lines.append(b"connection: close\r\n")
-            lines.append(b"\r\n")
-            head = b"".join(lines)
-            # every line ends in the CRLF added here: any other CR or LF (or a NUL)
-            # came from a header and would split the response
-            if not 200 <= status <= 599 or head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines) or (
-                b"\0" in head
-            ):
-                head = self._refuse(status, message.get("headers", ()))
-            self.headers_sent = head
+            self.headers_sent = self._head(int(message["status"]), message.get("headers", ()))
             self.started = True
             return
         if kind == "http.response.body":
@@ -862,6 +844,40 @@ class _Cycle:
                     transport.write(body)
             if not more:
                 self.complete = True
+
+    # the ASGI ``send`` callable is the cycle itself, so that servekit's own
+    # responses can find ``respond``
+    __call__ = send
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole response in one write, for an application that has it all at
+        once (servekit's ``Response``): what ``send``'s two messages do."""
+        head = self._head(status, headers)
+        self.started = self.complete = True
+        transport = self.protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(head if self.head_only else head + (b"" if self.invalid else body))
+
+    def _head(self, status: int, headers: Any) -> bytes:
+        lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+        has_length = False
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                has_length = True
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not has_length:
+            self.protocol.keep_alive = False  # the end of the body is the end of the connection
+        if not self.protocol.keep_alive:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        head = b"".join(lines)
+        # every line ends in the CRLF added here: any other CR or LF (or a NUL)
+        # came from a header and would split the response
+        if not 200 <= status <= 599 or head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines) or (
+            b"\0" in head
+        ):
+            head = self._refuse(status, headers)
+        return head
 
     def _refuse(self, status: int, headers: Any) -> bytes:
         """The head of a generic 500 (body included) instead of an invalid response."""
@@ -1020,8 +1036,6 @@ def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bytes | No
 
 
 def _unquote(path: bytes) -> str:
-    from urllib.parse import unquote
-
     text = path.decode("latin-1")
     return unquote(text) if "%" in text else text
 
