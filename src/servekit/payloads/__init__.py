@@ -46,13 +46,14 @@ SINK_OPTIONS = ("max_bytes", "max_files", "format", "batch_size", "timeout", "qu
 class Watcher:
     """One version's observer: samples each finished call and queues it."""
 
-    __slots__ = ("attributes", "events", "rate", "sink")
+    __slots__ = ("attributes", "events", "failed", "rate", "sink")
 
     def __init__(self, attributes: Attributes, sink: Sink, rate: float) -> None:
         self.attributes = attributes
         self.sink = sink
         self.rate = rate
         self.events = int(attributes.request) + int(attributes.response)
+        self.failed = False
 
     def __call__(self, call: InferenceCall) -> None:
         if self.rate < 1.0 and random.random() >= self.rate:
@@ -63,8 +64,10 @@ class Watcher:
                 sink.counters.drop("queue_full", self.events)
                 return
             sink.offer(Pending(self.attributes, call, time.time(), self.events, size_of(call)))
-        except Exception:  # never the inference's problem
-            log.exception("Payload logging of %s failed", self.attributes.name)
+        except Exception:  # never the inference's problem; said once, with its traceback
+            if not self.failed:
+                self.failed = True
+                log.exception("Payload logging of %s failed", self.attributes.name)
 
 
 class PayloadLogger:
