@@ -14,6 +14,8 @@ import base64
 import hashlib
 import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 import time
 import zipfile
@@ -27,7 +29,7 @@ from servers import ServerProcess
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from servekit.envs import wire
+from servekit.envs import build, wire
 from servekit.envs.spec import EnvSpec, read_spec
 from servekit.errors import InvalidInput, ModelLoadError
 from servekit.tensors import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
@@ -430,3 +432,22 @@ def test_a_model_process_that_dies_is_restarted(repository: dict[str, Path]) -> 
         assert again.json()["parameters"]["pid"] != pid
         np.testing.assert_array_equal(np.array(again.json()["outputs"][0]["data"]), [4.0, 7.0])
         assert "its process exited (exit code 3); restarting it" in server.log()
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not on PATH (pip builds the environments)")
+def test_uv_builds_the_same_environment(repository: dict[str, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVEKIT_ENV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SERVEKIT_ENV_FIND_LINKS", str(repository["wheels"]))
+    monkeypatch.delenv("SERVEKIT_ENV_INSTALLER", raising=False)
+    spec = read_spec(repository["models"] / "own-env", True)
+    built = build.ensure(spec, "own-env")
+    assert built.installer == "uv" and built.built_now
+    # the package is there, and servekit (with numpy) is importable behind it
+    probe = subprocess.run(
+        [str(built.python), "-I", "-c",
+         "import skenvdemo, servekit.tensors, numpy, sys; print(skenvdemo.VERSION, sys.prefix)"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["1.0", str(built.path)]
+    again = build.ensure(spec, "own-env")
+    assert again.path == built.path and not again.built_now
