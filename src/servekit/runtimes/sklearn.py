@@ -81,7 +81,7 @@ class SKLearnRuntime(TabularRuntime):
     def adopt(self, model: Any) -> None:
         """Serve ``model`` through whichever sklearn-style methods it has."""
         if type(model).__module__.split(".")[0] == "catboost":  # a pickled CatBoost model
-            from servekit.runtimes.catboost import face
+            from servekit.runtimes.catboost_face import face
 
             model = face(self, model)
         self.model: Any = model
