@@ -420,7 +420,7 @@ def test_http_sink_pipelines_and_resends_what_a_closing_sink_left_unanswered() -
         assert len(events) == 20
 
 
-def test_a_file_sink_that_cannot_write_counts_what_it_loses(tmp_path: Path) -> None:
+def test_a_file_sink_that_cannot_write_counts_what_it_loses(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from prometheus_client import CollectorRegistry
     from prometheus_client import Counter as PromCounter
 
@@ -444,7 +444,9 @@ def test_a_file_sink_that_cannot_write_counts_what_it_loses(tmp_path: Path) -> N
         await sink.stop(10.0)
         sink.offer(Pending(attributes, a_call(9), time.time(), 1, 100))  # after stop: counted, never queued
 
-    asyncio.run(scenario())
+    with caplog.at_level("WARNING", logger="servekit.payloads"):
+        asyncio.run(scenario())
+    assert f"{path.parent} does not exist: payload events will be dropped until it is" in caplog.text
     assert registry.get_sample_value("dropped_total", {"sink": "x", "reason": "queue_full"}) == 3
     assert registry.get_sample_value("dropped_total", {"sink": "x", "reason": "write_failed"}) == 5
     assert registry.get_sample_value("dropped_total", {"sink": "x", "reason": "stopped"}) == 1

@@ -256,6 +256,13 @@ class FileSink(Sink):
         self._identity: tuple[int, int] | None = None
         self._lock: int | None = None
 
+    def start(self) -> None:
+        super().start()
+        folder = os.path.dirname(self.path)
+        if not os.access(folder, os.W_OK | os.X_OK):  # said now, not at the first event
+            why = "does not exist" if not os.path.isdir(folder) else "is not writable"
+            self.complain(f"{folder} {why}: payload events will be dropped until it is")
+
     async def deliver(self, batch: list[Pending]) -> None:
         events = await self.encode(batch)
         lines = [event.structured() + b"\n" for event in events]
