@@ -451,3 +451,24 @@ def test_uv_builds_the_same_environment(repository: dict[str, Path], tmp_path: P
     assert probe.stdout.split() == ["1.0", str(built.path)]
     again = build.ensure(spec, "own-env")
     assert again.path == built.path and not again.built_now
+
+
+def test_workers_build_one_environment_once(repository: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(repository["models"] / "own-env", models / "own-env")
+    cache = tmp_path / "cache"
+    server = ServerProcess(
+        ["serve", str(models)], workers=2,
+        env={"SERVEKIT_ENV_CACHE": str(cache), "SERVEKIT_ENV_FIND_LINKS": str(repository["wheels"]),
+             "SERVEKIT_ENV_INSTALLER": "pip"},
+    )
+    with server:
+        for _ in range(10):
+            answer = _infer_own(server.url, np.array([[1.0, 1.0]]))
+            assert answer.status_code == 200, answer.text
+            np.testing.assert_array_equal(answer.json()["outputs"][0]["data"], [4.0, 4.0])
+    log = server.log()
+    # one worker built it while the other waited on its lock, then found it built
+    assert log.count("Model 'own-env': building its environment") == 1
+    assert log.count("Model 'own-env': its environment") == 1 and "is built" in log
+    assert len(list(cache.glob("*/servekit-env.json"))) == 1
