@@ -113,6 +113,72 @@ def ray_latencies(metrics_port: int) -> dict[str, tuple[float, float]]:
     return {key: (s, c) for key, (s, c) in out.items()}
 
 
+# where a profiled process's samples fall, by the innermost Python frame: a loop that
+# calls into C/Cython (Ray's core worker, its gRPC threads, uvloop) shows as that loop
+NATIVE_LOOPS = ("Worker.main_loop", "Thread.run", "_run_user_code_event_loop", "_run_router_event_loop",
+                "run_forever", "_run_once")
+BUCKETS = [
+    ("servekit/", "servekit"),
+    ("xgboost/", "the model's predict"),
+    ("sklearn/", "the model's predict"),
+    ("numpy/", "the model's predict"),
+    ("ray/serve/", "Ray Serve (Python)"),
+    ("ray/", "Ray core (Python)"),
+    ("pickle", "serialisation"),
+    ("msgpack", "serialisation"),
+    ("starlette", "HTTP (uvicorn, starlette)"),
+    ("uvicorn", "HTTP (uvicorn, starlette)"),
+    ("h11", "HTTP (uvicorn, starlette)"),
+    ("concurrent/futures", "thread pool hand-offs"),
+    ("asyncio", "event loop (Python)"),
+]
+NATIVE = "Ray's native code (core worker, gRPC, event loops)"
+
+
+def bucket_of(leaf: str) -> str:
+    if not leaf or leaf.startswith(NATIVE_LOOPS):
+        return NATIVE
+    where = leaf[leaf.rfind("(") + 1:] if "(" in leaf else leaf
+    return next((name for key, name in BUCKETS if key in where), "other Python")
+
+
+def start_profile(pid: int, seconds: float, path: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling ``pid`` (without pausing it) into ``path``, if py-spy is here."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return None
+    return subprocess.Popen([str(spy), "record", "--nonblocking", "-r", "250", "-d", str(max(1, int(seconds))),
+                             "-p", str(pid), "--format", "raw", "-o", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def read_profile(path: Path) -> dict[str, Any]:
+    """Share of on-CPU samples per bucket (by the innermost frame), and the top functions."""
+    buckets: dict[str, int] = defaultdict(int)
+    leaves: dict[str, int] = defaultdict(int)
+    total = 0
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        leaf = stack.split(";")[-1]
+        buckets[bucket_of(leaf)] += count
+        leaves[leaf[:160]] += count
+        total += count
+    if not total:
+        return {}
+    return {
+        "samples": total,
+        "share": {k: round(v / total, 3) for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])},
+        "top": [[leaf, round(n / total, 3)] for leaf, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:8]],
+    }
+
+
 def replica_stats(url: str, model: str) -> tuple[float, float, float]:
     """(requests, queue ns, compute ns) from servekit's statistics in the replica."""
     try:
@@ -127,13 +193,27 @@ def replica_stats(url: str, model: str) -> tuple[float, float, float]:
 
 
 def measure(server: Server, model: str, data: Path, concurrency: int, seconds: float,
-            pids: list[int], metrics_port: int | None, metrics_wait: float) -> dict[str, Any]:
+            pids: list[int], metrics_port: int | None, metrics_wait: float,
+            profile: Path | None = None) -> dict[str, Any]:
     assert server.proc is not None
     roots = pids or [server.proc.pid]
     before = [CpuSample.take(pid) for pid in roots]
     kinds_before = cpu_by_kind([p for root in roots for p in descendants(root)]) if pids else {}
     stats_before = replica_stats(server.url, model)
     latencies_before = ray_latencies(metrics_port) if metrics_port else {}
+    profiles: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    if profile is not None and pids:
+        profile.mkdir(parents=True, exist_ok=True)
+        for pid in (p for root in pids for p in descendants(root)):
+            kind = kind_of(pid)
+            title = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}/cmdline").exists() else b""
+            if kind == "model replicas" and f":{model}".encode() not in title:
+                continue
+            if kind in ("ray proxy", "servekit ingress", "model replicas") and kind not in profiles:
+                path = profile / f"{model}-c{concurrency}-{kind.replace(' ', '-')}.txt"
+                spy = start_profile(pid, seconds, path)
+                if spy is not None:
+                    profiles[kind] = (spy, path)
     started = time.perf_counter()
     report = bench(server.url, "127.0.0.1:1", model, [
         "--input-file", str(data / f"{model}.json"), "--concurrency", str(concurrency),
@@ -166,6 +246,15 @@ def measure(server: Server, model: str, data: Path, concurrency: int, seconds: f
             kind: round((kinds_after.get(kind, 0.0) - kinds_before.get(kind, 0.0)) / ok * 1000, 3)
             for kind in sorted(set(kinds_after) | set(kinds_before)) if kind != "gone"
         }
+    if profiles:
+        out["profile"] = {}
+        for kind, (spy, path) in profiles.items():
+            try:
+                spy.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+            out["profile"][kind] = read_profile(path)
     if metrics_port:
         time.sleep(metrics_wait)  # Ray exports its metrics every few seconds
         latencies_after = ray_latencies(metrics_port)
@@ -187,6 +276,9 @@ def main() -> int:
     parser.add_argument("--replica-cpus", type=float, default=0.5, help="CPUs Ray reserves per replica")
     parser.add_argument("--metrics-wait", type=float, default=12.0,
                         help="seconds to wait for Ray's metrics after each level (0: no hop times)")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="sample Ray's proxy, the ingress and the model's replica with py-spy during the "
+                             "highest concurrency of each model (on-CPU samples by code: Ray, servekit, HTTP ...)")
     parser.add_argument("--output", default=str(HERE / "results" / "ray_engine"),
                         help="write OUTPUT.json and OUTPUT.md")
     args = parser.parse_args()
@@ -228,7 +320,8 @@ def main() -> int:
             pids = [cluster.pid(), ray_server.proc.pid]
             metrics = cluster.metrics_port if args.metrics_wait > 0 else None
             results["runs"]["servekit-ray"] = [
-                measure(ray_server, m, data, c, args.seconds, pids, metrics, args.metrics_wait)
+                measure(ray_server, m, data, c, args.seconds, pids, metrics, args.metrics_wait,
+                        logs / "profiles" if args.profile and c == max(levels) else None)
                 for m in models for c in levels]
         finally:
             ray_server.stop()
@@ -280,6 +373,16 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"| {row['model']} | {row['concurrency']} | {hops.get('proxy: whole request', '-')} "
                      f"| {hops.get('deployment _servekit_ingress', '-')} | {hops.get('deployment ' + row['model'], '-')} "
                      f"| {row.get('replica_queue_ms', '-')} | {row.get('replica_compute_ms', '-')} |")
+    profiled = [row for row in results["runs"].get("servekit-ray", []) if row.get("profile")]
+    if profiled:
+        lines += ["", "## Inside the Ray path's processes (py-spy, share of on-CPU samples by code)", ""]
+        for row in profiled:
+            for kind, found in row["profile"].items():
+                if not found:
+                    continue
+                shares = ", ".join(f"{name} {share:.0%}" for name, share in found["share"].items())
+                lines.append(f"- {row['model']}, concurrency {row['concurrency']}, **{kind}** "
+                             f"({found['samples']} samples): {shares}")
     return "\n".join(lines) + "\n"
 
 
