@@ -30,6 +30,8 @@ with warnings.catch_warnings():  # MLflow warns about its own type hints on impo
     warnings.simplefilter("ignore")
     pytest.importorskip("mlflow")
     import mlflow
+    import mlflow.lightgbm
+    import mlflow.onnx
     import mlflow.pyfunc
     import mlflow.sklearn
     import mlflow.xgboost
@@ -72,6 +74,21 @@ def scaler_answer(frame: Any) -> Any:
     return pd.DataFrame({"total": total, "label": np.where(total > 10, "big", "small")})
 
 
+def onnx_graph() -> Any:
+    """y = relu(x @ W): x float32 [N, 3], y [N, 2]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.array([[1, -2], [0.5, 1], [-1, 3]], dtype=np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Relu", ["xw"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])], [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
 def _iris() -> tuple[Any, Any]:
     frame = load_iris(as_frame=True)
     return frame.data, frame.target
@@ -105,6 +122,17 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         reg, root / "diabetes", serialization_format="cloudpickle",
         signature=infer_signature(dx.astype(np.float64), reg.predict(dx)),
     )
+    import lightgbm as lgb
+
+    gbm = lgb.LGBMClassifier(n_estimators=8, num_leaves=7, verbose=-1).fit(X, y)
+    mlflow.lightgbm.save_model(gbm, root / "iris-lightgbm", signature=infer_signature(X, gbm.predict(X)))
+    # an ONNX graph (no signature: the graph's own inputs and outputs), natively and through pyfunc
+    mlflow.onnx.save_model(onnx_graph(), root / "onnx-native")
+    (root / "onnx-pyfunc").mkdir()
+    shutil.copytree(root / "onnx-native", root / "onnx-pyfunc" / "model")
+    (root / "onnx-pyfunc" / "model-settings.json").write_text(json.dumps({
+        "name": "onnx-pyfunc", "parameters": {"uri": "./model", "extra": {"mlflow_flavour": "python_function"}},
+    }))
     source = tmp_path_factory.mktemp("code") / "scaler.py"
     source.write_text(SCALER)
     mlflow.pyfunc.save_model(root / "scaler", python_model=str(source), signature=infer_signature(X, scaler_answer(X)))
@@ -156,7 +184,7 @@ def test_tensor_signature_is_the_v2_metadata(server: ServerProcess) -> None:
     assert "parameters" not in meta or meta["parameters"].get("content_type") != "pd"
 
 
-@pytest.mark.parametrize("model", ["iris-sklearn", "iris-pyfunc", "iris-xgboost"])
+@pytest.mark.parametrize("model", ["iris-sklearn", "iris-pyfunc", "iris-xgboost", "iris-lightgbm"])
 def test_v2_answers_equal_mlflow_in_process(server: ServerProcess, repository: Path, model: str) -> None:
     folder = repository / model / ("model" if model == "iris-pyfunc" else "")
     expected = np.asarray(in_process(folder, pd.DataFrame(ROWS, columns=COLUMNS)))
@@ -177,6 +205,20 @@ def test_native_and_pyfunc_answer_the_same(server: ServerProcess) -> None:
     pyfunc = v2(server, "iris-pyfunc", columns_request(rows)).json()
     assert native["outputs"] == pyfunc["outputs"]
     assert len(native["outputs"][0]["data"]) == 40
+
+
+def test_onnx_natively_and_through_pyfunc(server: ServerProcess, repository: Path) -> None:
+    x = np.array([[1, 2, 3], [-1, 0.5, 2], [0, 0, 0]], dtype=np.float32)
+    expected = in_process(repository / "onnx-native", x)["y"]
+    meta = requests.get(f"{server.url}/v2/models/onnx-native", timeout=10).json()
+    assert meta["platform"] == "mlflow/onnx"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
+    assert meta["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}]
+    body = {"inputs": [{"name": "x", "shape": [3, 3], "datatype": "FP32", "data": x.tolist()}]}
+    native, pyfunc = v2(server, "onnx-native", body).json(), v2(server, "onnx-pyfunc", body).json()
+    assert native["outputs"][0]["name"] == pyfunc["outputs"][0]["name"] == "y"
+    assert native["outputs"][0]["shape"] == pyfunc["outputs"][0]["shape"] == [3, 2]
+    assert native["outputs"][0]["data"] == pyfunc["outputs"][0]["data"] == expected.reshape(-1).tolist()
 
 
 def test_tensor_model_answers_as_in_process(server: ServerProcess, repository: Path) -> None:

@@ -54,6 +54,7 @@ from servekit.runtimes.tabular import NUMPY_CONTENT_TYPE
 from servekit.tensors import (
     InferenceRequest,
     InferenceResponse,
+    ModelMetadata,
     Tensor,
     TensorSpec,
     as_bytes_array,
@@ -107,6 +108,7 @@ class Column:
     shape: list[int]
     mlflow_type: str = ""
     required: bool = True
+    named: bool = True  # False: the signature gave no name (servekit made one up)
 
     def spec(self, content_type: str | None) -> TensorSpec:
         parameters = {"content_type": content_type} if content_type else {}
@@ -200,10 +202,12 @@ def _columns(items: list[Any], key: str) -> tuple[list[Column], bool]:
             except (TypeError, ValueError, InvalidInput):
                 datatype = "BYTES"
             shape = [int(d) for d in spec.get("shape") or [-1]]
-            out.append(Column(name, datatype, shape, str(spec.get("dtype")), bool(item.get("required", True))))
+            out.append(Column(name, datatype, shape, str(spec.get("dtype")), bool(item.get("required", True)),
+                              bool(item.get("name"))))
         else:
             kind = str(item.get("type"))
-            out.append(Column(name, _COLUMN_DATATYPES.get(kind, "BYTES"), [-1], kind, bool(item.get("required", True))))
+            out.append(Column(name, _COLUMN_DATATYPES.get(kind, "BYTES"), [-1], kind, bool(item.get("required", True)),
+                              bool(item.get("name"))))
     return out, not tensors
 
 
@@ -243,8 +247,8 @@ class MLflowRuntime(Runtime):
         self.folder = folder
         mlmodel = read_mlmodel(folder)
         self.signature = parse_signature(mlmodel)
-        named = [c.name for c in self.signature.outputs]
-        self.output_name = named[0] if len(named) == 1 else DEFAULT_OUTPUT
+        outputs = self.signature.outputs
+        self.output_name = outputs[0].name if len(outputs) == 1 and outputs[0].named else DEFAULT_OUTPUT
         self.environment = ModelEnvironment(
             folder, {n: folder / n for n in _ENVIRONMENT_FILES if (folder / n).is_file()}
         )
@@ -378,16 +382,22 @@ class MLflowRuntime(Runtime):
         declared = super().output_specs()
         if declared:
             return declared
-        if self.signature.outputs:
-            return [c.spec(None) for c in self.signature.outputs]
-        if self.native is not None:
+        outputs = self.signature.outputs
+        if outputs:
+            specs = [c.spec(None) for c in outputs]
+            graph = self.native.output_specs() if self.flavour == "onnx" and self.native is not None else []
+            if len(graph) == len(specs) and not all(c.named for c in outputs):
+                for spec, answered in zip(specs, graph, strict=True):
+                    spec.name = answered.name  # an ONNX graph answers with its own output names
+            return specs
+        if self.native is not None:  # what the native runtime answers
             return [
                 TensorSpec(self.output_name if s.name == DEFAULT_OUTPUT else s.name, s.datatype, s.shape, s.parameters)
                 for s in self.native.output_specs()
             ]
         return []
 
-    def metadata(self) -> Any:
+    def metadata(self) -> ModelMetadata:
         meta = super().metadata()
         meta.platform = self.settings.platform or f"mlflow/{self.flavour}" if self.flavour else "mlflow"
         if self.signature.columns and self.signature.inputs:
