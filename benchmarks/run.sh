@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # servekit vs MLServer and the peers, side by side:
-#   benchmarks/run.sh [--quick] [--only NAMES] [--no-peers]
+#   benchmarks/run.sh [--quick] [--only NAMES] [--no-peers] [--parts closed,open,large | --only-open-loop]
 # Installs MLServer 1.7 (with its sklearn and xgboost runtimes) and each peer the run
 # measures (KServe, PyTriton, BentoML, LitServe, Ray Serve: peers/install.sh) into
 # environments of their own, trains the models offline, runs every configuration and
-# writes benchmarks/results/latest.md. A full run takes about 35 minutes (10 with --no-peers).
+# writes benchmarks/results/latest.md (other flags: benchmarks/suite.py --help).
+# A full run takes about 65 minutes: closed loops 35 (10 with --no-peers), open loop 25,
+# large requests 6; --quick about 25.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}

@@ -154,7 +154,7 @@ class Suite:
         # not sustained (each bound's search starts from a rate the closed loop suggests)
         self.open_seconds = args.open_seconds or (1.0 if args.quick else 4.0)
         self.open_warmup = 0.5 if args.quick else 1.0
-        self.open_steps = 2 if args.quick else 3
+        self.open_steps = 1 if args.quick else 3
         self.large_seconds = args.large_seconds or (3.0 if args.quick else 10.0)
         self.results: dict[str, Any] = {}  # every configuration's numbers so far (for the open loop's start)
 
