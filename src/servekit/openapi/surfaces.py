@@ -443,8 +443,20 @@ def seldon(examples: dict[str, dict[str, Any]]) -> Table:
         ("POST", "/send-feedback"): post("Send feedback (Seldon wrapper)", feedback_body),
         ("GET", "/send-feedback"): get("Send feedback, the message in the query (Seldon wrapper)"),
     }
-    for path, what in (("/transform-input", "Transform an input"), ("/transform-output", "Transform an output")):
-        out[("POST", path)] = post(f"{what} (Seldon)")
+    aggregate_body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {
+                "type": "object", "required": ["seldonMessages"],
+                "properties": {"seldonMessages": {"type": "array", "items": ref("SeldonMessage")}}}},
+            "application/x-www-form-urlencoded": {"schema": ref("SeldonForm")},
+        },
+    }
+    for path, what, body in (("/transform-input", "Transform an input", message_body),
+                             ("/transform-output", "Transform an output", message_body),
+                             ("/route", "Route: the child a ROUTER picks", message_body),
+                             ("/aggregate", "Aggregate: a COMBINER's answer to its children's", aggregate_body)):
+        out[("POST", path)] = post(f"{what} (Seldon)", body)
         out[("GET", path)] = get(f"{what}, the message in the query (Seldon)")
     return out
 
