@@ -406,3 +406,10 @@ def test_engine_ray_refuses_a_broken_repository(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
     assert done.returncode == 2
     assert "model 'm': min_replicas 3 is more than max_replicas 1" in done.stderr
+
+
+def test_engine_ray_refuses_torchserve_and_tfserving_modes(tmp_path: Path) -> None:
+    done = subprocess.run([*SERVEKIT, "serve", "--engine", "ray", str(tmp_path), "--model-store", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    assert done.returncode == 2
+    assert "--model-store asks for TorchServe or TF Serving mode, which runs only with --engine servekit" in done.stderr

@@ -12,6 +12,8 @@ from servekit.errors import ConfigError
 log = logging.getLogger("servekit.ray")
 
 ENGINES = ("servekit", "ray")
+# settings that start TorchServe or TF Serving mode: not under Ray
+FRONT_SETTINGS = ("model_store", "load_models", "ts_config", "model_base_path", "model_config_file")
 
 
 def _positive(text: str) -> float:
@@ -45,6 +47,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(settings: ServerSettings, root: str, args: argparse.Namespace) -> int:
     """Deploy the repository on Ray Serve and serve until SIGINT/SIGTERM."""
+    fronts = [f"--{name.replace('_', '-')}" for name in FRONT_SETTINGS if getattr(settings, name, None)]
+    if fronts:
+        raise ConfigError(
+            f"--engine ray serves a model repository (MLServer's layout) over V2 REST; {', '.join(fronts)} "
+            "asks for TorchServe or TF Serving mode, which runs only with --engine servekit"
+        )
     try:
         from servekit.ray import engine
     except ImportError as exc:
