@@ -195,10 +195,8 @@ class IsolatedRuntime(Runtime):
             if self._sock is not sock:
                 return self._not_running()
             proc, self._proc, self._sock = self._proc, None, None
-        code = proc.poll() if proc is not None else None
         sock.close()
         self._crashes += 1
-        exit_note = f" (exit code {code})" if code is not None else ""
         if self._closed:
             return f"model {self.name!r} is unloading"
         if self._crashes > MAX_CRASHES:
@@ -210,14 +208,14 @@ class IsolatedRuntime(Runtime):
             if proc is not None:
                 threading.Thread(target=_stop, args=(proc,), daemon=True).start()
             return self._gave_up
-        log.error("Model %r: its process %s%s; restarting it", self.name, why, exit_note)
-        threading.Thread(target=self._restart, args=(proc,), name=f"servekit-restart-{self.name}",
+        threading.Thread(target=self._restart, args=(proc, why), name=f"servekit-restart-{self.name}",
                          daemon=True).start()
-        return f"model {self.name!r}: its process (in its own environment) {why}{exit_note}; it is being restarted"
+        return f"model {self.name!r}: its process (in its own environment) {why}; it is being restarted"
 
-    def _restart(self, old: subprocess.Popen[bytes] | None) -> None:
-        if old is not None:
-            _stop(old)
+    def _restart(self, old: subprocess.Popen[bytes] | None, why: str) -> None:
+        code = _stop(old) if old is not None else None
+        exit_note = f" (exit code {code})" if code is not None else ""
+        log.error("Model %r: its process %s%s; restarting it", self.name, why, exit_note)
         while not self._closed:
             try:
                 self._start()
