@@ -445,6 +445,7 @@ class Suite:
         found: float | None = None
         for bound in OPEN_BOUNDS_MS:
             start = found or first
+            tried: list[dict[str, Any]] = []
             while True:
                 report = bench(server.url, f"127.0.0.1:{self.port + 1}", model, [
                     "--body-file", str(body), "--path", path, "--content-type", "application/json",
@@ -457,6 +458,9 @@ class Suite:
                 if cpus:
                     out["client_cpu_max"] = max([*cpus, out["client_cpu_max"] or 0.0])
                 entry = dict((report.get("sustainable") or {}).get(f"{bound:g}") or {})
+                tried += [{k: lv.get(k) for k in ("phase", "rate", "throughput", "p99_ms", "p999_ms", "errors",
+                                                  "first_error", "client_cpu")} for lv in levels]
+                entry["levels"] = tried  # every rate tried, for reading a search afterwards
                 if "error" in report:
                     entry["error"] = report["error"]
                 if entry.get("rate") is not None or start <= OPEN_MIN_RATE or "error" in report:
