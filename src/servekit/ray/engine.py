@@ -171,8 +171,9 @@ def deploy(
     start``, else a new local one) unless this process is connected already.
     Ray's HTTP proxy listens on the settings' host and ``http_port`` (a
     cluster-wide choice, made by the first application that starts Serve).
-    Deploying again under the same ``app_name`` updates it in place: changed
-    replica counts are applied, changed models are replaced replica by replica."""
+    Deploying again under the same ``app_name`` updates it: Ray starts new
+    replicas (as many as the settings now say) and retires the old ones, a few
+    at a time (``serve.run`` gives every deployment a new version)."""
     settings = settings or load_server_settings(str(root), {})
     application, options = build_application(
         root, settings=settings, num_cpus=num_cpus, ingress_replicas=ingress_replicas
