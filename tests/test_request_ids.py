@@ -229,7 +229,9 @@ def test_grpc_metadata_in_and_trailing_metadata_out(server: ServerProcess) -> No
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert ("x-request-id", "grpc-err-1") in [(m.key, m.value) for m in missing.value.trailing_metadata()]
     with pytest.raises(grpc.RpcError) as refused:
-        infer.with_call(_request(), metadata=[("x-request-id", "g" * 10_000)], timeout=10)
+        # 1,000 characters: past servekit's 128, below gRPC's own 8 KiB metadata soft limit
+        # (between that and its hard limit gRPC refuses at random, RESOURCE_EXHAUSTED)
+        infer.with_call(_request(), metadata=[("x-request-id", "g" * 1_000)], timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "x-request-id metadata must be 1 to 128" in (refused.value.details() or "")
 
@@ -250,3 +252,27 @@ def test_text_logs_carry_the_id_on_one_line(tmp_path: Path) -> None:
                         lines[0]), lines[0]
         assert '"POST /v2/models/iris/infer" 200' in lines[0]
         assert "break [x]" not in process.log()
+
+
+def test_made_ids_are_uuid4_and_differ_between_processes_forked_alike() -> None:
+    """Ids count up within a process from a random start; a forked worker
+    draws its own prefix and start, so two workers never hand out one id."""
+    import os
+    import uuid
+
+    from servekit.observability.request_id import new_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child writes its ids and leaves
+        os.write(write, " ".join(new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    parent = [new_id() for _ in range(100)]
+    for made in parent + child:
+        assert UUID.fullmatch(made) and uuid.UUID(made).version == 4, made
+    assert len(set(parent) | set(child)) == 200
+    assert {p[:24] for p in parent} != {c[:24] for c in child}
