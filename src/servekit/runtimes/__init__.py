@@ -76,8 +76,7 @@ FILE_NAMES: dict[str, str] = {
     "MLmodel": "mlflow",  # an MLflow model folder: the MLmodel file stands for the folder
     "graph.yaml": "graph",  # an inference graph (servekit.graphs)
     "graph.yml": "graph",
-    "config_sentence_transformers.json": "huggingface",  # a sentence-transformers model's folder
-    "modules.json": "huggingface",
+    "modules.json": "huggingface",  # a sentence-transformers model's folder (its list of modules)
 }
 
 # files that are never the model itself
