@@ -33,9 +33,11 @@ with warnings.catch_warnings():  # MLflow warns about its own type hints on impo
     import mlflow.lightgbm
     import mlflow.onnx
     import mlflow.pyfunc
+    import mlflow.pytorch
     import mlflow.sklearn
     import mlflow.xgboost
 pd = pytest.importorskip("pandas")
+torch = pytest.importorskip("torch")
 
 # MLflow's own warnings (type hints, pip requirements it cannot infer offline, pickled formats)
 pytestmark = [
@@ -72,6 +74,11 @@ mlflow.models.set_model(Scaler())
 def scaler_answer(frame: Any) -> Any:
     total = frame.sum(axis=1)
     return pd.DataFrame({"total": total, "label": np.where(total > 10, "big", "small")})
+
+
+def torch_net() -> Any:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
 
 
 def onnx_graph() -> Any:
@@ -132,6 +139,17 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(root / "onnx-native", root / "onnx-pyfunc" / "model")
     (root / "onnx-pyfunc" / "model-settings.json").write_text(json.dumps({
         "name": "onnx-pyfunc", "parameters": {"uri": "./model", "extra": {"mlflow_flavour": "python_function"}},
+    }))
+    # a PyTorch network (MLflow 3 saves it as a torch.export program), natively and through pyfunc
+    net = torch_net()
+    example = np.random.default_rng(0).random((5, 4)).astype(np.float32)
+    answer = net(torch.from_numpy(example)).detach().numpy()
+    mlflow.pytorch.save_model(net, root / "torch-native", signature=infer_signature(example, answer),
+                              input_example=example)
+    (root / "torch-pyfunc").mkdir()
+    shutil.copytree(root / "torch-native", root / "torch-pyfunc" / "model")
+    (root / "torch-pyfunc" / "model-settings.json").write_text(json.dumps({
+        "name": "torch-pyfunc", "parameters": {"uri": "./model", "extra": {"mlflow_flavour": "python_function"}},
     }))
     source = tmp_path_factory.mktemp("code") / "scaler.py"
     source.write_text(SCALER)
@@ -219,6 +237,20 @@ def test_onnx_natively_and_through_pyfunc(server: ServerProcess, repository: Pat
     assert native["outputs"][0]["name"] == pyfunc["outputs"][0]["name"] == "y"
     assert native["outputs"][0]["shape"] == pyfunc["outputs"][0]["shape"] == [3, 2]
     assert native["outputs"][0]["data"] == pyfunc["outputs"][0]["data"] == expected.reshape(-1).tolist()
+
+
+def test_pytorch_natively_and_through_pyfunc(server: ServerProcess, repository: Path) -> None:
+    x = np.random.default_rng(1).random((3, 4)).astype(np.float32)
+    expected = in_process(repository / "torch-native", x)
+    meta = requests.get(f"{server.url}/v2/models/torch-native", timeout=10).json()
+    assert meta["platform"] == "mlflow/pytorch"
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "predict", "datatype": "FP32", "shape": [-1, 3]}]
+    body = {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP32", "data": x.tolist()}]}
+    native, pyfunc = v2(server, "torch-native", body).json(), v2(server, "torch-pyfunc", body).json()
+    assert native["outputs"] == pyfunc["outputs"]
+    assert native["outputs"][0]["name"] == "predict" and native["outputs"][0]["shape"] == [3, 3]
+    np.testing.assert_allclose(native["outputs"][0]["data"], expected.reshape(-1), rtol=1e-6)
 
 
 def test_tensor_model_answers_as_in_process(server: ServerProcess, repository: Path) -> None:

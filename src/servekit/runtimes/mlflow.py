@@ -3,13 +3,14 @@
 Which code runs the model:
 
 - **native**: when the model has a flavour servekit has its own runtime for
-  (``sklearn``, ``xgboost``, ``lightgbm``, ``onnx``), the flavour's model is
-  served by that runtime (numpy in, numpy out: no DataFrame per request, the
-  fast paths and the batcher of the tabular runtimes). scikit-learn, XGBoost and
-  LightGBM objects are read by the flavour's own ``load_model`` (which knows
-  skops, cloudpickle and UBJSON files) and handed to servekit's runtime; an ONNX
-  file is opened by servekit's ONNX runtime.
-- **pyfunc**: every other flavour (a ``PythonModel``, pytorch, tensorflow,
+  (``sklearn``, ``xgboost``, ``lightgbm``, ``onnx``, ``pytorch``), the
+  flavour's model is served by that runtime (numpy in, numpy out: no DataFrame
+  per request, the fast paths and the batcher of the tabular runtimes).
+  scikit-learn, XGBoost, LightGBM and PyTorch objects are read by the flavour's
+  own ``load_model`` (which knows skops, cloudpickle, UBJSON and ``torch.export``
+  files) and handed to servekit's runtime; an ONNX file is opened by servekit's
+  ONNX runtime.
+- **pyfunc**: every other flavour (a ``PythonModel``, tensorflow,
   transformers …), and any model whose settings say
   ``parameters.extra.mlflow_flavour: "python_function"``, is loaded with
   ``mlflow.pyfunc.load_model`` and called with a pandas DataFrame (or arrays, for
@@ -37,6 +38,7 @@ acted on: serving a model from its own virtual environment plugs in there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -67,7 +69,9 @@ MLMODEL = "MLmodel"
 REMOTE_SCHEMES = ("runs:/", "models:/")
 PYFUNC = "python_function"
 # flavours servekit serves with its own runtime, in the order they are preferred
-NATIVE_FLAVOURS = ("sklearn", "xgboost", "lightgbm", "onnx")
+NATIVE_FLAVOURS = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch")
+# flavour -> servekit's runtime of it
+_RUNTIMES = {"pytorch": "torch"}
 # flavours whose framework state does not survive fork(): load them in each worker
 _NOT_FORK_SAFE = {"onnx", "tensorflow", "keras", "pytorch", "transformers", "sentence_transformers"}
 _ENVIRONMENT_FILES = ("python_env.yaml", "conda.yaml", "requirements.txt")
@@ -319,9 +323,9 @@ class MLflowRuntime(Runtime):
         else:
             uri = str(folder)
         parameters = self.settings.parameters.model_copy(update={"uri": uri, "extra": extra})
-        inner_settings = self.settings.model_copy(
-            update={"implementation": flavour, "parameters": parameters, "inputs": [], "outputs": []}
-        )
+        inner_settings = self.settings.model_copy(update={
+            "implementation": _RUNTIMES.get(flavour, flavour), "parameters": parameters, "inputs": [], "outputs": [],
+        })
         runtime = create_runtime(inner_settings)
         if flavour == "onnx":
             runtime.load()
@@ -335,6 +339,16 @@ class MLflowRuntime(Runtime):
             raise ModelLoadError(
                 f"cannot load the {flavour} flavour of model {self.name!r}: {type(exc).__name__}: {exc}"
             ) from exc
+        if flavour == "pytorch":
+            from servekit.runtimes.torch import TorchRuntime
+
+            assert isinstance(runtime, TorchRuntime)
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # exported programs refuse eval()
+                model.eval()
+            runtime.module = model
+            runtime.input_dtype = np.dtype(str(extra.get("input_dtype") or _parameter_dtype(model)))
+            runtime.ready = True
+            return runtime
         from servekit.runtimes.sklearn import SKLearnRuntime
 
         assert isinstance(runtime, SKLearnRuntime)  # sklearn, xgboost and lightgbm serve a model object
@@ -448,9 +462,12 @@ class MLflowRuntime(Runtime):
             rename = {self.output_name: DEFAULT_OUTPUT}
             request.outputs = [type(o)(rename.get(o.name, o.name), o.parameters) for o in request.outputs or []]
         response = self.native.predict(request)
+        lone = self.flavour == "pytorch" and len(response.outputs) == 1  # torch names it output-0
         for tensor in response.outputs:
-            if tensor.name == DEFAULT_OUTPUT:
+            if tensor.name == DEFAULT_OUTPUT or lone:
                 tensor.name = self.output_name
+                if lone:
+                    tensor.parameters["content_type"] = NUMPY_CONTENT_TYPE  # as the pyfunc path marks it
         response.model_name, response.model_version = self.name, self.version
         return response
 
@@ -555,6 +572,13 @@ class MLflowRuntime(Runtime):
         if isinstance(result, dict):
             return [_tensor(str(k), np.asarray(v)) for k, v in result.items()], False
         return [_tensor(self.output_name, np.asarray(result))], False
+
+
+def _parameter_dtype(module: Any) -> str:
+    """The dtype of a torch module's first parameter (float32 without any)."""
+    for parameter in module.parameters():
+        return str(parameter.dtype).replace("torch.", "")
+    return "float32"
 
 
 def _tensor(name: str, data: np.ndarray) -> Tensor:
