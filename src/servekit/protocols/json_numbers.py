@@ -58,15 +58,20 @@ def loads_request(body: bytes | bytearray | memoryview) -> Any | None:
     found = _numbers.scan_request(body, out)
     if not found:
         return None
-    view = memoryview(body)
-    pieces: list[bytes | memoryview] = []
-    position = 0
-    for _, (start, end, *_) in found:
-        pieces += (view[position:start], _PLACEHOLDER)
-        position = end
-    pieces.append(view[position:])
+    if len(found) == 1:  # the common case: one array, cut out by two slices
+        start, end = found[0][1][:2]
+        rest = body[:start] + _PLACEHOLDER + body[end:]
+    else:
+        view = memoryview(body)
+        pieces: list[bytes | memoryview] = []
+        position = 0
+        for _, (start, end, *_) in found:
+            pieces += (view[position:start], _PLACEHOLDER)
+            position = end
+        pieces.append(view[position:])
+        rest = b"".join(pieces)
     try:
-        document = orjson.loads(b"".join(pieces))
+        document = orjson.loads(rest)
     except orjson.JSONDecodeError:
         return None
     inputs = document.get("inputs") if isinstance(document, dict) else None
