@@ -117,7 +117,8 @@ class Results:
             "# servekit vs MLServer and the peers — latest run\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M', time.localtime())} · {self.results['mode']} run "
             f"(wrk {self.results['wrk_seconds']:g} s per point, `servekit bench` {self.results['bench_seconds']:g} s) "
-            f"· took {self.results.get('elapsed_s', 0) / 60:.1f} min · `benchmarks/run.sh`\n\n"
+            f"· took {self.results.get('elapsed_s', 0) / 60:.1f} min · `benchmarks/run.sh`"
+            + self.parts_line() + "\n\n"
             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, Linux {m['kernel']}, "
             f"Python {m['python']}; load average at start {load}. The machine is shared and noisy: runs of "
             "one setup can differ by tens of percent, so read ratios from one run, not absolute numbers "
@@ -128,6 +129,20 @@ class Results:
             "Ratios are servekit / MLServer: for req/s higher is better; for latency, seconds and memory "
             "lower is better.\n" + self.mixed_runs()
         )
+
+    def parts_line(self) -> str:
+        parts = self.results.get("parts")
+        if not parts:
+            return ""
+        text = f" · parts measured: {', '.join(parts)}"
+        if "open" in parts and self.results.get("open_seconds"):
+            text += f" (open loop {self.results['open_seconds']:g} s per rate"
+            text += f", large requests {self.results['large_seconds']:g} s per point)" if "large" in parts else ")"
+        elif "large" in parts and self.results.get("large_seconds"):
+            text += f" (large requests {self.results['large_seconds']:g} s per point)"
+        if len(parts) < 3:
+            text += "; the other parts' numbers come from earlier runs"
+        return text
 
     def side_by_side(self) -> str:
         """One table for every server: the same wrk load, one row per configuration."""
