@@ -51,6 +51,24 @@ class ModelStats:
     last_inference_ms: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
+    def started_one(self) -> int:
+        """One request runs on its own (a batch of one); its start, for :meth:`ended_one`."""
+        self.execution_count += 1
+        self.batch_sizes[1] = self.batch_sizes.get(1, 0) + 1
+        return time.perf_counter_ns()
+
+    def ended_one(self, started: int, ok: bool) -> None:
+        elapsed = time.perf_counter_ns() - started
+        self.inference_count += 1
+        if ok:
+            self.success_count += 1
+            self.success_ns += elapsed
+            self.compute_ns += elapsed
+            self.last_inference_ms = int(time.time() * 1000)
+        else:
+            self.fail_count += 1
+            self.fail_ns += elapsed
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -198,26 +216,17 @@ class AdaptiveBatcher:
         """A concurrent model's call: run now, in the caller's task, whatever else runs."""
         if request.deadline is not None and request.deadline <= time.monotonic():
             raise RequestTimedOut(f"request to model {self.name!r} timed out before it started")
-        started = time.perf_counter_ns()
         stats = self.stats
-        stats.execution_count += 1
-        stats.batch_sizes[1] = stats.batch_sizes.get(1, 0) + 1
+        started = stats.started_one()
         self._running += 1
         try:
             response = await self._predict(request)
         except BaseException:
-            stats.inference_count += 1
-            stats.fail_count += 1
-            stats.fail_ns += time.perf_counter_ns() - started
+            stats.ended_one(started, ok=False)
             raise
         finally:
             self._running -= 1
-        elapsed = time.perf_counter_ns() - started
-        stats.inference_count += 1
-        stats.success_count += 1
-        stats.success_ns += elapsed
-        stats.compute_ns += elapsed
-        stats.last_inference_ms = int(time.time() * 1000)
+        stats.ended_one(started, ok=True)
         return response
 
     async def _run_direct(self, request: InferenceRequest) -> InferenceResponse:
@@ -225,28 +234,18 @@ class AdaptiveBatcher:
         future, no extra task. Requests arriving meanwhile queue up and are
         drained (and merged) once it ends."""
         self._direct = True
-        started = time.perf_counter_ns()
         stats = self.stats
-        stats.execution_count += 1
-        stats.batch_sizes[1] = stats.batch_sizes.get(1, 0) + 1
+        started = stats.started_one()
         try:
             response = await self._predict(request)
         except BaseException:
-            elapsed = time.perf_counter_ns() - started
-            stats.inference_count += 1
-            stats.fail_count += 1
-            stats.fail_ns += elapsed
+            stats.ended_one(started, ok=False)
             raise
         finally:
             self._direct = False
             if self._queue and (self._worker is None or self._worker.done()):
                 self._worker = asyncio.get_running_loop().create_task(self._drain(), context=unbound_context())
-        elapsed = time.perf_counter_ns() - started
-        stats.inference_count += 1
-        stats.success_count += 1
-        stats.success_ns += elapsed
-        stats.compute_ns += elapsed
-        stats.last_inference_ms = int(time.time() * 1000)
+        stats.ended_one(started, ok=True)
         return response
 
     def _key(self, request: InferenceRequest) -> tuple[Any, int]:
