@@ -425,6 +425,9 @@ def test_invocations_tensor_forms_answer_as_mlflow(
         (b'{"rows": [[1, 2, 3, 4]]}', "application/json", 400),
         (b"[[1, 2, 3, 4]]", "application/json", 400),
         (b"{not json", "application/json", 400),
+        (json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[None, 3.0, 5.0, 2.0]]}}).encode(),
+         "application/json", 400),
+        (json.dumps({"dataframe_records": [{c: "x" for c in COLUMNS}]}).encode(), "application/json", 400),
         (b'{"instances": [[1, 2, 3, 4]]}', "text/plain", 415),
         (b'{"instances": [[1, 2, 3, 4]]}', "application/json; charset=latin-1", 415),
     ],
@@ -449,6 +452,10 @@ def test_invocations_checks_the_signature(server: ServerProcess) -> None:
     error = reply.json()
     assert error["error_code"] == "BAD_REQUEST"
     assert "unknown 'colour'" in error["message"] and "missing 'sepal width (cm)'" in error["message"]
+    gap = {"dataframe_split": {"columns": COLUMNS, "data": [ROWS[0], [None, 3.0, 5.0, 2.0]]}}
+    reply = requests.post(f"{server.url}/invocations", json=gap, timeout=10)
+    assert reply.status_code == 400
+    assert "column 'sepal length (cm)'" in reply.json()["message"] and "row 1 has no value" in reply.json()["message"]
     strings = {"dataframe_records": [{c: "x" for c in COLUMNS}]}
     reply = requests.post(f"{server.url}/invocations", json=strings, timeout=10)
     assert reply.status_code == 400 and "double (FP64)" in reply.json()["message"]

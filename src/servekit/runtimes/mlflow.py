@@ -524,7 +524,14 @@ class MLflowRuntime(Runtime):
                     f"{column.name!r} has {data.shape[0]}, the ones before it {rows}"
                 )
             rows = data.shape[0]
-            out.append(_check_column(data, column, self.name))
+            data = _check_column(data, column, self.name)
+            if column.required and data.dtype.kind == "f" and np.isnan(data).any():
+                row = int(np.argmax(np.isnan(data)))
+                raise InvalidInput(
+                    f"column {column.name!r} of model {self.name!r} is required: row {row} has no value "
+                    "(null or NaN); send a number in every row"
+                )
+            out.append(data)
         return [np.full(rows or 0, np.nan) if data is None else data for data in out]
 
     def _pyfunc_input(self, request: InferenceRequest) -> Any:
