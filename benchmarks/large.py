@@ -6,8 +6,8 @@ through PyTriton, KServe, MLServer).
 
 The requests are encoded once with servekit's own load generator
 (:mod:`servekit.loadgen`), so every server gets the same bytes. The load is a
-small closed loop of its own: N clients (keep-alive HTTP connections, or N
-concurrent calls on one grpc.aio channel) each send the request again as soon
+small closed loop of its own: N clients (each its own keep-alive HTTP
+connection, or its own grpc.aio channel) each send the request again as soon
 as the last answer arrives, until the duration is over; every request sent is
 awaited and counted, so the server's CPU seconds over the window divide by
 exactly the requests it served. ``check`` sends the request once and compares
@@ -17,10 +17,12 @@ every answered label with the model's own ``predict`` in this process.
 from __future__ import annotations
 
 import asyncio
+import copy
 import http.client
 import importlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,8 +151,12 @@ async def _load(target: Target, connections: int, seconds: float) -> dict[str, A
     started = time.perf_counter()
     deadline = started + seconds
 
-    async def client() -> None:
-        send = await target.sender()
+    # each client its own connection: over gRPC its own channel, as each HTTP client has its own
+    # socket, so a server with several processes can spread them
+    targets = [copy.copy(target) for _ in range(connections)]
+
+    async def client(mine: Target) -> None:
+        send = await (_grpc_sender(mine) if mine.protocol == "grpc" else mine.sender())
         while time.perf_counter() < deadline:
             began = time.perf_counter()
             error = await send()
@@ -161,9 +167,10 @@ async def _load(target: Target, connections: int, seconds: float) -> dict[str, A
                 await asyncio.sleep(0.05)
 
     try:
-        await asyncio.gather(*(client() for _ in range(connections)))
+        await asyncio.gather(*(client(mine) for mine in targets))
     finally:
-        await target.close()
+        for mine in targets:
+            await mine.close()
     elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000
     p50, p99 = (float(np.percentile(ms, 50)), float(np.percentile(ms, 99))) if ms.size else (None, None)
@@ -171,6 +178,28 @@ async def _load(target: Target, connections: int, seconds: float) -> dict[str, A
             "first_error": errors[0][:300] if errors else None, "elapsed_s": round(elapsed, 3),
             "rps": round(ms.size / elapsed, 3) if elapsed > 0 else 0.0,
             "p50_ms": None if p50 is None else round(p50, 1), "p99_ms": None if p99 is None else round(p99, 1)}
+
+
+async def _grpc_sender(target: Target) -> Callable[[], Awaitable[str | None]]:
+    """One grpc.aio channel of its own (a local subchannel pool: gRPC shares one connection between
+    channels to the same address otherwise), sending the serialized request, not parsing the answer."""
+    import grpc
+
+    channel = grpc.aio.insecure_channel(target.grpc_target, options=[
+        ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
+        ("grpc.use_local_subchannel_pool", 1)])
+    target._channel = channel  # closed by Target.close
+    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    raw = target.raw
+
+    async def send() -> str | None:
+        try:
+            await call(raw)
+        except grpc.aio.AioRpcError as exc:
+            return f"gRPC {exc.code().name}: {exc.details()}"
+        return None
+
+    return send
 
 
 def load(req: Request, connections: int, seconds: float) -> dict[str, Any]:
