@@ -464,6 +464,34 @@ def test_invocations_checks_the_signature(server: ServerProcess) -> None:
     }
 
 
+def test_concurrent_requests_are_answered_each_their_own(
+    server: ServerProcess, alone: dict[str, ServerProcess], repository: Path
+) -> None:
+    """Requests that arrive together are merged by the batcher and split back: each
+    client gets the answer to its own rows, tables (pyfunc) as well as vectors (native)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    bodies = [(rng.random((1 + i % 3, 4)) * [4, 2, 6, 2.5] + [4, 2, 1, 0.1]).round(2).tolist() for i in range(24)]
+    scaler = mlflow.pyfunc.load_model(str(repository / "scaler"))
+    iris = mlflow.pyfunc.load_model(str(repository / "iris-sklearn"))
+
+    def call(rows: list[list[float]]) -> tuple[Any, Any]:
+        body = {"dataframe_split": {"columns": COLUMNS, "data": rows}}
+        table = requests.post(f"{alone['scaler'].url}/invocations", json=body, timeout=30).json()
+        labels = requests.post(f"{server.url}/invocations", json=body, timeout=30).json()
+        return table, labels
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(call, bodies))
+    for rows, (table, labels) in zip(bodies, answers, strict=True):
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        expected = scaler.predict(frame)
+        assert [r["label"] for r in table["predictions"]] == expected["label"].tolist()
+        np.testing.assert_allclose([r["total"] for r in table["predictions"]], expected["total"])
+        assert labels["predictions"] == iris.predict(frame).tolist()
+
+
 def test_health_and_version_as_mlflow(server: ServerProcess, reference: dict[str, MLflowScoring]) -> None:
     ref = reference["iris-sklearn"]
     for path in ("/health", "/version"):
