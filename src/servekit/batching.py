@@ -404,7 +404,8 @@ def _merge(requests: list[InferenceRequest]) -> InferenceRequest:
         for i, tensor in enumerate(first.inputs)
     ]
     return InferenceRequest(
-        inputs=inputs, outputs=first.outputs, id=first.id, parameters=first.parameters
+        inputs=inputs, outputs=first.outputs, id=first.id, parameters=first.parameters,
+        batch_size=len(requests),  # a runtime bounding one request's rows allows this many times as many
     )
 
 

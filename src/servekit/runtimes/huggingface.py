@@ -361,7 +361,7 @@ class HuggingFaceRuntime(Runtime):
         keywords: dict[str, list[str]] = {}
         rows = -1
         for tensor in request.inputs:
-            strings = self._strings(tensor)
+            strings = self._strings(tensor, request.batch_size)
             if rows >= 0 and len(strings) != rows:
                 raise InvalidInput(
                     f"inputs of model {self.name!r} are rows of one table: input {tensor.name!r} has "
@@ -378,7 +378,9 @@ class HuggingFaceRuntime(Runtime):
                 raise InvalidInput(f"model {self.name!r}: an input's name must be an identifier")
         return texts, keywords, rows
 
-    def _strings(self, tensor: Tensor) -> list[str]:
+    def _strings(self, tensor: Tensor, merged: int) -> list[str]:
+        """The strings of ``tensor``; ``merged`` requests (the batcher's) may hold
+        ``max_strings`` each."""
         data = tensor.data
         if tensor.datatype != "BYTES":
             raise InvalidInput(
@@ -392,7 +394,7 @@ class HuggingFaceRuntime(Runtime):
                 f"input {tensor.name!r} has shape {list(tensor.data.shape)}; send a list of strings, "
                 "shape [n] (or [n, 1])"
             )
-        if len(data) > self.max_strings:
+        if len(data) > self.max_strings * max(merged, 1):
             raise InvalidInput(
                 f"input {tensor.name!r} has {len(data)} strings; model {self.name!r} takes at most "
                 f"{self.max_strings} in one request (max_strings): split it into several requests"
