@@ -182,9 +182,6 @@ class Results:
         """Open loop: each server's highest sustained rate under p99 10 ms and 100 ms, and its tail
         at 50 % and 90 % of that rate; then servekit over the best peer."""
         rows = []
-        best: dict[tuple[str, str], tuple[float, str]] = {}  # (model, bound) -> the best peer's rate
-        sk_rate: dict[tuple[str, str], float | None] = {}
-        measured: dict[tuple[str, str], bool] = {}
         for model in OPEN_MODELS:
             found = [(name, config, config["open"][model]) for name, config in self.configs.items()
                      if (config.get("open") or {}).get(model)]
@@ -199,32 +196,19 @@ class Results:
                     for key in ("at_50", "at_90"):
                         at = entry.get(key) or {}
                         row.append("–" if not at else f"{num(at.get('p99_ms'), 2)} / {num(at.get('p999_ms'), 2)}")
-                    is_servekit = name == "servekit"
-                    if is_servekit:
-                        sk_rate[(model, bound)] = rate
-                    elif name != "servekit-before" and "error" not in entry:
-                        measured[(model, bound)] = True
-                        if rate is not None and rate > best.get((model, bound), (0.0, ""))[0]:
-                            best[(model, bound)] = (float(rate), name)
                 row.append(num(cell.get("client_cpu_max"), 2))
                 rows.append(row)
         if not rows:
             return ""
         ratios = []
-        for model in OPEN_MODELS:
-            for bound in OPEN_BOUNDS:
-                sk = sk_rate.get((model, bound))
-                peer_rate, peer = best.get((model, bound), (None, ""))
-                if sk is None and not measured.get((model, bound)):
-                    continue
-                value = (times(ratio(sk, peer_rate)) if peer_rate else
-                         "every peer: none sustained" if measured.get((model, bound)) else "–")
-                goal = "≥ 10×" if bound == "10" else "–"
-                met = "–" if bound != "10" or sk is None else (
-                    "yes" if (peer_rate is None and measured.get((model, bound))) or
-                    (peer_rate and sk / peer_rate >= 10) else "**no**")
-                ratios.append([model, f"p99 < {bound} ms", num(sk, 0), f"{num(peer_rate, 0)} ({peer or '–'})",
-                               value, goal, met])
+        for entry in self.open_summary():
+            sk, peer_rate, peer = entry["servekit"], entry["best_peer_rate"], entry["best_peer"]
+            value = (times(entry["ratio"]) if peer_rate else
+                     "every peer: none sustained" if entry["peers_measured"] else "–")
+            goal = "≥ 10×" if entry["bound_ms"] == 10 else "–"
+            met = "–" if entry["met"] is None else "yes" if entry["met"] else "**no**"
+            ratios.append([entry["model"], f"p99 < {entry['bound_ms']} ms", num(sk, 0),
+                           f"{num(peer_rate, 0)} ({peer or '–'})", value, goal, met])
         seconds = self.results.get("open_seconds")
         return ("## Open loop: the highest rate each server sustains\n\n"
                 "`servekit bench --find-rate` at each server's own request (body, path, content type as in "
@@ -243,6 +227,57 @@ class Results:
                 + ("\nservekit over the best peer (MLServer counts as a peer):\n\n"
                    + table(["model", "bound", "servekit req/s", "best peer req/s", "servekit ÷ best peer",
                             "goal", "met"], ratios) if ratios else ""))
+
+    def open_summary(self) -> list[dict[str, Any]]:
+        """Per model and p99 bound: servekit's sustained rate, the best peer's (MLServer counts),
+        their ratio and whether the goal (at least 10 times at 10 ms) is met; also written to latest.json."""
+        out = []
+        for model in OPEN_MODELS:
+            for bound in OPEN_BOUNDS:
+                sk: float | None = None
+                best: tuple[float | None, str | None] = (None, None)
+                measured = sk_measured = False
+                for name, config in self.configs.items():
+                    entry = ((config.get("open") or {}).get(model) or {}).get(bound)
+                    if entry is None or entry.get("error"):
+                        continue
+                    rate = entry.get("rate")
+                    if name == "servekit":
+                        sk, sk_measured = rate, True
+                    elif name != "servekit-before":
+                        measured = True
+                        if rate is not None and (best[0] is None or rate > best[0]):
+                            best = (float(rate), name)
+                if not sk_measured and not measured:
+                    continue
+                value = ratio(sk, best[0])
+                met = None
+                if bound == "10" and sk is not None and measured:
+                    met = best[0] is None or (value is not None and value >= 10)
+                out.append({"model": model, "bound_ms": int(bound), "servekit": sk, "best_peer": best[1],
+                            "best_peer_rate": best[0], "ratio": None if value is None else round(value, 2),
+                            "peers_measured": measured, "met": met})
+        return out
+
+    def large_summary(self) -> list[dict[str, Any]]:
+        """Per transport, client count and peer: servekit's and the peer's req/s, p99 and CPU per
+        request, and servekit ÷ peer for each; also written to latest.json."""
+        sk = self.configs.get("servekit", {}).get("large") or {}
+        out = []
+        for transport in TRANSPORTS:
+            for c in ("1", "4"):
+                mine = (sk.get(transport) or {}).get(c)
+                for name in LARGE_PEERS:
+                    cell = ((self.configs.get(name, {}).get("large") or {}).get(transport) or {}).get(c)
+                    if cell is None or mine is None:
+                        continue
+                    entry: dict[str, Any] = {"transport": transport, "connections": int(c), "peer": name}
+                    for key in ("rps", "p99_ms", "cpu_ms_per_request"):
+                        entry[f"servekit_{key}"], entry[f"peer_{key}"] = mine.get(key), cell.get(key)
+                        value = ratio(mine.get(key), cell.get(key))
+                        entry[f"ratio_{key}"] = None if value is None else round(value, 3)
+                    out.append(entry)
+        return out
 
     def large(self) -> str:
         """10,000x784 requests over JSON, binary and gRPC: servekit and each peer that takes the

@@ -701,6 +701,8 @@ def main() -> int:
         return 1 if failed else 0
     out_dir.mkdir(parents=True, exist_ok=True)
     results["previous"] = committed_cpu()
+    summary = Results(results)  # servekit over the best peer, open loop; servekit over each peer, large requests
+    results["summary"] = {"open_loop": summary.open_summary(), "large_requests": summary.large_summary()}
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "latest.md").write_text(render(results))
     log(f"wrote {out_dir / 'latest.md'} in {results['elapsed_s']:.0f} s")

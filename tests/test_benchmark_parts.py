@@ -175,3 +175,10 @@ def test_the_report_tables_give_servekit_over_the_best_peer() -> None:
     assert "| binary | 1 | pytriton | failed: correctness check: binary: HTTP 400 |" in text
     assert "pytriton 10,000x784 over binary**: correctness check: binary: HTTP 400" in text
     assert "parts measured: open, large" in text
+    summary = report.Results(results)
+    ten = next(e for e in summary.open_summary() if e["model"] == "iris-rf" and e["bound_ms"] == 10)
+    assert ten == {"model": "iris-rf", "bound_ms": 10, "servekit": 5000, "best_peer": "pytriton-batch",
+                   "best_peer_rate": 250.0, "ratio": 20.0, "peers_measured": True, "met": True}
+    (json_row,) = summary.large_summary()  # the failed binary transport has no ratios
+    assert json_row["transport"] == "json" and json_row["peer"] == "pytriton"
+    assert (json_row["ratio_rps"], json_row["ratio_p99_ms"], json_row["ratio_cpu_ms_per_request"]) == (4.0, 0.333, 0.25)
