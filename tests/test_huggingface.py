@@ -352,3 +352,68 @@ def test_merged_requests_may_hold_max_strings_each(models: dict[str, Any], class
     assert runtime.calls == 1  # one pipeline call for the nine strings
     with pytest.raises(InvalidInput, match="at most 3 in one request"):
         runtime.predict(InferenceRequest([Tensor("args", np.array([b"a"] * 4, dtype=object), "BYTES")]))
+
+
+def _text_request(texts: list[str], **parameters: Any) -> InferenceRequest:
+    data = np.array([t.encode() for t in texts], dtype=object)
+    return InferenceRequest([Tensor("args", data, "BYTES")], parameters=dict(parameters))
+
+
+def _rows(runtime: HuggingFaceRuntime, request: InferenceRequest) -> list[Any]:
+    return [json.loads(v) for v in runtime.predict(request).outputs[0].data[:, 0]]
+
+
+def test_other_text_tasks_answer_as_their_pipelines(tmp_path: Path, models: dict[str, Any]) -> None:
+    """Zero-shot (candidate_labels), token classification (aggregation_strategy) and
+    fill-mask (top_k), each a tiny random model, against the pipeline in process."""
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(models["weights"])
+    torch.manual_seed(1)
+    nli = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=MAX_POSITIONS, initializer_range=0.2,
+        id2label={0: "contradiction", 1: "neutral", 2: "entailment"},
+        label2id={"contradiction": 0, "neutral": 1, "entailment": 2})
+    cases = {
+        "zero-shot-classification": (transformers.BertForSequenceClassification(nli),
+                                     {"candidate_labels": ["good", "bad", "plot"]}),
+        "token-classification": (transformers.BertForTokenClassification(
+            transformers.BertConfig(**{**nli.to_dict(), "id2label": {0: "O", 1: "B-X", 2: "I-X"},
+                                       "label2id": {"O": 0, "B-X": 1, "I-X": 2}})),
+            {"aggregation_strategy": "simple"}),
+        "fill-mask": (transformers.BertForMaskedLM(nli), {"top_k": 2}),
+    }
+    for task, (model, parameters) in cases.items():
+        folder = tmp_path / task
+        model.eval().save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        runtime = _runtime(folder, task=task)
+        runtime.load()
+        texts = ["the movie was [MASK]", "a [MASK] plot"] if task == "fill-mask" else TEXTS[:3]
+        served = _rows(runtime, _text_request(texts, **parameters))
+        expected = transformers.pipeline(task, model=str(folder))(texts, **parameters)
+        expected = json.loads(json.dumps(expected, default=lambda v: v.item()))
+        if task == "zero-shot-classification":  # labels sorted by score: equal scores may come in any order
+            served, expected = ([{"sequence": row["sequence"],
+                                  "scores": dict(zip(row["labels"], row["scores"], strict=True))}
+                                 for row in rows] for rows in (served, expected))
+        assert_close(served, expected, task)
+    with pytest.raises(InvalidInput, match="needs the request parameter candidate_labels"):
+        runtime = _runtime(tmp_path / "zero-shot-classification", task="zero-shot-classification")
+        runtime.load()
+        runtime.predict(_text_request(["plot"]))
+
+
+def assert_close(got: Any, want: Any, where: str) -> None:
+    """Equal JSON documents, numbers to float32's precision."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for key in want:
+            assert_close(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), where
+    else:
+        assert got == want, where
