@@ -364,8 +364,9 @@ def _rows(runtime: HuggingFaceRuntime, request: InferenceRequest) -> list[Any]:
 
 
 def test_other_text_tasks_answer_as_their_pipelines(tmp_path: Path, models: dict[str, Any]) -> None:
-    """Zero-shot (candidate_labels), token classification (aggregation_strategy) and
-    fill-mask (top_k), each a tiny random model, against the pipeline in process."""
+    """Zero-shot (candidate_labels), token classification (aggregation_strategy),
+    fill-mask (top_k) and generation (max_new_tokens), each a tiny random model,
+    against the pipeline in process."""
     tokenizer = transformers.BertTokenizerFast.from_pretrained(models["weights"])
     torch.manual_seed(1)
     nli = transformers.BertConfig(
@@ -381,6 +382,9 @@ def test_other_text_tasks_answer_as_their_pipelines(tmp_path: Path, models: dict
                                        "label2id": {"O": 0, "B-X": 1, "I-X": 2}})),
             {"aggregation_strategy": "simple"}),
         "fill-mask": (transformers.BertForMaskedLM(nli), {"top_k": 2}),
+        "text-generation": (transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=1, n_head=2, n_positions=MAX_POSITIONS,
+            bos_token_id=2, eos_token_id=3, pad_token_id=0)), {"max_new_tokens": 4, "return_full_text": False}),
     }
     for task, (model, parameters) in cases.items():
         folder = tmp_path / task
