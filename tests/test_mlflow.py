@@ -575,7 +575,7 @@ def test_runs_and_models_uris_come_from_the_tracking_server(
             settings["implementation"] = "mlserver_mlflow.MLflowRuntime"
         (repo / name / "model-settings.json").write_text(json.dumps(settings))
     expected = clf.predict(pd.DataFrame(ROWS, columns=COLUMNS)).tolist()
-    with ServerProcess(["serve", str(repo)]) as server:
+    with ServerProcess(["serve", str(repo)], cwd=tmp_path) as server:
         for name in uris:
             reply = v2(server, name, columns_request(ROWS))
             assert reply.status_code == 200, (name, reply.text)
@@ -585,12 +585,14 @@ def test_runs_and_models_uris_come_from_the_tracking_server(
 
     # without a tracking server configured, only the model that names its own loads
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    with ServerProcess(["serve", str(repo)]) as server:
+    with ServerProcess(["serve", str(repo)], cwd=tmp_path) as server:
         assert v2(server, "from-alias", columns_request(ROWS)).json()["outputs"][0]["data"] == expected
         index = requests.post(f"{server.url}/v2/repository/index", json={}, timeout=10).json()
         reasons = {m["name"]: m.get("reason", "") for m in index}
         assert "set MLFLOW_TRACKING_URI" in reasons["from-run"]
         assert "runs:/" in reasons["from-run"] and "set MLFLOW_TRACKING_URI" in reasons["from-registry"]
+    # and the server made no MLflow store of its own where it ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
 
 
 def _close(a: Any, b: Any) -> bool:

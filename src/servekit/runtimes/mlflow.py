@@ -43,6 +43,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -78,6 +80,8 @@ _ENVIRONMENT_FILES = ("python_env.yaml", "conda.yaml", "requirements.txt")
 # the response parameter that marks a table (MLServer's PandasCodec marks its answers so)
 PANDAS_CONTENT_TYPE = "pd"
 DEFAULT_OUTPUT = "predict"
+# MLflow's tracking URI is process-wide: one fetch from a tracking server at a time
+_TRACKING = threading.Lock()
 # most columns a signature may declare (a bound on what a model file can make the server build)
 MAX_COLUMNS = 100_000
 
@@ -289,11 +293,12 @@ class MLflowRuntime(Runtime):
 
             self._download = tempfile.mkdtemp(prefix="servekit-mlflow-")
             try:
-                # models:/ URIs go to the registry, which is the tracking server unless told otherwise
-                mlflow.set_registry_uri(str(tracking))
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, tracking_uri=str(tracking), dst_path=self._download
-                )
+                # MLflow resolves models:/ through its process-wide tracking and registry URIs
+                # (unset, it would make a SQLite store in the current folder): set both for this fetch
+                with _TRACKING, _tracking_server(str(tracking)):
+                    local = mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri, tracking_uri=str(tracking), dst_path=self._download
+                    )
             except Exception as exc:  # MlflowException, connection errors
                 self.unload()
                 raise ModelLoadError(
@@ -579,6 +584,29 @@ class MLflowRuntime(Runtime):
         if isinstance(result, dict):
             return [_tensor(str(k), np.asarray(v)) for k, v in result.items()], False
         return [_tensor(self.output_name, np.asarray(result))], False
+
+
+@contextlib.contextmanager
+def _tracking_server(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs (and the environment
+    variables MLflow sets with them) pointed at ``uri``, then put back, so that
+    one model's tracking server is not another's."""
+    import mlflow
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]  # None: unset
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _parameter_dtype(module: Any) -> str:
