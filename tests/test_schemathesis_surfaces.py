@@ -47,6 +47,11 @@ CHECKS = [
     st_checks.content_type_conformance,
     st_checks.response_schema_conformance,
 ]
+# answers that copy a peer byte for byte where the peer breaks its own content type:
+# the schema checks cannot read them (their status is still checked)
+PEER_QUIRKS = {
+    "GET /version": "MLflow's scoring server answers its version as bare text labelled application/json",
+}
 FUZZ = settings(
     max_examples=examples(),
     deadline=None,  # never a timed assertion
@@ -110,7 +115,8 @@ def fuzz(schema: Any, session: requests.Session, headers: dict[str, str] | None 
             documented = case.operation.definition.raw["responses"]
             assert response.status_code < 500 or str(response.status_code) in documented, (
                 f"{response.status_code} {response.text[:500]}\n{case.as_curl_command()}")
-            case.validate_response(response, checks=CHECKS)
+            if case.operation.label not in PEER_QUIRKS:
+                case.validate_response(response, checks=CHECKS)
 
         try:
             run()
