@@ -30,7 +30,10 @@ def compile_estimator(model: Any) -> tuple[dict[str, FastMethod], int | None]:
     """Fast equivalents of the model's methods that passed the probe check."""
     max_rows = None
     candidates = _linear(model)
-    if candidates is None:
+    own = getattr(model, "fast_methods", None)  # a face that compiles itself (XGBoost boosters)
+    if candidates is None and callable(own):
+        candidates, max_rows = own()
+    elif candidates is None:
         candidates, max_rows = _forest(model) or {}, FOREST_MAX_ROWS
     n_features = getattr(model, "n_features_in_", None)
     if not candidates or not isinstance(n_features, int):

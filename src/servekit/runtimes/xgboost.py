@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +15,8 @@ import numpy as np
 from servekit.errors import ModelLoadError
 from servekit.runtimes.sklearn import PICKLE_SUFFIXES, SKLearnRuntime
 from servekit.runtimes.tabular import labels_from_scores
+from servekit.runtimes.xgboost_fast import MAX_ROWS as FAST_MAX_ROWS
+from servekit.runtimes.xgboost_fast import compile_booster
 
 
 class XGBoostRuntime(SKLearnRuntime):
@@ -64,6 +67,15 @@ class BoosterModel:
             self.classes_ = np.arange(max(n_class, 2), dtype=np.int64)
         else:
             self.predict_proba = None  # type: ignore[assignment]
+
+    def fast_methods(self) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], int]:
+        """``predict`` by the compiled walk (runtimes/xgboost_fast.py) for small
+        requests, when the booster is one it does exactly; checked on probe rows
+        against :meth:`predict` by the caller."""
+        compiled = compile_booster(self.booster)
+        if compiled is None:
+            return {}, 0
+        return {"predict": compiled.predict(self.predict)}, FAST_MAX_ROWS
 
     def _raw(self, features: np.ndarray, margin: bool = False) -> np.ndarray:
         kind = "margin" if margin else "value"
