@@ -4,19 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test lint typecheck examples clean proto bench bench-torchserve
+.PHONY: install serve test lint typecheck examples clean proto bench bench-torchserve lock
 
-$(STAMP): pyproject.toml setup.py src/servekit/_speedups/numbers.c
+$(STAMP): pyproject.toml setup.py constraints.txt src/servekit/_speedups/numbers.c
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[all,dev]'
+	# constraints.txt: the versions the tests last passed with; pip's resolver alone
+	# backtracks for a quarter of an hour over the extras' bounds
+	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev]'
 	# tests call TF Serving's gRPC API with its official client; without --no-deps it
 	# would add the full `tensorflow` package next to tensorflow-cpu
 	$(BIN)/pip install -q --no-deps 'tensorflow-serving-api>=2.21,<3'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# after changing a dependency: install it into .venv, run the tests, then pin what passed
+lock: $(STAMP)
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze | grep -v '^-e\|^servekit\|^#'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 examples: $(STAMP)
 	$(BIN)/python examples/train.py examples/models
