@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-
-from tests.servers import ServerProcess, free_port
+from servers import ServerProcess, free_port
 
 with warnings.catch_warnings():  # MLflow warns about its own type hints on import
     warnings.simplefilter("ignore")
