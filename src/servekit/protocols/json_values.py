@@ -14,17 +14,19 @@ from servekit.server.lifecycle import ServerContext
 from servekit.tensors import Tensor
 
 
-def default_model_name(ctx: ServerContext) -> str:
-    """The model a call without a model name goes to."""
+def default_model_name(ctx: ServerContext, instead: str = "call /predict/<name>") -> str:
+    """The model a call without a model name goes to: ``default_model``, else
+    the only one served; else InvalidInput naming (at most 20 of) the models
+    and what to do ``instead``."""
     if ctx.settings.default_model:
         return ctx.settings.default_model
     names = ctx.registry.names()
     if len(names) == 1:
         return names[0]
-    served = ", ".join(names) or "none"
+    served = ", ".join(names[:20]) + (" …" if len(names) > 20 else "") or "none"
     raise InvalidInput(
-        f"this server serves {len(names)} models ({served}); call /predict/<name> "
-        "or set default_model"
+        f"this server serves {len(names)} models ({served}); {instead} "
+        "or set default_model (--default-model NAME, SERVEKIT_DEFAULT_MODEL)"
     )
 
 

@@ -33,6 +33,7 @@ import orjson
 
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
+from servekit.protocols.json_values import default_model_name
 from servekit.protocols.v2_codec import loads
 from servekit.registry import ModelVersion
 from servekit.server.http import Request, Response, Route, route
@@ -83,16 +84,7 @@ def error_response(exc: ServekitError) -> Response:
 
 def served_model(ctx: ServerContext) -> str:
     """The model ``/invocations`` answers for."""
-    if ctx.settings.default_model:
-        return ctx.settings.default_model
-    names = ctx.registry.names()
-    if len(names) == 1:
-        return names[0]
-    served = ", ".join(names[:20]) + (" …" if len(names) > 20 else "") or "none"
-    raise InvalidInput(
-        f"this server serves {len(names)} models ({served}); /invocations answers for one: set "
-        "default_model (--default-model NAME, SERVEKIT_DEFAULT_MODEL) or call POST /v2/models/NAME/infer"
-    )
+    return default_model_name(ctx, "/invocations answers for one: call POST /v2/models/NAME/infer")
 
 
 # -- requests -----------------------------------------------------------------------
