@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from servekit.loadgen import GRPC_MODULES, Target
+from servekit.loadgen import GRPC_MODULES, Target, grpc_send
 from servekit.tensors import Tensor
 
 TRANSPORTS = ("json", "binary", "grpc")
@@ -189,17 +189,7 @@ async def _grpc_sender(target: Target) -> Callable[[], Awaitable[str | None]]:
         ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
         ("grpc.use_local_subchannel_pool", 1)])
     target._channel = channel  # closed by Target.close
-    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-    raw = target.raw
-
-    async def send() -> str | None:
-        try:
-            await call(raw)
-        except grpc.aio.AioRpcError as exc:
-            return f"gRPC {exc.code().name}: {exc.details()}"
-        return None
-
-    return send
+    return grpc_send(channel, target.raw)
 
 
 def load(req: Request, connections: int, seconds: float) -> dict[str, Any]:

@@ -160,6 +160,23 @@ class HttpConnection(asyncio.Protocol):
 Send = Callable[[], Awaitable[str | None]]  # one request; None on success, else the error
 
 
+def grpc_send(channel: Any, raw: bytes) -> Send:
+    """Sends ``raw`` (a serialized ModelInferRequest) on ``channel``: bytes in,
+    bytes out, the request serialized once and the answer not parsed."""
+    import grpc
+
+    call = channel.unary_unary(GRPC_METHOD)
+
+    async def send() -> str | None:
+        try:
+            await call(raw)
+        except grpc.aio.AioRpcError as exc:
+            return f"gRPC {exc.code().name}: {exc.details()}"
+        return None
+
+    return send
+
+
 class Target:
     """Where the load goes and how one request is made; ``sender()`` gives one client."""
 
@@ -228,18 +245,7 @@ class Target:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.grpc_target, options=[
                 ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
-        # bytes in, bytes out: the request is serialized once, the answer is not parsed
-        call = self._channel.unary_unary(GRPC_METHOD)
-        raw = self.raw
-
-        async def send() -> str | None:
-            try:
-                await call(raw)
-            except grpc.aio.AioRpcError as exc:
-                return f"gRPC {exc.code().name}: {exc.details()}"
-            return None
-
-        return send
+        return grpc_send(self._channel, self.raw)
 
     async def close(self) -> None:
         if self._channel is not None:
