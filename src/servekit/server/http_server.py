@@ -52,6 +52,7 @@ import httptools
 
 from servekit.abandon import WATCH, Watch
 from servekit.observability.tracing import RECEIVED
+from servekit.server.balance import BalancedListener, Share
 
 log = logging.getLogger("servekit.server")
 
@@ -183,11 +184,15 @@ class HttpProtocol(asyncio.BufferedProtocol):
             self.transport.close()
             return
         self.server.connections.add(self)
+        if self.server.share is not None:
+            self.server.publish()
         self.idle_since = self.loop.time()
         self._schedule(self.idle_since + self.server.keep_alive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self.server.share is not None:
+            self.server.publish()
         self.closing = True
         if self.cycle is not None:
             self.cycle.watch.close()  # nobody can read its answer: if it still waits to run, it never does
@@ -949,8 +954,13 @@ class HttpServer:
         max_connections: int = 4096,
         abort_on_close: bool = True,
         timestamps: bool = False,
+        share: Share | None = None,
     ) -> None:
         self.app = app
+        # with ``share`` (a worker of several), plain sockets are shared by the
+        # workers and accepted from least connections first (servekit.server.balance)
+        self.share = share
+        self.accepting = 0  # accepted sockets whose protocol is not made yet
         # with ``timestamps`` (tracing on), requests carry the times they were received in
         self.protocol: type[HttpProtocol] = TimedHttpProtocol if timestamps else HttpProtocol
         self.tls_protocol: type[HttpProtocol] = TimedTlsHttpProtocol if timestamps else TlsHttpProtocol
@@ -966,7 +976,7 @@ class HttpServer:
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.servers: list[asyncio.AbstractServer | _TlsListener] = []
+        self.servers: list[asyncio.AbstractServer | _TlsListener | BalancedListener] = []
         self.stopping = False
         self.invalid_response_logged = False
         self._stopped = asyncio.Event()
@@ -976,7 +986,10 @@ class HttpServer:
         a TLS listener (None or absent: plain HTTP)."""
         for index, sock in enumerate(sockets):
             context = tls[index] if index < len(tls) else None
-            if context is None:
+            if context is None and self.share is not None:
+                self.servers.append(BalancedListener(self, sock, self.share))
+                self.publish()
+            elif context is None:
                 listener = await self.loop.create_server(lambda: self.protocol(self), sock=sock, backlog=2048)
                 self.servers.append(listener)
             else:
@@ -999,6 +1012,29 @@ class HttpServer:
     def stop(self) -> None:
         self.stopping = True
         self._stopped.set()
+
+    def publish(self) -> None:
+        """Tell the sibling workers how many connections this one holds."""
+        assert self.share is not None
+        self.share.publish(len(self.connections) + self.accepting)
+
+    def adopt(self, conn: socket.socket) -> None:
+        """Serve a connection accepted by a :class:`BalancedListener`."""
+        conn.setblocking(False)
+        self.accepting += 1
+        self.publish()
+        task = self.loop.create_task(self._adopt(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: self.protocol(self), conn)
+        except (OSError, ConnectionError):  # reset before it was served
+            conn.close()
+        finally:
+            self.accepting -= 1
+            self.publish()
 
 
 def _tensors_offset(length: int, headers: list[tuple[bytes, bytes]]) -> int:

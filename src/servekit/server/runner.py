@@ -35,6 +35,7 @@ from servekit.registry import Registry
 from servekit.repository.sources import ModelSources
 from servekit.residency import attach as attach_residency
 from servekit.residency import loads_at_startup
+from servekit.server.balance import Loads, Share
 from servekit.server.lifecycle import Change, ChangeFailed, ChangeHandler, ServerContext, Skin, Stop
 from servekit.server.reports import ReportRelay, Reports
 
@@ -116,8 +117,10 @@ class Worker:
         reuse_port: bool = False,
         index: int = 0,
         journal: list[bytes] | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared  # the supervisor's listening sockets and connection counts
         self.sources = sources
         self.skins = [skin for skin in skins if skin.enabled(settings)]
         self.registry = registry
@@ -160,7 +163,11 @@ class Worker:
             self.tasks.append(asyncio.get_running_loop().create_task(self._apply_relayed()))
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._on_control)
         app, ports = build_app(ctx, self.skins)
-        sockets = [listen(host, port, self.reuse_port) for host, port in ports]
+        shared = self.shared
+        if shared is not None and [(s.getsockname()[1]) for s in shared.sockets] == [p for _, p in ports]:
+            sockets, share = shared.sockets, shared.loads.share(self.index)
+        else:
+            sockets, share = [listen(host, port, self.reuse_port) for host, port in ports], None
         tls, secure = load_tls(settings), secure_ports(settings)
         contexts = [tls.context if tls is not None and port in secure else None for _, port in ports]
         try:
@@ -173,11 +180,13 @@ class Worker:
             # collector's generations, so collections under load stay short
             gc.collect()
             gc.freeze()
+            if share is not None:
+                share.publish(0)  # counted by its siblings from now on: it serves next
             if self.control is not None:
                 self.control.sendall(b"ready\n")
             else:
                 announce(settings)
-            await serve_http(app, sockets, settings, contexts)
+            await serve_http(app, sockets, settings, contexts, share)
         finally:
             for task in self.tasks:
                 task.cancel()
@@ -356,7 +365,7 @@ def check_tls(settings: ServerSettings) -> None:
 
 async def serve_http(
     app: Any, sockets: list[socket.socket], settings: ServerSettings,
-    contexts: list[ssl.SSLContext | None] | None = None,
+    contexts: list[ssl.SSLContext | None] | None = None, share: Share | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT with servekit's HTTP server, or uvicorn's
     when ``http_server`` is "uvicorn"; either way the worker returns normally,
@@ -392,6 +401,7 @@ async def serve_http(
             max_connections=settings.max_connections,
             abort_on_close=settings.abort_on_close,
             timestamps=getattr(app, "tracing", None) is not None,  # a trace's receive span
+            share=share,
         )
         stop = server.stop
         serving = server.serve(sockets, contexts)
@@ -488,6 +498,15 @@ def serve(settings: ServerSettings, sources: ModelSources, skins: list[Skin]) ->
 
 
 @dataclass
+class Shared:
+    """What the supervisor opens once for all its workers: the HTTP listening
+    sockets (in ``listening_ports`` order) and the counts of their connections."""
+
+    sockets: list[socket.socket]
+    loads: Loads
+
+
+@dataclass
 class _Pending:
     """A relayed change the worker that made it waits on."""
 
@@ -512,6 +531,7 @@ class Supervisor:
         self.stopping = False
         self.registry: Registry | None = None
         self.reports = ReportRelay(workers)
+        self.shared: Shared | None = None
 
     def run(self) -> None:
         self.registry = Registry(self.settings, executor=ThreadPoolExecutor(max_workers=2))
@@ -533,6 +553,12 @@ class Supervisor:
         self.registry.executor.shutdown(wait=True)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        if self.settings.http_server != "uvicorn":
+            from servekit.server.assembly import listening_ports
+
+            # one queue per HTTP port, shared by the workers (servekit.server.balance)
+            sockets = [listen(host, port, reuse_port=False) for host, port in listening_ports(self.settings)]
+            self.shared = Shared(sockets, Loads(self.workers))
         for index in range(self.workers):
             self._spawn(index)
         selector = selectors.DefaultSelector()
@@ -567,6 +593,8 @@ class Supervisor:
                 self._forget(control)
                 self.reports.forget(control)
                 control.close()
+                if self.shared is not None:
+                    self.shared.loads.absent(index)
                 if not self.stopping:
                     log.warning("Worker %d (pid %d) died (%s); starting a new one", index, pid, status)
                     control = self._spawn(index)
@@ -649,7 +677,7 @@ class Supervisor:
             try:
                 worker = Worker(
                     self.settings, self.sources, self.skins, self.registry, child, True, index,
-                    journal=self.journal,
+                    journal=self.journal, shared=self.shared,
                 )
                 run_loop(worker.run())
             except BaseException:
