@@ -13,13 +13,16 @@ MLSERVER_WORKER_SETTINGS = ["mlserver", "mlserver-pw0", "mlserver-pw2"]
 OPEN_MODELS = ["iris-rf", "fashion-logreg"]
 OPEN_BOUNDS = ["10", "100"]
 TRANSPORTS = ["json", "binary", "grpc"]
-LARGE_PEERS = ["pytriton", "kserve", "mlserver"]  # the configurations the large part measures beside servekit
+LARGE_PEERS = ["pytriton", "kserve", "mlserver"]
+# issue 13's starting point: the run it quotes (2c4c878, 2026-11-21), LogisticRegression at 16 connections:
+# 14,223 req/s on 1.83 cores of server CPU
+ISSUE13_CPU_MS = 1.83 / 14223 * 1000  # the configurations the large part measures beside servekit
 
 
 def render(results: dict[str, Any]) -> str:
     r = Results(results)
     parts = [r.header(), r.side_by_side(), r.open_loop(), r.large(), r.against_committed(), r.environments(),
-             r.targets(), r.throughput(), r.bench(), r.big(), r.memory(), r.noise(), r.problems()]
+             r.targets13(), r.targets(), r.throughput(), r.bench(), r.big(), r.memory(), r.noise(), r.problems()]
     return "\n".join(p for p in parts if p) + "\n"
 
 
@@ -376,6 +379,60 @@ class Results:
             return ""
         return ("\n**Partial re-run**: these configurations come from another run than the rest: "
                 + ", ".join(older) + ".\n")
+
+    def targets13(self) -> str:
+        """Issue 13's checks, from this run: servekit against the best peer (MLServer counts) at 16 and
+        64 connections, the bare-app share, CPU per request against the issue's starting point, and
+        the open loop."""
+        rows: list[list[str]] = []
+
+        def mark(ok: bool | None) -> str:
+            return "–" if ok is None else ("yes" if ok else "**no**")
+
+        for model in ("iris-rf", "fashion-logreg"):
+            for conns in ("16", "64"):
+                sk = self.wrk("servekit", model, conns)
+                best: tuple[dict[str, Any] | None, str] = (None, "")
+                for name, config in self.configs.items():
+                    if config.get("kind") not in ("peer", "mlserver"):
+                        continue
+                    cell = self.wrk(name, model, conns)
+                    if cell is not None and (best[0] is None or cell["rps"] > best[0]["rps"]):
+                        best = (cell, name)
+                peer, name = best
+                if sk is None or peer is None:
+                    continue
+                fast, tail = ratio(sk["rps"], peer["rps"]), ratio(sk["p99_ms"], peer["p99_ms"])
+                rows.append([f"{model}, {conns} conns, req/s vs the best peer ({name})", f"{num(sk['rps'])}",
+                             f"{num(peer['rps'])}", times(fast), "≥ 5×", mark(None if fast is None else fast >= 5)])
+                rows.append([f"{model}, {conns} conns, p99 ms vs the same peer", num(sk["p99_ms"], 2),
+                             num(peer["p99_ms"], 2), times(tail), "≤ 0.2×",
+                             mark(None if tail is None else tail <= 0.2)])
+        sk_rps = self.rps("servekit", "fashion-logreg", "16")
+        bare = self.rps("bare-servekit-http", "fashion-logreg", "16")
+        share = ratio(sk_rps, bare)
+        rows.append(["fashion-logreg, 16 conns, share of the bare app on servekit's HTTP server", num(sk_rps),
+                     f"bare {num(bare)}", "–" if share is None else f"{share:.0%}", "≥ 50%",
+                     mark(None if share is None else share >= 0.5)])
+        cell = self.wrk("servekit", "fashion-logreg", "16")
+        cpu = cpu_ms_per_request(cell) if cell else None
+        rows.append(["fashion-logreg, 16 conns, server CPU ms per request vs the issue's start", num(cpu, 3),
+                     num(ISSUE13_CPU_MS, 3), times(ratio(cpu, ISSUE13_CPU_MS)), "≤ 0.5×",
+                     mark(None if cpu is None else cpu <= 0.5 * ISSUE13_CPU_MS)])
+        for entry in self.open_summary():
+            if entry["bound_ms"] != 10:
+                continue
+            rows.append([f"{entry['model']}, open loop, req/s at p99 < 10 ms vs the best peer "
+                         f"({entry['best_peer'] or '–'})", num(entry["servekit"], 0),
+                         num(entry["best_peer_rate"], 0) if entry["best_peer_rate"] else "none sustained",
+                         times(entry["ratio"]) if entry["best_peer_rate"] else "–", "≥ 10×", mark(entry["met"])])
+        if not rows:
+            return ""
+        return ("## Targets of issue 13\n\nFrom this run. The best peer is the configuration of any peer "
+                "(MLServer included) with the highest req/s on that model and load; its p99 is the one "
+                "compared. The issue's starting CPU per request is the run it quotes (14,223 req/s on "
+                "1.83 cores).\n\n"
+                + table(["measure", "servekit", "peer / reference", "ratio", "goal", "met"], rows))
 
     def targets(self) -> str:
         rows: list[list[str]] = []
