@@ -86,18 +86,28 @@ class LocalCluster:
         token = temp / "token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        self.port, self.metrics_port = free_port(), free_port()
+        # Ray refuses a port used twice: every single port outside the workers' block, none repeated
+        workers = _free_block(WORKER_PORTS)
+        taken = set(range(workers, workers + WORKER_PORTS))
+
+        def pick() -> int:
+            while True:
+                port = free_port()
+                if port not in taken:
+                    taken.add(port)
+                    return port
+
+        self.port, self.metrics_port = pick(), pick()
         self.env = {
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback addresses only, on Linux too
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),  # not ~/.ray's shared token
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_ADDRESS": self.address,
         }
-        workers = _free_block(WORKER_PORTS)
         flags: dict[str, int] = {
-            "--port": self.port, "--node-manager-port": free_port(), "--object-manager-port": free_port(),
-            "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(), "--runtime-env-agent-port": free_port(),
+            "--port": self.port, "--node-manager-port": pick(), "--object-manager-port": pick(),
+            "--ray-client-server-port": pick(), "--dashboard-agent-listen-port": pick(),
+            "--dashboard-agent-grpc-port": pick(), "--runtime-env-agent-port": pick(),
             "--metrics-export-port": self.metrics_port, "--min-worker-port": workers,
             "--max-worker-port": workers + WORKER_PORTS - 1,
         }
