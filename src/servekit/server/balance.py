@@ -42,7 +42,6 @@ class Loads:
     """The open connections of each worker, in memory shared across fork."""
 
     def __init__(self, workers: int) -> None:
-        self.workers = workers
         self._map = mmap.mmap(-1, 8 * max(workers, 1))  # anonymous and shared: children see writes
         self.slots = memoryview(self._map).cast("q")
         for index in range(workers):

@@ -184,15 +184,13 @@ class HttpProtocol(asyncio.BufferedProtocol):
             self.transport.close()
             return
         self.server.connections.add(self)
-        if self.server.share is not None:
-            self.server.publish()
+        self.server.publish()
         self.idle_since = self.loop.time()
         self._schedule(self.idle_since + self.server.keep_alive_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        if self.server.share is not None:
-            self.server.publish()
+        self.server.publish()
         self.closing = True
         if self.cycle is not None:
             self.cycle.watch.close()  # nobody can read its answer: if it still waits to run, it never does
@@ -1014,9 +1012,9 @@ class HttpServer:
         self._stopped.set()
 
     def publish(self) -> None:
-        """Tell the sibling workers how many connections this one holds."""
-        assert self.share is not None
-        self.share.publish(len(self.connections) + self.accepting)
+        """Tell the sibling workers how many connections this one holds (if it has any)."""
+        if self.share is not None:
+            self.share.publish(len(self.connections) + self.accepting)
 
     def adopt(self, conn: socket.socket) -> None:
         """Serve a connection accepted by a :class:`BalancedListener`."""

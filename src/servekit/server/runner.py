@@ -164,7 +164,7 @@ class Worker:
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._on_control)
         app, ports = build_app(ctx, self.skins)
         shared = self.shared
-        if shared is not None and [(s.getsockname()[1]) for s in shared.sockets] == [p for _, p in ports]:
+        if shared is not None:  # opened by the supervisor from the same listening_ports(settings)
             sockets, share = shared.sockets, shared.loads.share(self.index)
         else:
             sockets, share = [listen(host, port, self.reuse_port) for host, port in ports], None
