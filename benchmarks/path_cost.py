@@ -106,7 +106,7 @@ def main() -> int:
     raw = (b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
            b"Content-Length: %d\r\n\r\n" % (args.model.encode(), len(body))) + body
 
-    async def measure(app: Any, sockets: Any, settings: Any, contexts: Any = None) -> None:
+    async def measure(app: Any, sockets: Any, settings: Any, contexts: Any = None, share: Any = None) -> None:
         await drive(app, raw, 2000)  # warm up
         rounds = [await drive(app, raw, args.requests) for _ in range(5)]
         best = min(rounds) / args.requests * 1e6

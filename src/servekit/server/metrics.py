@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
+import weakref
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
@@ -50,23 +53,63 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # per (model, version, protocol): where its counts live in the shared files
+        # (see _Slots), or None where the values are not file-backed
+        self._slots: dict[tuple[str, str, str], _Slots | None] = {}
+        self._maps = _Maps()
+        _INSTANCES.add(self)
         # families a front exposes in its peer's style (TorchServe's Java client:
         # no _total added, a comma after the last label): family name -> exposed
         # name and label order (multiprocess mode sorts labels by name)
         self.java_style: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def observe(self, model: str, version: str, protocol: str, seconds: float) -> None:
+        """One answered call (the data plane's hot path)."""
         key = (model, version, protocol)
-        children = self._children.get(key)
-        if children is None:
-            children = (self.requests.labels(*key), self.latency.labels(*key))
-            self._children[key] = children
+        try:
+            slots = self._slots[key]
+        except KeyError:
+            slots = self._slots_for(key)
+        if slots is not None:
+            # three adds in the shared file, as prometheus_client's own inc()
+            # writes them (one aligned 8-byte store each), without its lock,
+            # fork check, struct packing and Python loop over the buckets
+            view = slots.view
+            view[slots.requests] += 1.0
+            view = slots.latency_view
+            view[slots.total] += seconds
+            bucket = slots.buckets[bisect_left(LATENCY_BUCKETS, seconds)]
+            view[bucket] += 1.0
+            return
+        children = self._children[key]
         children[0].inc()
         children[1].observe(seconds)
 
     def failure(self, model: str, version: str, protocol: str, status: int) -> None:
-        self.requests.labels(model, version, protocol).inc()
+        key = (model, version, protocol)
+        try:
+            slots = self._slots[key]
+        except KeyError:
+            slots = self._slots_for(key)
+        if slots is not None:
+            slots.view[slots.requests] += 1.0  # the same value observe() adds to
+        else:
+            self._children[key][0].inc()
         self.failures.labels(model, version, protocol, str(status)).inc()
+
+    def _slots_for(self, key: tuple[str, str, str]) -> _Slots | None:
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(*key))
+            self._children[key] = children
+        slots = _Slots.of(children[0], children[1], self._maps)
+        self._slots[key] = slots
+        return slots
+
+    def _forked(self) -> None:
+        # a child's values live in files of its own pid, made on their next use
+        self._slots.clear()
+        self._maps = _Maps()
 
     def render(self) -> bytes:
         registry = self.registry
@@ -79,6 +122,90 @@ class Metrics:
         plain = _Families([f for f in families if f.name not in self.java_style])
         styled = [f for f in families if f.name in self.java_style]
         return generate_latest(plain) + b"".join(_java_text(f, *self.java_style[f.name]) for f in styled)
+
+
+class _Maps:
+    """Writable maps of prometheus_client's per-process files (by file name),
+    made by servekit: prometheus_client closes and remaps its own when a file
+    grows or the process forks, so views of those would break."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, memoryview[float]] = {}
+
+    def view(self, filename: str, position: int) -> memoryview[float] | None:
+        """A float64 view of the file that reaches ``position`` (bytes)."""
+        view = self.views.get(filename)
+        if view is None or position + 8 > len(view) * 8:
+            with open(filename, "r+b") as file:
+                size = os.fstat(file.fileno()).st_size
+                if position + 8 > size or size % 8:
+                    return None
+                mapped = mmap.mmap(file.fileno(), size)
+            view = self.views[filename] = memoryview(mapped).cast("d")  # earlier views stay valid
+        return view
+
+
+class _Slots:
+    """Where one label set's request count, latency sum and latency buckets
+    live in the multiprocess files: float64 indexes into views of them. The
+    data plane adds to them directly; prometheus_client's own value objects
+    for them are never written again (their cached value would be stale), so
+    every write of these counters goes through :class:`Metrics`."""
+
+    __slots__ = ("buckets", "latency_view", "requests", "total", "view")
+
+    def __init__(self, view: memoryview[float], requests: int, latency_view: memoryview[float], total: int,
+                 buckets: tuple[int, ...]) -> None:
+        self.view = view
+        self.requests = requests
+        self.latency_view = latency_view
+        self.total = total
+        self.buckets = buckets
+
+    @classmethod
+    def of(cls, counter: Any, histogram: Any, maps: _Maps) -> _Slots | None:
+        """None unless the values are prometheus_client's file-backed ones (its
+        multiprocess mode) laid out as this code expects; then the API is used."""
+        try:
+            places = [_place(counter._value), _place(histogram._sum)]
+            places += [_place(bucket) for bucket in histogram._buckets]
+        except (AttributeError, KeyError, TypeError):
+            return None
+        if len(places) != 2 + len(LATENCY_BUCKETS) + 1 or any(p is None for p in places):
+            return None
+        (counter_file, counter_at), (latency_file, total_at) = places[0], places[1]  # type: ignore[misc]
+        if any(p[0] != latency_file for p in places[2:]):  # type: ignore[index]
+            return None
+        view = maps.view(counter_file, counter_at)
+        latency_view = maps.view(latency_file, max(p[1] for p in places[1:]))  # type: ignore[index]
+        if view is None or latency_view is None:
+            return None
+        # the counts so far (written through the API) are already in the files
+        return cls(view, counter_at // 8, latency_view, total_at // 8,
+                   tuple(p[1] // 8 for p in places[2:]))  # type: ignore[index]
+
+
+def _place(value: Any) -> tuple[str, int] | None:
+    """(file name, byte offset) of one file-backed value, or None."""
+    if not getattr(value, "_multiprocess", False):
+        return None
+    value.get()  # makes its file for this process if it forked since
+    file = value._file
+    position = file._positions[value._key]
+    if position % 8:
+        return None
+    return str(file._fname), int(position)
+
+
+_INSTANCES: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for metrics in list(_INSTANCES):
+        metrics._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class _Families:
