@@ -29,6 +29,7 @@ from servekit.repository.sources import ModelSources
 from servekit.server import runner
 from servekit.server.assembly import SKINS
 from servekit.server.http_server import HttpProtocol, HttpServer
+from servekit.server.metrics import remove_shared, share_across_processes
 
 
 class MemoryTransport:
@@ -134,12 +135,18 @@ def main() -> int:
         for sock in sockets:
             sock.close()
 
+    # servekit runs a worker per core, whose metrics live in prometheus_client's
+    # shared files: measure that mode, not the single-process one
+    made = share_across_processes()
     settings = load_server_settings(str(args.repository), {
         "parallel_workers": 1, "enable_grpc": False, "http_port": 0, "metrics_port": 0})
     sources = ModelSources(settings)
     sources.add_repository(settings.model_repository_root)
     runner.serve_http = measure  # type: ignore[assignment]
-    runner.run_loop(runner.Worker(settings, sources, SKINS).run())
+    try:
+        runner.run_loop(runner.Worker(settings, sources, SKINS).run())
+    finally:
+        remove_shared(made)
     return 0
 
 

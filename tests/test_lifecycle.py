@@ -122,6 +122,26 @@ def test_router_matches_method_and_path() -> None:
     assert router.match("GET", "/nothing") == (None, {}, False)
 
 
+def test_kept_matches_stay_right_and_bounded() -> None:
+    async def handler(request: object) -> Response:
+        return Response(b"x")
+
+    router = Router([route("GET", "/models/{name}", handler)])
+    _, params, _ = router.match("GET", "/models/iris")
+    params["name"] = "changed by the caller"
+    assert router.match("GET", "/models/iris")[1] == {"name": "iris"}  # each caller gets its own dict
+    assert router.match("GET", "/later") == (None, {}, False)
+    later = route("GET", "/later", handler)
+    router.add([later])  # a route added afterwards answers the path it used to miss
+    assert router.match("GET", "/later")[0] is later
+    for i in range(3 * Router.MATCHES_KEPT):  # paths a client makes up never pile up
+        router.match("GET", f"/models/m{i}")
+    assert len(router._matches) <= Router.MATCHES_KEPT
+    assert router.match("GET", "/models/m7")[1] == {"name": "m7"}
+    router.match("GET", "/" + "x" * 5000)  # nor does one long path stay
+    assert ("GET", "/" + "x" * 5000) not in router._matches
+
+
 _TEMPLATES = ["/v2", "/v2/", "/v2/models/stats", "/v2/models/{model}", "/v2/models/{model}/infer",
               "/v2/models/{model}/versions/{version}/infer", "/v1/models/{model}:predict",
               "/files/{rest:path}", "/{name}/x", "/{all:path}", "/", "/models/{m}/{v:path}"]

@@ -163,17 +163,25 @@ class Router:
 
     Matching tries only the routes that can match a path of that first segment
     and number of segments (an index made from the templates), in their order,
-    so a request costs a few regex matches however many routes there are."""
+    so a request costs a few regex matches however many routes there are. The
+    answers for the last :data:`MATCHES_KEPT` distinct (method, path) pairs are
+    kept: a client calling one model's endpoint again costs one dict lookup."""
+
+    MATCHES_KEPT = 1024
 
     def __init__(self, routes: list[Route] | None = None, on_error: ErrorEncoder = default_error):
         self.routes: list[Route] = list(routes or [])
         self.on_error = on_error
         self._index: dict[tuple[str | None, int], list[Route]] | None = None
         self._long = 0  # paths of this many segments or more are indexed under it
+        # (method, path) -> what match() answered; emptied when full (clients choose
+        # the paths, so it is bounded by count, and by length below)
+        self._matches: dict[tuple[str, str], tuple[Route | None, dict[str, str], bool]] = {}
 
     def add(self, routes: list[Route]) -> None:
         self.routes.extend(routes)
         self._index = None
+        self._matches.clear()
 
     def _candidates(self, path: str) -> list[Route]:
         index = self._index
@@ -206,7 +214,20 @@ class Router:
         return index
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
-        """(route, path params, whether the path exists under another method)."""
+        """(route, path params, whether the path exists under another method);
+        the params are the caller's to keep (a fresh dict each time)."""
+        key = (method, path)
+        kept = self._matches.get(key)
+        if kept is not None:
+            return kept[0], dict(kept[1]), kept[2]
+        found = self._match(method, path)
+        if len(path) <= 512:
+            if len(self._matches) >= self.MATCHES_KEPT:
+                self._matches.clear()
+            self._matches[key] = found
+        return found[0], dict(found[1]), found[2]
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         path_exists = False
         for candidate in self._candidates(path):
             found = candidate.pattern.match(path)

@@ -23,8 +23,8 @@ batch sizes go into power-of-two bins, and recent errors are a ring of
 
 from __future__ import annotations
 
-import math
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,19 +39,20 @@ RECENT_ERRORS = 50
 MESSAGE_CHARS = 300
 NAME_CHARS = 128
 MAX_MODELS = 1000  # entries per worker; calls to more names count under (unknown)
-_LOG_GROWTH = math.log(GROWTH)
 
 
 def latency_bucket(seconds: float) -> int:
-    """The index of the histogram bucket ``seconds`` falls into."""
-    if seconds <= FIRST_BUCKET:
-        return 0
-    return min(LATENCY_BUCKETS - 1, 1 + int(math.log(seconds / FIRST_BUCKET) / _LOG_GROWTH))
+    """The index of the histogram bucket ``seconds`` falls into: the first whose
+    upper bound is at least ``seconds`` (one binary search, no logarithm)."""
+    return min(LATENCY_BUCKETS - 1, bisect_left(_BOUNDS, seconds))
 
 
 def bucket_bounds() -> list[float]:
     """Upper bound of each latency bucket, in seconds (the last one is open)."""
     return [FIRST_BUCKET * GROWTH**i for i in range(LATENCY_BUCKETS)]
+
+
+_BOUNDS = bucket_bounds()
 
 
 def batch_bin(size: int) -> int:
