@@ -17,6 +17,11 @@ from typing import Any
 
 import numpy as np
 
+try:
+    from servekit import _trees
+except ImportError:  # built without a C compiler: the numpy walk only
+    _trees = None  # type: ignore[assignment]
+
 log = logging.getLogger("servekit.runtimes")
 
 FastMethod = Callable[[np.ndarray], np.ndarray]
@@ -123,11 +128,11 @@ class CompiledTrees:
                 total[total == 0.0] = 1.0
                 value = value / total
             values.append(value)
-        self.roots = offsets
-        self.left = np.concatenate(left)
-        self.right = np.concatenate(right)
-        self.feature = np.concatenate(feature).astype(np.intp)
-        self.threshold = np.concatenate(threshold)
+        self.roots = np.ascontiguousarray(offsets, dtype=np.intp)
+        self.left = np.ascontiguousarray(np.concatenate(left), dtype=np.intp)
+        self.right = np.ascontiguousarray(np.concatenate(right), dtype=np.intp)
+        self.feature = np.ascontiguousarray(np.concatenate(feature), dtype=np.intp)
+        self.threshold = np.ascontiguousarray(np.concatenate(threshold), dtype=np.float64)
         self.value = np.concatenate(values)
         self.depth = max(t.max_depth for t in trees)
         self.n_trees = len(trees)
@@ -136,6 +141,11 @@ class CompiledTrees:
         # trees compare float32 features with float64 thresholds, as scikit-learn does
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         n = x32.shape[0]
+        if _trees is not None and x32.ndim == 2:  # the same walk, compiled
+            leaves = np.empty((n, self.n_trees), np.intp)
+            _trees.forest_leaves(x32, self.feature, self.threshold, self.left, self.right, self.roots,
+                                 self.depth, leaves)
+            return leaves
         node = np.broadcast_to(self.roots, (n, self.n_trees)).copy()
         rows = np.arange(n)[:, None]
         for _ in range(self.depth):
