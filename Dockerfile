@@ -29,7 +29,7 @@ ARG EXTRAS=sklearn
 # the versions (a local path, which DL3013 cannot see)
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[${EXTRAS}]" \
- && python -c "import servekit, servekit._numbers"
+ && python -c "import servekit, servekit._numbers, servekit._trees"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 ARG EXTRAS=sklearn
