@@ -1,5 +1,6 @@
 """The compiled tree walk (servekit._trees) against the numpy walk it replaces:
-the same leaves for scikit-learn forests and XGBoost boosters, on ordinary,
+the same means for scikit-learn forests (and scikit-learn's own, bit for bit)
+and the same margins for XGBoost boosters (and XGBoost's own), on ordinary,
 extreme and missing values, one row and many (a walk long enough to let other
 threads run); and arrays that do not describe trees are refused, never read
 out of bounds."""
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from sklearn.datasets import load_digits, load_iris
-from sklearn.ensemble import ExtraTreesRegressor, RandomForestClassifier
+from sklearn.ensemble import ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.tree import DecisionTreeClassifier
 
 from servekit import _trees
@@ -47,13 +48,39 @@ def numpy_walk(monkeypatch: pytest.MonkeyPatch, module: Any, call: Any) -> Any:
     ExtraTreesRegressor(n_estimators=10, random_state=0).fit(DIGITS.data, DIGITS.target * 1.5),
 ])
 @pytest.mark.parametrize("count", [1, 7, 2000])
-def test_forest_leaves_are_the_numpy_walks(model: Any, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forest_means_are_the_numpy_walks(model: Any, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
     estimators = getattr(model, "estimators_", None) or [model]
-    compiled = CompiledTrees([e.tree_ for e in estimators], normalize=True)
+    compiled = CompiledTrees([e.tree_ for e in estimators], normalize=hasattr(model, "classes_"))
     x = rows(IRIS.data if model.n_features_in_ == 4 else DIGITS.data, max(count, 8), count)[:count]
-    got = compiled.leaves(x)
-    expected = numpy_walk(monkeypatch, sklearn_fast, lambda: compiled.leaves(x))
-    assert got.shape == (count, len(estimators)) and np.array_equal(got, expected)
+    got = compiled.mean_value(x)
+    expected = numpy_walk(monkeypatch, sklearn_fast, lambda: compiled.mean_value(x))
+    assert got.shape == expected.shape and np.allclose(got, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("model", [
+    RandomForestClassifier(n_estimators=40, random_state=0).fit(DIGITS.data, DIGITS.target),
+    RandomForestRegressor(n_estimators=20, random_state=0).fit(DIGITS.data, DIGITS.target * 1.5),
+])
+@pytest.mark.parametrize("count", [1, 9, 1500])
+def test_forest_means_are_scikit_learns_bit_for_bit(model: Any, count: int) -> None:
+    classifier = hasattr(model, "classes_")
+    compiled = CompiledTrees([e.tree_ for e in model.estimators_], normalize=classifier)
+    x = rows(DIGITS.data, max(count, 8), count)[:count]
+    x = x[~np.isnan(x).any(axis=1)]  # scikit-learn's forests here were fitted without missing values
+    expected = model.predict_proba(x) if classifier else model.predict(x)[:, None]
+    assert np.array_equal(compiled.mean_value(x), expected)
+
+
+def test_a_value_table_of_another_length_is_refused() -> None:
+    arrays = tiny_forest()
+    x = np.zeros((1, 2), np.float32)
+    with pytest.raises(ValueError, match="do not describe trees"):
+        _trees.forest_mean(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
+                           arrays["roots"], np.zeros((2, 3)), 2, np.empty((1, 3)))
+    mean = np.empty((1, 2))
+    _trees.forest_mean(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
+                       arrays["roots"], np.array([[9.0, 9.0], [0.25, 0.75], [1.0, 0.0]]), 2, mean)
+    assert mean.tolist() == [[0.25, 0.75]]  # 0 <= 0.5: the left leaf's row, the mean of one tree
 
 
 @pytest.mark.parametrize("count", [1, 5, 600])
@@ -82,10 +109,11 @@ def tiny_forest() -> dict[str, np.ndarray]:
 
 
 def walk(x: np.ndarray, depth: int = 2, **changes: np.ndarray) -> np.ndarray:
+    """The leaf each row reaches: each leaf's value is its own node number."""
     arrays = {**tiny_forest(), **changes}
-    out = np.empty((len(x), len(arrays["roots"])), np.intp)
-    _trees.forest_leaves(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
-                         arrays["roots"], depth, out)
+    out = np.empty((len(x), 1), np.float64)
+    _trees.forest_mean(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
+                       arrays["roots"], np.arange(3, dtype=np.float64)[:, None], depth, out)
     return out
 
 
@@ -119,15 +147,16 @@ def test_rows_of_another_layout_are_refused(x: np.ndarray) -> None:
 def test_the_output_must_fit_and_be_writable() -> None:
     arrays = tiny_forest()
     x = np.zeros((2, 2), np.float32)
-    for out in (np.empty((1, 1), np.intp), np.empty((2, 1), np.int32)):
+    value = np.zeros((3, 1))
+    for out in (np.empty((1, 1)), np.empty((2, 1), np.float32)):
         with pytest.raises(ValueError):
-            _trees.forest_leaves(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
-                                 arrays["roots"], 2, out)
-    frozen = np.empty((2, 1), np.intp)
+            _trees.forest_mean(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
+                               arrays["roots"], value, 2, out)
+    frozen = np.empty((2, 1))
     frozen.flags.writeable = False
     with pytest.raises((ValueError, BufferError)):
-        _trees.forest_leaves(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
-                             arrays["roots"], 2, frozen)
+        _trees.forest_mean(x, arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
+                           arrays["roots"], value, 2, frozen)
 
 
 def test_booster_arrays_must_fit_each_other() -> None:

@@ -1,5 +1,5 @@
 /*
- * servekit._trees: the leaves rows reach in flattened tree ensembles.
+ * servekit._trees: what rows reach in flattened tree ensembles.
  *
  * servekit's fast paths for scikit-learn forests and XGBoost boosters
  * (runtimes/sklearn_fast.py, runtimes/xgboost_fast.py) hold every tree of a
@@ -10,10 +10,10 @@
  *
  * The two rules are exactly the numpy code's (which the model's own library
  * checked on probe rows when it loaded):
- *   forest_leaves:  left when (double)x[f] <= threshold (float64 thresholds),
- *                   so a NaN goes right;
+ *   forest_mean:     left when (double)x[f] <= threshold (float64 thresholds),
+ *                    so a NaN goes right; then the leaves' values averaged;
  *   booster_margins: child 2 * node + (x[f] >= threshold) (float32), so a
- *                   NaN goes left; then each leaf's value added to its group.
+ *                    NaN goes left; then each leaf's value added to its group.
  * Every node and feature index is checked before it is used: arrays that do
  * not describe trees raise ValueError, never read outside a buffer.
  */
@@ -55,71 +55,58 @@ static int take(PyObject *object, arg_t *arg, const char *what, const char *form
 #define INTP "lqn"
 #define BIG_WALK 200000.0
 
-/* The shared arguments: x (rows, columns) float32; roots (trees,) intp; out (rows, trees) intp. */
-typedef struct {
-    const float *x;
-    Py_ssize_t rows, columns;
-    const int64_t *roots;
-    Py_ssize_t trees;
-    int64_t *out;
-} walk_t;
-
-static int walk_args(PyObject *x, PyObject *roots, PyObject *out, arg_t *args, walk_t *walk) {
-    if (take(x, &args[0], "x", "f", 4, 2, 0) < 0 || take(roots, &args[1], "roots", INTP, 8, 1, 0) < 0 ||
-        take(out, &args[2], "out", INTP, 8, 2, 1) < 0)
-        return -1;
-    walk->x = args[0].view.buf;
-    walk->rows = args[0].view.shape[0];
-    walk->columns = args[0].view.shape[1];
-    walk->roots = args[1].view.buf;
-    walk->trees = args[1].view.shape[0];
-    walk->out = args[2].view.buf;
-    if (args[2].view.shape[0] != walk->rows || args[2].view.shape[1] != walk->trees) {
-        PyErr_SetString(PyExc_ValueError, "out must be (rows of x, trees)");
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *bad_trees(void) {
     PyErr_SetString(PyExc_ValueError, "the node arrays do not describe trees over these columns");
     return NULL;
 }
 
-/* forest_leaves(x, feature, threshold, left, right, roots, depth, out) -> None */
-static PyObject *py_forest_leaves(PyObject *self, PyObject *args_in) {
-    PyObject *x, *feature, *threshold, *left, *right, *roots, *out;
+/*
+ * forest_mean(x, feature, threshold, left, right, roots, value, depth, out) -> None
+ *
+ * The mean over the trees of the value (a float64 row of `outputs`) of the leaf
+ * each reaches by scikit-learn's rule: summed tree by tree in order, then
+ * divided by the number of trees, as scikit-learn's forests average.
+ */
+static PyObject *py_forest_mean(PyObject *self, PyObject *args_in) {
+    PyObject *x, *feature, *threshold, *left, *right, *roots, *value, *out;
     int depth;
-    if (!PyArg_ParseTuple(args_in, "OOOOOOiO", &x, &feature, &threshold, &left, &right, &roots, &depth, &out))
+    if (!PyArg_ParseTuple(args_in, "OOOOOOOiO", &x, &feature, &threshold, &left, &right, &roots, &value, &depth,
+                          &out))
         return NULL;
-    arg_t args[7];
+    arg_t args[8];
     memset(args, 0, sizeof args);
-    walk_t walk;
-    if (walk_args(x, roots, out, args, &walk) < 0 || take(feature, &args[3], "feature", INTP, 8, 1, 0) < 0 ||
+    if (take(x, &args[0], "x", "f", 4, 2, 0) < 0 || take(roots, &args[1], "roots", INTP, 8, 1, 0) < 0 ||
+        take(out, &args[2], "out", "d", 8, 2, 1) < 0 || take(feature, &args[3], "feature", INTP, 8, 1, 0) < 0 ||
         take(threshold, &args[4], "threshold", "d", 8, 1, 0) < 0 ||
-        take(left, &args[5], "left", INTP, 8, 1, 0) < 0 || take(right, &args[6], "right", INTP, 8, 1, 0) < 0) {
-        release(args, 7);
+        take(left, &args[5], "left", INTP, 8, 1, 0) < 0 || take(right, &args[6], "right", INTP, 8, 1, 0) < 0 ||
+        take(value, &args[7], "value", "d", 8, 2, 0) < 0) {
+        release(args, 8);
         return NULL;
     }
-    Py_ssize_t nodes = args[3].view.shape[0];
+    const float *xs = args[0].view.buf;
+    Py_ssize_t rows = args[0].view.shape[0], columns = args[0].view.shape[1];
+    const int64_t *tree_roots = args[1].view.buf;
+    Py_ssize_t trees = args[1].view.shape[0];
+    double *means = args[2].view.buf;
+    Py_ssize_t nodes = args[3].view.shape[0], outputs = args[7].view.shape[1];
     if (args[4].view.shape[0] != nodes || args[5].view.shape[0] != nodes || args[6].view.shape[0] != nodes ||
-        depth < 0) {
-        release(args, 7);
+        args[7].view.shape[0] != nodes || depth < 0 || trees < 1 || args[2].view.shape[0] != rows ||
+        args[2].view.shape[1] != outputs) {
+        release(args, 8);
         return bad_trees();
     }
     const int64_t *feat = args[3].view.buf, *lo = args[5].view.buf, *hi = args[6].view.buf;
-    const double *thr = args[4].view.buf;
+    const double *thr = args[4].view.buf, *values = args[7].view.buf;
     int ok = 1;
-    /* the GIL goes to other threads only for long walks: for one row it would
-     * cost more than the walk, and hand the loop's thread a wait */
-    PyThreadState *saved = (double)walk.rows * (double)walk.trees * depth > BIG_WALK ? PyEval_SaveThread() : NULL;
-    for (Py_ssize_t r = 0; r < walk.rows && ok; r++) {
-        const float *row = walk.x + r * walk.columns;
-        int64_t *leaf = walk.out + r * walk.trees;
-        for (Py_ssize_t t = 0; t < walk.trees; t++) {
-            int64_t node = walk.roots[t];
+    PyThreadState *saved = (double)rows * (double)trees * depth > BIG_WALK ? PyEval_SaveThread() : NULL;
+    for (Py_ssize_t r = 0; r < rows && ok; r++) {
+        const float *row = xs + r * columns;
+        double *mean = means + r * outputs;
+        for (Py_ssize_t o = 0; o < outputs; o++) mean[o] = 0.0;
+        for (Py_ssize_t t = 0; t < trees; t++) {
+            int64_t node = tree_roots[t];
             for (int d = 0; d < depth; d++) {
-                if ((uint64_t)node >= (uint64_t)nodes || (uint64_t)feat[node] >= (uint64_t)walk.columns) {
+                if ((uint64_t)node >= (uint64_t)nodes || (uint64_t)feat[node] >= (uint64_t)columns) {
                     ok = 0;
                     break;
                 }
@@ -129,11 +116,13 @@ static PyObject *py_forest_leaves(PyObject *self, PyObject *args_in) {
                 ok = 0;
                 break;
             }
-            leaf[t] = node;
+            const double *leaf = values + node * outputs;
+            for (Py_ssize_t o = 0; o < outputs; o++) mean[o] += leaf[o];
         }
+        for (Py_ssize_t o = 0; o < outputs && ok; o++) mean[o] /= (double)trees;
     }
     if (saved != NULL) PyEval_RestoreThread(saved);
-    release(args, 7);
+    release(args, 8);
     if (!ok) return bad_trees();
     Py_RETURN_NONE;
 }
@@ -206,15 +195,15 @@ static PyObject *py_booster_margins(PyObject *self, PyObject *args_in) {
 }
 
 static PyMethodDef METHODS[] = {
-    {"forest_leaves", py_forest_leaves, METH_VARARGS,
-     "forest_leaves(x, feature, threshold, left, right, roots, depth, out): scikit-learn's rule"},
+    {"forest_mean", py_forest_mean, METH_VARARGS,
+     "forest_mean(x, feature, threshold, left, right, roots, value, depth, out): the trees' mean value"},
     {"booster_margins", py_booster_margins, METH_VARARGS,
      "booster_margins(x, feature, threshold, children, roots, value, base, depth, out): XGBoost's sums"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef MODULE = {
-    PyModuleDef_HEAD_INIT, "_trees", "The leaves rows reach in flattened tree ensembles.", -1, METHODS,
+    PyModuleDef_HEAD_INIT, "_trees", "What rows reach in flattened tree ensembles.", -1, METHODS,
 };
 
 PyMODINIT_FUNC PyInit__trees(void) { return PyModule_Create(&MODULE); }

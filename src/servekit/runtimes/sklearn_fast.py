@@ -133,7 +133,7 @@ class CompiledTrees:
         self.right = np.ascontiguousarray(np.concatenate(right), dtype=np.intp)
         self.feature = np.ascontiguousarray(np.concatenate(feature), dtype=np.intp)
         self.threshold = np.ascontiguousarray(np.concatenate(threshold), dtype=np.float64)
-        self.value = np.concatenate(values)
+        self.value = np.ascontiguousarray(np.concatenate(values), dtype=np.float64)
         self.depth = max(t.max_depth for t in trees)
         self.n_trees = len(trees)
 
@@ -141,11 +141,6 @@ class CompiledTrees:
         # trees compare float32 features with float64 thresholds, as scikit-learn does
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         n = x32.shape[0]
-        if _trees is not None and x32.ndim == 2:  # the same walk, compiled
-            leaves = np.empty((n, self.n_trees), np.intp)
-            _trees.forest_leaves(x32, self.feature, self.threshold, self.left, self.right, self.roots,
-                                 self.depth, leaves)
-            return leaves
         node = np.broadcast_to(self.roots, (n, self.n_trees)).copy()
         rows = np.arange(n)[:, None]
         for _ in range(self.depth):
@@ -154,7 +149,13 @@ class CompiledTrees:
         return node
 
     def mean_value(self, x: np.ndarray) -> np.ndarray:
-        per_tree = self.value[self.leaves(x)]  # (rows, trees, outputs)
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        if _trees is not None and x32.ndim == 2:  # the walk and the mean, compiled
+            mean = np.empty((x32.shape[0], self.value.shape[1]), np.float64)
+            _trees.forest_mean(x32, self.feature, self.threshold, self.left, self.right, self.roots, self.value,
+                               self.depth, mean)
+            return mean
+        per_tree = self.value[self.leaves(x32)]  # (rows, trees, outputs)
         total: np.ndarray = per_tree.sum(axis=1)
         total /= self.n_trees
         return total
