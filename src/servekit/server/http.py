@@ -22,6 +22,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
+# a scope key of servekit's HTTP server: the whole request body, received before
+# the application was called (what its one http.request message would carry)
+BODY = "servekit.body"
 
 
 class Request:
@@ -78,6 +81,10 @@ class Request:
                 f"request body of {int(length)} bytes exceeds the limit of {self.max_body} "
                 "bytes (raise max_request_size / --max-request-size)"
             )
+        whole: bytes | bytearray | memoryview | None = self.scope.get(BODY)
+        if whole is not None and len(whole) <= self.max_body:
+            self._body = whole
+            return whole
         chunks: list[bytes | bytearray | memoryview] = []
         size = 0
         while True:

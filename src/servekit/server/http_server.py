@@ -53,6 +53,7 @@ import httptools
 from servekit.abandon import WATCH, Watch
 from servekit.observability.tracing import RECEIVED
 from servekit.server.balance import BalancedListener, Share
+from servekit.server.http import BODY
 
 log = logging.getLogger("servekit.server")
 
@@ -615,6 +616,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
             "headers": head.headers,
             "client": self.client,
             "server": self.local,
+            BODY: body,
         }
         if too_large:
             scope["headers"] = [*head.headers, (b"content-length", str(self.server.max_body + 1).encode())]
