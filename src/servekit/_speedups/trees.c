@@ -60,6 +60,62 @@ static PyObject *bad_trees(void) {
     return NULL;
 }
 
+/* What both walks take: rows x (rows, columns) float32; one root per tree;
+ * per node a feature index and a threshold; and the output, one row per row. */
+typedef struct {
+    arg_t args[8];
+    const float *x;
+    Py_ssize_t rows, columns, trees, nodes;
+    const int64_t *roots, *feature;
+    const void *threshold;
+    void *out;
+} walk_t;
+
+/* Takes x, roots, out (2-D, `out_format`), feature and threshold (`threshold_format`)
+ * into args[0..4]; the caller takes the rest into args[5..7]. */
+static int take_walk(walk_t *w, PyObject *x, PyObject *roots, PyObject *out, const char *out_format,
+                     Py_ssize_t out_size, PyObject *feature, PyObject *threshold, const char *threshold_format,
+                     Py_ssize_t threshold_size) {
+    memset(w->args, 0, sizeof w->args);
+    if (take(x, &w->args[0], "x", "f", 4, 2, 0) < 0 || take(roots, &w->args[1], "roots", INTP, 8, 1, 0) < 0 ||
+        take(out, &w->args[2], "out", out_format, out_size, 2, 1) < 0 ||
+        take(feature, &w->args[3], "feature", INTP, 8, 1, 0) < 0 ||
+        take(threshold, &w->args[4], "threshold", threshold_format, threshold_size, 1, 0) < 0)
+        return -1;
+    w->x = w->args[0].view.buf;
+    w->rows = w->args[0].view.shape[0];
+    w->columns = w->args[0].view.shape[1];
+    w->roots = w->args[1].view.buf;
+    w->trees = w->args[1].view.shape[0];
+    w->out = w->args[2].view.buf;
+    w->feature = w->args[3].view.buf;
+    w->nodes = w->args[3].view.shape[0];
+    w->threshold = w->args[4].view.buf;
+    if (w->args[4].view.shape[0] != w->nodes || w->args[2].view.shape[0] != w->rows || w->trees < 1) {
+        bad_trees();
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether `node` and the feature it splits on may be read. */
+static inline int inside(const walk_t *w, int64_t node) {
+    return (uint64_t)node < (uint64_t)w->nodes && (uint64_t)w->feature[node] < (uint64_t)w->columns;
+}
+
+/* The GIL goes to other threads only for long walks: for one row it would
+ * cost more than the walk, and hand the event loop's thread a wait. */
+static PyThreadState *maybe_release(const walk_t *w, int depth) {
+    return (double)w->rows * (double)w->trees * depth > BIG_WALK ? PyEval_SaveThread() : NULL;
+}
+
+static PyObject *finish(walk_t *w, PyThreadState *saved, int ok) {
+    if (saved != NULL) PyEval_RestoreThread(saved);
+    release(w->args, 8);
+    if (!ok) return bad_trees();
+    Py_RETURN_NONE;
+}
+
 /*
  * forest_mean(x, feature, threshold, left, right, roots, value, depth, out) -> None
  *
@@ -73,58 +129,37 @@ static PyObject *py_forest_mean(PyObject *self, PyObject *args_in) {
     if (!PyArg_ParseTuple(args_in, "OOOOOOOiO", &x, &feature, &threshold, &left, &right, &roots, &value, &depth,
                           &out))
         return NULL;
-    arg_t args[8];
-    memset(args, 0, sizeof args);
-    if (take(x, &args[0], "x", "f", 4, 2, 0) < 0 || take(roots, &args[1], "roots", INTP, 8, 1, 0) < 0 ||
-        take(out, &args[2], "out", "d", 8, 2, 1) < 0 || take(feature, &args[3], "feature", INTP, 8, 1, 0) < 0 ||
-        take(threshold, &args[4], "threshold", "d", 8, 1, 0) < 0 ||
-        take(left, &args[5], "left", INTP, 8, 1, 0) < 0 || take(right, &args[6], "right", INTP, 8, 1, 0) < 0 ||
-        take(value, &args[7], "value", "d", 8, 2, 0) < 0) {
-        release(args, 8);
+    walk_t w;
+    if (take_walk(&w, x, roots, out, "d", 8, feature, threshold, "d", 8) < 0 ||
+        take(left, &w.args[5], "left", INTP, 8, 1, 0) < 0 || take(right, &w.args[6], "right", INTP, 8, 1, 0) < 0 ||
+        take(value, &w.args[7], "value", "d", 8, 2, 0) < 0) {
+        release(w.args, 8);
         return NULL;
     }
-    const float *xs = args[0].view.buf;
-    Py_ssize_t rows = args[0].view.shape[0], columns = args[0].view.shape[1];
-    const int64_t *tree_roots = args[1].view.buf;
-    Py_ssize_t trees = args[1].view.shape[0];
-    double *means = args[2].view.buf;
-    Py_ssize_t nodes = args[3].view.shape[0], outputs = args[7].view.shape[1];
-    if (args[4].view.shape[0] != nodes || args[5].view.shape[0] != nodes || args[6].view.shape[0] != nodes ||
-        args[7].view.shape[0] != nodes || depth < 0 || trees < 1 || args[2].view.shape[0] != rows ||
-        args[2].view.shape[1] != outputs) {
-        release(args, 8);
-        return bad_trees();
-    }
-    const int64_t *feat = args[3].view.buf, *lo = args[5].view.buf, *hi = args[6].view.buf;
-    const double *thr = args[4].view.buf, *values = args[7].view.buf;
+    Py_ssize_t outputs = w.args[7].view.shape[1];
+    if (w.args[5].view.shape[0] != w.nodes || w.args[6].view.shape[0] != w.nodes ||
+        w.args[7].view.shape[0] != w.nodes || depth < 0 || w.args[2].view.shape[1] != outputs)
+        return finish(&w, NULL, 0);
+    const int64_t *lo = w.args[5].view.buf, *hi = w.args[6].view.buf;
+    const double *thr = w.threshold, *values = w.args[7].view.buf;
     int ok = 1;
-    PyThreadState *saved = (double)rows * (double)trees * depth > BIG_WALK ? PyEval_SaveThread() : NULL;
-    for (Py_ssize_t r = 0; r < rows && ok; r++) {
-        const float *row = xs + r * columns;
-        double *mean = means + r * outputs;
+    PyThreadState *saved = maybe_release(&w, depth);
+    for (Py_ssize_t r = 0; r < w.rows && ok; r++) {
+        const float *row = w.x + r * w.columns;
+        double *mean = (double *)w.out + r * outputs;
         for (Py_ssize_t o = 0; o < outputs; o++) mean[o] = 0.0;
-        for (Py_ssize_t t = 0; t < trees; t++) {
-            int64_t node = tree_roots[t];
-            for (int d = 0; d < depth; d++) {
-                if ((uint64_t)node >= (uint64_t)nodes || (uint64_t)feat[node] >= (uint64_t)columns) {
-                    ok = 0;
-                    break;
-                }
-                node = (double)row[feat[node]] <= thr[node] ? lo[node] : hi[node];
+        for (Py_ssize_t t = 0; t < w.trees && ok; t++) {
+            int64_t node = w.roots[t];
+            for (int d = 0; d < depth && (ok = inside(&w, node)); d++)
+                node = (double)row[w.feature[node]] <= thr[node] ? lo[node] : hi[node];
+            if (ok && (ok = (uint64_t)node < (uint64_t)w.nodes)) {
+                const double *leaf = values + node * outputs;
+                for (Py_ssize_t o = 0; o < outputs; o++) mean[o] += leaf[o];
             }
-            if (!ok || (uint64_t)node >= (uint64_t)nodes) {
-                ok = 0;
-                break;
-            }
-            const double *leaf = values + node * outputs;
-            for (Py_ssize_t o = 0; o < outputs; o++) mean[o] += leaf[o];
         }
-        for (Py_ssize_t o = 0; o < outputs && ok; o++) mean[o] /= (double)trees;
+        for (Py_ssize_t o = 0; o < outputs; o++) mean[o] /= (double)w.trees;
     }
-    if (saved != NULL) PyEval_RestoreThread(saved);
-    release(args, 8);
-    if (!ok) return bad_trees();
-    Py_RETURN_NONE;
+    return finish(&w, saved, ok);
 }
 
 /*
@@ -141,57 +176,33 @@ static PyObject *py_booster_margins(PyObject *self, PyObject *args_in) {
     if (!PyArg_ParseTuple(args_in, "OOOOOOOiO", &x, &feature, &threshold, &children, &roots, &value, &base,
                           &depth, &out))
         return NULL;
-    arg_t args[8];
-    memset(args, 0, sizeof args);
-    if (take(x, &args[0], "x", "f", 4, 2, 0) < 0 || take(roots, &args[1], "roots", INTP, 8, 1, 0) < 0 ||
-        take(out, &args[2], "out", "f", 4, 2, 1) < 0 || take(feature, &args[3], "feature", INTP, 8, 1, 0) < 0 ||
-        take(threshold, &args[4], "threshold", "f", 4, 1, 0) < 0 ||
-        take(children, &args[5], "children", INTP, 8, 1, 0) < 0 ||
-        take(value, &args[6], "value", "f", 4, 1, 0) < 0 || take(base, &args[7], "base", "f", 4, 1, 0) < 0) {
-        release(args, 8);
+    walk_t w;
+    if (take_walk(&w, x, roots, out, "f", 4, feature, threshold, "f", 4) < 0 ||
+        take(children, &w.args[5], "children", INTP, 8, 1, 0) < 0 ||
+        take(value, &w.args[6], "value", "f", 4, 1, 0) < 0 || take(base, &w.args[7], "base", "f", 4, 1, 0) < 0) {
+        release(w.args, 8);
         return NULL;
     }
-    const float *xs = args[0].view.buf;
-    Py_ssize_t rows = args[0].view.shape[0], columns = args[0].view.shape[1];
-    const int64_t *tree_roots = args[1].view.buf;
-    Py_ssize_t trees = args[1].view.shape[0];
-    float *margins = args[2].view.buf;
-    Py_ssize_t groups = args[7].view.shape[0];
-    Py_ssize_t nodes = args[3].view.shape[0];
-    if (args[4].view.shape[0] != nodes || args[5].view.shape[0] != 2 * nodes || args[6].view.shape[0] != nodes ||
-        depth < 0 || groups < 1 || trees % groups || args[2].view.shape[0] != rows ||
-        args[2].view.shape[1] != groups) {
-        release(args, 8);
-        return bad_trees();
-    }
-    const int64_t *feat = args[3].view.buf, *kids = args[5].view.buf;
-    const float *thr = args[4].view.buf, *leaf_value = args[6].view.buf, *start = args[7].view.buf;
+    Py_ssize_t groups = w.args[7].view.shape[0];
+    if (w.args[5].view.shape[0] != 2 * w.nodes || w.args[6].view.shape[0] != w.nodes || depth < 0 ||
+        groups < 1 || w.trees % groups || w.args[2].view.shape[1] != groups)
+        return finish(&w, NULL, 0);
+    const int64_t *kids = w.args[5].view.buf;
+    const float *thr = w.threshold, *leaf_value = w.args[6].view.buf, *start = w.args[7].view.buf;
     int ok = 1;
-    PyThreadState *saved = (double)rows * (double)trees * depth > BIG_WALK ? PyEval_SaveThread() : NULL;
-    for (Py_ssize_t r = 0; r < rows && ok; r++) {
-        const float *row = xs + r * columns;
-        float *margin = margins + r * groups;
+    PyThreadState *saved = maybe_release(&w, depth);
+    for (Py_ssize_t r = 0; r < w.rows && ok; r++) {
+        const float *row = w.x + r * w.columns;
+        float *margin = (float *)w.out + r * groups;
         for (Py_ssize_t g = 0; g < groups; g++) margin[g] = start[g];
-        for (Py_ssize_t t = 0; t < trees; t++) {
-            int64_t node = tree_roots[t];
-            for (int d = 0; d < depth; d++) {
-                if ((uint64_t)node >= (uint64_t)nodes || (uint64_t)feat[node] >= (uint64_t)columns) {
-                    ok = 0;
-                    break;
-                }
-                node = kids[2 * node + (row[feat[node]] >= thr[node])];
-            }
-            if (!ok || (uint64_t)node >= (uint64_t)nodes) {
-                ok = 0;
-                break;
-            }
-            margin[t % groups] += leaf_value[node];
+        for (Py_ssize_t t = 0; t < w.trees && ok; t++) {
+            int64_t node = w.roots[t];
+            for (int d = 0; d < depth && (ok = inside(&w, node)); d++)
+                node = kids[2 * node + (row[w.feature[node]] >= thr[node])];
+            if (ok && (ok = (uint64_t)node < (uint64_t)w.nodes)) margin[t % groups] += leaf_value[node];
         }
     }
-    if (saved != NULL) PyEval_RestoreThread(saved);
-    release(args, 8);
-    if (!ok) return bad_trees();
-    Py_RETURN_NONE;
+    return finish(&w, saved, ok);
 }
 
 static PyMethodDef METHODS[] = {

@@ -66,10 +66,7 @@ class Metrics:
     def observe(self, model: str, version: str, protocol: str, seconds: float) -> None:
         """One answered call (the data plane's hot path)."""
         key = (model, version, protocol)
-        try:
-            slots = self._slots[key]
-        except KeyError:
-            slots = self._slots_for(key)
+        slots = self._slots_of(key)
         if slots is not None:
             # three adds in the shared file, as prometheus_client's own inc()
             # writes them (one aligned 8-byte store each), without its lock,
@@ -87,15 +84,18 @@ class Metrics:
 
     def failure(self, model: str, version: str, protocol: str, status: int) -> None:
         key = (model, version, protocol)
-        try:
-            slots = self._slots[key]
-        except KeyError:
-            slots = self._slots_for(key)
+        slots = self._slots_of(key)
         if slots is not None:
             slots.view[slots.requests] += 1.0  # the same value observe() adds to
         else:
             self._children[key][0].inc()
         self.failures.labels(model, version, protocol, str(status)).inc()
+
+    def _slots_of(self, key: tuple[str, str, str]) -> _Slots | None:
+        try:
+            return self._slots[key]
+        except KeyError:
+            return self._slots_for(key)
 
     def _slots_for(self, key: tuple[str, str, str]) -> _Slots | None:
         children = self._children.get(key)
