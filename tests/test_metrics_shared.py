@@ -29,6 +29,7 @@ SCRIPT = textwrap.dedent(
     for s in seconds[4:]:
         metrics.observe("m", "1", "v2", s)
     metrics.failure("other", "", "v2", 404)  # a label set that never succeeded
+    assert metrics._slots[("m", "1", "v2")] is not None  # written straight into the files, not through the API
     pid = os.fork()
     if pid == 0:  # a second worker: its own file, added up at render time
         metrics.observe("m", "1", "v2", 0.004)

@@ -167,34 +167,30 @@ class _Slots:
         """None unless the values are prometheus_client's file-backed ones (its
         multiprocess mode) laid out as this code expects; then the API is used."""
         try:
-            places = [_place(counter._value), _place(histogram._sum)]
-            places += [_place(bucket) for bucket in histogram._buckets]
-        except (AttributeError, KeyError, TypeError):
+            counter_file, counter_at = _place(counter._value)
+            latency = [_place(value) for value in (histogram._sum, *histogram._buckets)]
+        except (AttributeError, TypeError, LookupError):
             return None
-        if len(places) != 2 + len(LATENCY_BUCKETS) + 1 or any(p is None for p in places):
-            return None
-        (counter_file, counter_at), (latency_file, total_at) = places[0], places[1]  # type: ignore[misc]
-        if any(p[0] != latency_file for p in places[2:]):  # type: ignore[index]
+        if len(latency) != 1 + len(LATENCY_BUCKETS) + 1 or len({file for file, _ in latency}) != 1:
             return None
         view = maps.view(counter_file, counter_at)
-        latency_view = maps.view(latency_file, max(p[1] for p in places[1:]))  # type: ignore[index]
+        latency_view = maps.view(latency[0][0], max(at for _, at in latency))
         if view is None or latency_view is None:
             return None
         # the counts so far (written through the API) are already in the files
-        return cls(view, counter_at // 8, latency_view, total_at // 8,
-                   tuple(p[1] // 8 for p in places[2:]))  # type: ignore[index]
+        return cls(view, counter_at // 8, latency_view, latency[0][1] // 8, tuple(at // 8 for _, at in latency[1:]))
 
 
-def _place(value: Any) -> tuple[str, int] | None:
-    """(file name, byte offset) of one file-backed value, or None."""
+def _place(value: Any) -> tuple[str, int]:
+    """(file name, byte offset) of one file-backed value; LookupError for any other."""
     if not getattr(value, "_multiprocess", False):
-        return None
+        raise LookupError("not a file-backed value")
     value.get()  # makes its file for this process if it forked since
     file = value._file
-    position = file._positions[value._key]
+    position = int(file._positions[value._key])
     if position % 8:
-        return None
-    return str(file._fname), int(position)
+        raise LookupError("not 8-byte aligned")
+    return str(file._fname), position
 
 
 _INSTANCES: weakref.WeakSet[Metrics] = weakref.WeakSet()
