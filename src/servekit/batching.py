@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -29,6 +29,14 @@ from servekit.observability.request_id import unbound_context
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+
+
+class Inline(Protocol):
+    """How a model's call runs on the caller's frame (servekit.invoker.Invoker)."""
+
+    def fits_inline(self, request: InferenceRequest) -> bool: ...
+
+    def timed(self, request: InferenceRequest) -> InferenceResponse: ...
 
 # a timer may fire this much before its time (the event loop's clock resolution)
 _SLACK = 0.001
@@ -96,8 +104,11 @@ class AdaptiveBatcher:
         name: str = "",
         concurrent: bool = False,
         vectors: bool = False,
+        inline: Inline | None = None,
     ) -> None:
         self._predict = predict
+        # the same model called synchronously, for run_now (None: never)
+        self._inline = None if concurrent else inline
         self.batchable = batchable
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
@@ -133,6 +144,30 @@ class AdaptiveBatcher:
     def busy(self) -> bool:
         """Whether a request is queued or running (a model with requests in flight is not unloaded)."""
         return self._running > 0 or not self._is_idle()
+
+    def run_now(self, request: InferenceRequest) -> InferenceResponse | None:
+        """What :meth:`submit` does for a request it would run at once and
+        inline (an idle model, no batching window, no deadline, a call the
+        invoker keeps on the loop), done in the caller's frame without a
+        coroutine; None, with nothing done, for any other request."""
+        inline = self._inline
+        if (
+            inline is None
+            or request.deadline is not None
+            or self.max_batch_time > 0
+            or not self._is_idle()
+            or not inline.fits_inline(request)
+        ):
+            return None
+        stats = self.stats
+        started = stats.started_one()
+        try:
+            response = inline.timed(request)
+        except BaseException:
+            stats.ended_one(started, ok=False)
+            raise
+        stats.ended_one(started, ok=True)
+        return response
 
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
         deadline = request.deadline

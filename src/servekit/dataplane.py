@@ -184,26 +184,89 @@ class DataPlane:
             if observed:
                 spans["encode"] = time.perf_counter() - mark
         except Exception as exc:
-            error = exc if isinstance(exc, ServekitError) else _model_failed(exc, target, model, request, stage)
-            call = InferenceCall(protocol, target, model, request, response, error, cached, spans,
-                                 time.perf_counter() - started)
-            self.metrics.failure(*self._labels(call), protocol, error.status)
-            if self.tally is not None:
-                self.tally.failed(call)
-            self._notify(call)
+            error = self._failed(exc, InferenceCall(protocol, target, model, request, response, None, cached,
+                                                    spans, time.perf_counter() - started), stage)
             if error is exc:
                 raise
             raise error from exc
+        self._answered(protocol, target, model, request, response, cached, spans, started)
+        return result
+
+    def express(
+        self,
+        target: Target,
+        decode: Callable[[bytes], InferenceRequest],
+        body: bytes,
+        encode: Callable[[InferenceResponse, InferenceRequest], T],
+        *,
+        protocol: str,
+    ) -> T | None:
+        """:meth:`serve` in one synchronous step, for the plain call that is
+        most of a server's traffic: no observer, no lazy loading, no cache, no
+        deadline, and a model that is idle and runs inline (its batcher's
+        ``run_now``). None, with nothing done or counted, when the call is not
+        such a one (or does not decode): the caller then awaits :meth:`serve`,
+        which also says what is wrong with a bad request."""
+        if self.observers or self.residency is not None:
+            return None
+        started = time.perf_counter()
+        try:
+            model = self.resolve(target)
+            request = decode(body)
+        except Exception:
+            return None
+        if (
+            (request.parameters and "timeout" in request.parameters)
+            or (self.watchers and model in self.watchers)
+            or model.settings.parameters.extra.get("cache_predictions")
+        ):
+            return None
+        batcher = model.batcher
+        if batcher is None:
+            return None
+        request.id = bind_request_id(request.id)
+        response: InferenceResponse | None = None
+        stage = "predict"
+        try:
+            response = batcher.run_now(request)
+            if response is None:  # not idle, or not inline: queued and awaited by serve
+                return None
+            stage = "encode"
+            result = encode(response, request)
+        except Exception as exc:
+            error = self._failed(exc, InferenceCall(protocol, target, model, request, response, None, False,
+                                                    _NO_SPANS, time.perf_counter() - started), stage)
+            if error is exc:
+                raise
+            raise error from exc
+        self._answered(protocol, target, model, request, response, False, _NO_SPANS, started)
+        return result
+
+    def _failed(self, exc: Exception, call: InferenceCall, stage: str) -> ServekitError:
+        """Count and tell a failed call; the error its caller answers with."""
+        error = exc if isinstance(exc, ServekitError) else _model_failed(
+            exc, call.target, call.model, call.request, stage)
+        call.error = error
+        self.metrics.failure(*self._labels(call), call.protocol, error.status)
+        if self.tally is not None:
+            self.tally.failed(call)
+        self._notify(call)
+        return error
+
+    def _answered(
+        self, protocol: str, target: Target, model: ModelVersion, request: InferenceRequest,
+        response: InferenceResponse, cached: bool, spans: dict[str, float], started: float,
+    ) -> None:
+        """Count and tell a call that was answered; offer it to the model's shadow."""
         seconds = time.perf_counter() - started
         self.metrics.observe(model.name, model.version, protocol, seconds)
         if self.tally is not None:
             self.tally.ok(model.name, protocol, seconds)
-        if observed or (self.watchers and model in self.watchers):
+        if spans is not _NO_SPANS or (self.watchers and model in self.watchers):
             self._notify(InferenceCall(protocol, target, model, request, response, None, cached, spans,
                                        seconds))
         if self.registry.shadows and not target.version and target.label is None:
             self.mirror.offer(model, request, response)
-        return result
 
     async def _cached(
         self, model: ModelVersion, request: InferenceRequest

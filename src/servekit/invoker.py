@@ -52,6 +52,11 @@ class Invoker:
             and (not request.inputs or _rows(request) <= self.INLINE_MAX_ROWS)
         )
 
+    def fits_inline(self, request: InferenceRequest) -> bool:
+        """Whether a call would run on the loop: :meth:`runs_inline` for a
+        synchronous ``predict`` (what :meth:`__call__` would do, without it)."""
+        return not self.runtime.is_async and self.runs_inline(request)
+
     async def __call__(self, request: InferenceRequest) -> InferenceResponse:
         if self.runtime.is_async:
             result: InferenceResponse = await self.runtime.predict(request)  # type: ignore[misc]

@@ -417,8 +417,9 @@ class Registry:
                 model.batcher = self._batcher(model.settings, model.runtime)
 
     def _batcher(self, settings: ModelSettings, runtime: Runtime) -> AdaptiveBatcher:
+        invoker = Invoker(runtime, self.executor, self.settings.inline_predict_ms / 1000)
         return AdaptiveBatcher(
-            Invoker(runtime, self.executor, self.settings.inline_predict_ms / 1000),
+            invoker,
             batchable=runtime.batch_axis == 0 and settings.adaptive_batching,
             max_batch_size=settings.max_batch_size,
             max_batch_time=settings.max_batch_time,
@@ -429,6 +430,7 @@ class Registry:
             name=settings.name,
             concurrent=runtime.concurrent,
             vectors=runtime.batch_vectors,
+            inline=invoker,
         )
 
     async def _unload(self, model: ModelVersion) -> None:

@@ -72,6 +72,11 @@ def from_header(value: bytes) -> str:
     return value.decode("ascii")
 
 
+def header_or_none(value: bytes) -> str | None:
+    """A client's ``X-Request-ID`` value, or None when :func:`from_header` refuses it."""
+    return value.decode("ascii") if _VALID_BYTES.fullmatch(value) is not None else None
+
+
 def from_metadata(value: str) -> str:
     """A client's ``x-request-id`` gRPC metadata, or InvalidInput."""
     if _VALID.fullmatch(value) is None:

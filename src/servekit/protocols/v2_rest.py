@@ -3,6 +3,8 @@ with the repository, statistics and binary tensor extensions."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from servekit import __version__
 from servekit.dataplane import Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
@@ -23,6 +25,37 @@ PROTOCOL = "v2"
 
 def error_response(exc: ServekitError) -> Response:
     return json_response({"error": exc.message}, exc.status)
+
+
+# request headers that only the awaited path handles: a compressed or binary
+# body, a deadline
+_NOT_EXPRESS = frozenset(
+    {b"content-encoding", v2_codec.HEADER_LENGTH.encode(), b"x-request-timeout", b"grpc-timeout"}
+)
+_NO_HEADERS: dict[str, str] = {}
+
+
+def _decode(body: bytes) -> InferenceRequest:
+    return v2_codec.decode_request(body, _NO_HEADERS)
+
+
+def _answer(response: InferenceResponse, request: InferenceRequest, accept: str | None = None) -> Response:
+    """An infer answer: JSON, or JSON and binary outputs; compressed when the
+    client accepts it (``Accept-Encoding``) and it is large."""
+    payload, header_length = v2_codec.encode_response(response, request)
+    out = Response(payload)
+    if header_length is not None:
+        out.content_type = b"application/octet-stream"
+        out.headers.append((b"inference-header-content-length", str(header_length).encode()))
+    if accept:
+        out.body, encoding = v2_codec.compress(out.body, accept)
+        if encoding:
+            out.headers.append((b"content-encoding", encoding.encode()))
+    return out
+
+
+def _answer_accepting(accept: str, response: InferenceResponse, request: InferenceRequest) -> Response:
+    return _answer(response, request, accept)
 
 
 def routes(ctx: ServerContext) -> list[Route]:
@@ -64,21 +97,22 @@ def routes(ctx: ServerContext) -> list[Route]:
             return inference[0]
 
         def encode(response: InferenceResponse) -> Response:
-            payload, header_length = v2_codec.encode_response(response, inference[0])
-            out = Response(payload)
-            if header_length is not None:
-                out.content_type = b"application/octet-stream"
-                out.headers.append((b"inference-header-content-length", str(header_length).encode()))
-            accept = headers.get("accept-encoding")
-            if accept:
-                out.body, encoding = v2_codec.compress(out.body, accept)
-                if encoding:
-                    out.headers.append((b"content-encoding", encoding.encode()))
-            return out
+            return _answer(response, inference[0], headers.get("accept-encoding"))
 
         return await dataplane.serve(
             target, decode, encode, protocol=PROTOCOL, timeout=header_timeout(headers)
         )
+
+    def infer_express(params: dict[str, str], headers: list[tuple[bytes, bytes]], body: bytes) -> Response | None:
+        accept = None
+        for name, value in headers:
+            if name in _NOT_EXPRESS:
+                return None
+            if name == b"accept-encoding":
+                accept = value.decode("latin-1")
+        encode = _answer if accept is None else partial(_answer_accepting, accept)
+        return dataplane.express(Target(params["model"], params.get("version")), _decode, body, encode,
+                                 protocol=PROTOCOL)
 
     async def statistics(request: Request) -> Response:
         p = request.path_params
@@ -125,8 +159,8 @@ def routes(ctx: ServerContext) -> list[Route]:
         route("GET", "/v2/models/{model}/versions/{version}/ready", model_ready, e),
         route("GET", "/v2/models/{model}", model_metadata, e),
         route("GET", "/v2/models/{model}/versions/{version}", model_metadata, e),
-        route("POST", "/v2/models/{model}/infer", infer, e),
-        route("POST", "/v2/models/{model}/versions/{version}/infer", infer, e),
+        route("POST", "/v2/models/{model}/infer", infer, e, infer_express),
+        route("POST", "/v2/models/{model}/versions/{version}/infer", infer, e, infer_express),
         route("GET", "/v2/models/{model}/stats", statistics, e),
         route("GET", "/v2/models/{model}/versions/{version}/stats", statistics, e),
         route("POST", "/v2/repository/index", index, e),

@@ -17,9 +17,10 @@ from servekit.errors import MethodNotAllowed, RouteNotFound, ServekitError
 from servekit.observability.request_id import HEADER as REQUEST_ID_HEADER
 from servekit.observability.request_id import REQUEST_ID
 from servekit.observability.request_id import from_header as request_id_from_header
+from servekit.observability.request_id import header_or_none as request_id_or_none
 from servekit.observability.request_id import new_id as new_request_id
 from servekit.observability.tracing import RECEIVED, Traced, Tracing, carrier
-from servekit.server.http import Receive, Request, Response, Router, Scope, Send
+from servekit.server.http import ErrorEncoder, Receive, Request, Response, Router, Scope, Send
 
 log = logging.getLogger("servekit.server")
 access_log = logging.getLogger("servekit.access")
@@ -77,17 +78,8 @@ class App:
                 raise RouteNotFound(f"no endpoint {scope['method']} {scope['path']}")
             request.path_params = params
             response = await route.handler(request)
-        except ServekitError as exc:
-            response = on_error(exc)
-            if exc.retry_after is not None:
-                response.headers.append((b"retry-after", str(exc.retry_after).encode()))
-            if isinstance(exc, MethodNotAllowed):
-                response.headers.append((b"allow", exc.allow.encode()))
         except Exception as exc:
-            log.exception("Unhandled error on %s %s", scope["method"], scope["path"])
-            response = on_error(
-                ServekitError(f"internal error while handling the request: {type(exc).__name__}")
-            )
+            response = _error_response(on_error, exc, scope["method"], scope["path"])
         request_id = REQUEST_ID.get()
         if request_id is None:  # no header, no data plane call (health, metadata …)
             request_id = new_request_id()
@@ -116,6 +108,44 @@ class App:
             assert tracing is not None
             tracing.end(traced, done, receive=scope.get(RECEIVED), send=(sent, done), status=response.status)
 
+    def express(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes, server: Any
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """A request answered without a task or a scope, by its route's express
+        handler (:data:`servekit.server.http.Express`): (status, headers, body),
+        or None for :meth:`handle` to answer. servekit's HTTP server offers it
+        each request whose body it has whole; never with tracing or access
+        logging on (those need :meth:`handle`'s timing)."""
+        router = self.routers.get(server[1], self.default) if server is not None else self.default
+        route, params, _ = router.match(method, path)
+        if route is None or route.express is None:
+            return None
+        request_id = None
+        for name, value in headers:
+            if name == REQUEST_ID_HEADER:
+                request_id = request_id_or_none(value)
+                if request_id is None:
+                    return None  # refused by handle, in the route's format
+                break
+        token = REQUEST_ID.set(request_id)
+        try:
+            try:
+                response = route.express(params, headers, body)
+            except Exception as exc:
+                response = _error_response(route.on_error, exc, method, path)
+            if response is None:
+                return None
+            request_id = REQUEST_ID.get() or new_request_id()
+        finally:
+            REQUEST_ID.reset(token)
+        response.headers.append((REQUEST_ID_HEADER, request_id.encode()))
+        return response.status, response.head(), response.body
+
+    @property
+    def expressed(self) -> bool:
+        """Whether :meth:`express` may be offered requests (see there)."""
+        return self.tracing is None and not self.access_log
+
     @staticmethod
     def _begin_trace(tracing: Tracing, scope: Scope) -> Traced:
         received = scope.get(RECEIVED)
@@ -124,6 +154,20 @@ class App:
             method, carrier(scope["headers"]), received[0] if received else time.time_ns(),
             {"http.request.method": method, "url.path": scope["path"], "url.scheme": scope.get("scheme", "http")},
         )
+
+
+def _error_response(on_error: ErrorEncoder, exc: Exception, method: str, path: str) -> Response:
+    """A handler's error in its route's format (a ServekitError's own status
+    and headers; anything else a 500 that names only its type)."""
+    if not isinstance(exc, ServekitError):
+        log.error("Unhandled error on %s %s", method, path, exc_info=exc)
+        exc = ServekitError(f"internal error while handling the request: {type(exc).__name__}")
+    response = on_error(exc)
+    if exc.retry_after is not None:
+        response.headers.append((b"retry-after", str(exc.retry_after).encode()))
+    if isinstance(exc, MethodNotAllowed):
+        response.headers.append((b"allow", exc.allow.encode()))
+    return response
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -113,11 +113,16 @@ class Response:
     content_type: bytes | None = JSON
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    async def send(self, send: Send) -> None:
+    def head(self) -> list[tuple[bytes, bytes]]:
+        """Its header lines: length, type and its own."""
         headers = [(b"content-length", b"%d" % len(self.body))]
         if self.content_type is not None:
             headers.append((b"content-type", self.content_type))
         headers.extend(self.headers)
+        return headers
+
+    async def send(self, send: Send) -> None:
+        headers = self.head()
         respond = getattr(send, "respond", None)  # servekit's HTTP server: one call, one write
         if respond is not None:
             respond(self.status, headers, self.body)
@@ -132,6 +137,10 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorEncoder = Callable[[ServekitError], Response]
+# a route's synchronous handler of the common case: (path params, request
+# headers, whole body) -> the response, or None (nothing done: the handler
+# answers); it may raise ServekitError like a handler (App.express)
+Express = Callable[[dict[str, str], list[tuple[bytes, bytes]], bytes], Response | None]
 
 
 def default_error(exc: ServekitError) -> Response:
@@ -145,6 +154,7 @@ class Route:
     handler: Handler
     on_error: ErrorEncoder
     path: str = ""  # the template it was made from ("/v2/models/{model}/infer"): API documents read it
+    express: Express | None = None
 
     def shape(self) -> tuple[str | None, int, bool]:
         """(its first segment when literal, else None; its number of segments;
@@ -158,11 +168,13 @@ class Route:
         return first, len(segments), ":path}" in self.path
 
 
-def route(method: str, path: str, handler: Handler, on_error: ErrorEncoder = default_error) -> Route:
+def route(
+    method: str, path: str, handler: Handler, on_error: ErrorEncoder = default_error, express: Express | None = None
+) -> Route:
     """``path`` uses ``{name}`` for one segment and ``{name:path}`` for the rest."""
     regex = re.sub(r"\{(\w+):path\}", r"(?P<\1>.+)", path)
     regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
-    return Route(method, re.compile(f"^{regex}$"), handler, on_error, path)
+    return Route(method, re.compile(f"^{regex}$"), handler, on_error, path, express)
 
 
 class Router:

@@ -58,6 +58,11 @@ from servekit.server.http import BODY
 log = logging.getLogger("servekit.server")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+# an application's answer of a request in the protocol's callback: (method, path,
+# headers, body, local address) -> (status, headers, body), or None
+Express = Callable[
+    [str, str, list[tuple[bytes, bytes]], bytes, Any], tuple[int, list[tuple[bytes, bytes]], bytes] | None
+]
 
 _HEAD_LIMIT = 64 * 1024  # request line + headers (also chunked trailers)
 _BUFFER_SIZE = 16 * 1024
@@ -129,6 +134,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.scheme = scheme  # "https" on a TLS listener (the transport decrypts; nothing else differs)
         self.cycle: _Cycle | None = None  # the request being answered
         self.app = server.app
+        self.express = server.express
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
@@ -401,6 +407,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
             self._continue_if_expected(head)
             return True
         if not length:
+            if self.express is not None and self._express(b""):
+                return not self.closing
             self._dispatch(b"")
             return True
         if length > self.server.max_body:
@@ -413,6 +421,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if available >= length:
             body = bytes(self.view[self.start : self.start + length])
             self._consume(length)
+            if self.express is not None and self._express(body):
+                return not self.closing
             self._dispatch(body)
             return True
         self._continue_if_expected(head)
@@ -634,6 +644,39 @@ class HttpProtocol(asyncio.BufferedProtocol):
         task = self.loop.create_task(self._run(scope, cycle), context=self.server.context.copy())
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
+
+    def _express(self, body: bytes) -> bool:
+        """Offer the request to the application's ``express`` (see
+        ``servekit.server.app.App.express``): answered in this callback, with
+        no scope, task or context of its own, when it gives an answer. Only
+        plain paths (no query, no escapes) of a server that is not stopping."""
+        head, parser = self.head, self.parser
+        assert head is not None and parser is not None
+        url = head.url
+        if (
+            self.server.stopping
+            or url[:1] != b"/"
+            or url[1:2] == b"/"
+            or b"?" in url
+            or b"%" in url
+            or b"#" in url
+        ):
+            return False
+        method = parser.get_method()
+        if method != b"POST":
+            return False
+        assert self.express is not None
+        answer = self.express("POST", url.decode("latin-1"), head.headers, body, self.local)
+        if answer is None:
+            return False
+        self.head = self.parser = None
+        _Cycle(self, body, False).respond(*answer)
+        if not self.keep_alive:
+            self.close()
+            return True
+        self.idle_since = self.loop.time()
+        self._schedule(self.idle_since + self.server.keep_alive_timeout)
+        return True
 
     async def _run(self, scope: dict[str, Any], cycle: _Cycle) -> None:
         WATCH.set(cycle.watch)  # this task's own context
@@ -957,6 +1000,10 @@ class HttpServer:
         share: Share | None = None,
     ) -> None:
         self.app = app
+        # requests the application answers in the protocol's callback (App.express)
+        self.express: Express | None = (
+            None if timestamps or not getattr(app, "expressed", False) else getattr(app, "express", None)
+        )
         # with ``share`` (a worker of several), plain sockets are shared by the
         # workers and accepted from least connections first (servekit.server.balance)
         self.share = share
