@@ -99,6 +99,35 @@ def test_fast_paths_agree_with_scikit_learn_and_can_be_turned_off(tmp_path: Path
         np.testing.assert_allclose(infer(fast, x, name)[name], infer(slow, x, name)[name], rtol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "regression", "two-targets"])
+def test_linear_fast_paths_answer_one_row_as_scikit_learn_does(tmp_path: Path, kind: str) -> None:
+    """One row takes a matrix-vector product of its own: the same labels, and
+    scores and probabilities within rounding of scikit-learn's."""
+    if kind == "multiclass":
+        model: Any = LogisticRegression(max_iter=1000).fit(IRIS.data, IRIS.target)
+    elif kind == "binary":
+        model = LogisticRegression(max_iter=5000).fit(CANCER.data, CANCER.target)
+    elif kind == "regression":
+        model = Ridge().fit(DIABETES.data, DIABETES.target)
+    else:
+        model = LinearRegression().fit(DIABETES.data, np.column_stack([DIABETES.target, -DIABETES.target]))
+    joblib.dump(model, tmp_path / "model.joblib")
+    runtime = runtime_for(tmp_path / "model.joblib")
+    assert "predict" in runtime.fast  # type: ignore[attr-defined]
+    data = {"multiclass": IRIS, "binary": CANCER}.get(kind, DIABETES).data
+    names = ["predict", "predict_proba"] if hasattr(model, "predict_proba") else ["predict"]
+    for row in data[::37]:
+        one = row[None]
+        out = infer(runtime, one, *names)
+        if hasattr(model, "classes_"):
+            np.testing.assert_array_equal(out["predict"], model.predict(one))
+        else:
+            np.testing.assert_allclose(out["predict"], model.predict(one), rtol=1e-9)
+        assert out["predict"].shape == model.predict(one).shape
+        if "predict_proba" in names:
+            np.testing.assert_allclose(out["predict_proba"], model.predict_proba(one), rtol=1e-9, atol=1e-12)
+
+
 def test_default_output_from_settings(tmp_path: Path) -> None:
     model = LogisticRegression(max_iter=1000).fit(IRIS.data, IRIS.target)
     joblib.dump(model, tmp_path / "model.joblib")

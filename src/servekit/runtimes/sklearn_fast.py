@@ -51,13 +51,16 @@ def compile_estimator(model: Any) -> tuple[dict[str, FastMethod], int | None]:
     for name, method in candidates.items():
         try:
             expected = np.asarray(getattr(model, name)(probe))
-            got = method(probe)
+            got = [method(probe)] + [method(probe[i : i + 1]) for i in (0, 9)]  # one row may take its own way
         except Exception:  # the fast path does not fit this model; keep sklearn's
             continue
-        same = got.shape == expected.shape and (
-            np.array_equal(got, expected)
-            if expected.dtype.kind not in "fc"
-            else np.allclose(got, expected, rtol=1e-9, atol=1e-12)
+        same = all(
+            answer.shape == wanted.shape and (
+                np.array_equal(answer, wanted)
+                if wanted.dtype.kind not in "fc"
+                else np.allclose(answer, wanted, rtol=1e-9, atol=1e-12)
+            )
+            for answer, wanted in zip(got, [expected, expected[0:1], expected[9:10]], strict=True)
         )
         if same:
             verified[name] = method
@@ -73,10 +76,17 @@ def _linear(model: Any) -> dict[str, FastMethod] | None:
     if not isinstance(coef, np.ndarray) or intercept is None or type(model).__module__.split(".")[1] != "linear_model":
         return None
     weights = coef.T
+    rows = np.ascontiguousarray(coef) if coef.ndim == 2 else None
     bias = np.asarray(intercept)
 
     def decision_function(x: np.ndarray) -> np.ndarray:
-        scores: np.ndarray = _float(x) @ weights + bias
+        x = _float(x)
+        scores: np.ndarray
+        if rows is not None and x.ndim == 2 and x.shape[0] == 1:
+            # one row: a matrix-vector product, without a matrix product's set-up
+            scores = (rows @ x[0] + bias)[None]
+        else:
+            scores = x @ weights + bias
         return scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
 
     classes = getattr(model, "classes_", None)
