@@ -381,3 +381,67 @@ def test_server_keeps_its_error_messages_for_large_bodies(linear_server: tuple[S
     answer = requests.post(f"{server.url}/v2/models/linear/infer", data=truncated, timeout=60)
     assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
     assert requests.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200
+
+
+# -- the plain request: one input, built without request_from_dict -------------
+def whole(decode: Callable[[bytes], InferenceRequest], body: bytes) -> Any:
+    """outcome() and what it leaves out: the id, parameters and outputs."""
+    result = outcome(decode, body)
+    if isinstance(result, tuple):
+        return result
+    request = decode(body)
+    outputs = None if request.outputs is None else [(o.name, o.parameters) for o in request.outputs]
+    return result, request.id, request.parameters, outputs, request.deadline
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    datatype=st.sampled_from([*DATATYPES, "fp64", "Int64", "BYTES"]),
+    values=st.sampled_from(["pixel", "small float", "bool", "int"]),
+    shape=st.sampled_from(["rows", "flat", "wrong", "zero", "negative", "not a list", "scalar"]),
+    request_id=st.sampled_from(["absent", "r-1", "", None, 7, 1.5, ["x"], True]),
+    extra=st.sampled_from([None, ("parameters", {}), ("parameters", {"content_type": "np"}),
+                           ("outputs", [{"name": "predict"}]), ("top", "parameters")]),
+    seed=st.integers(0, 2**16),
+)
+def test_plain_requests_decode_exactly_as_the_general_path(
+    datatype: str, values: str, shape: str, request_id: Any, extra: Any, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    count = 300
+    data: list[Any] = {
+        "pixel": rng.integers(0, 256, count).tolist(),
+        "small float": np.round(rng.normal(0, 100, count), 3).tolist(),
+        "bool": rng.integers(0, 2, count).astype(bool).tolist(),
+        "int": rng.integers(-(2**62), 2**62, count).tolist(),
+    }[values]
+    shapes: dict[str, Any] = {"rows": [3, 100], "flat": [300], "wrong": [2, 100], "zero": [0, 300],
+                              "negative": [-1, 300], "not a list": "300", "scalar": 300}
+    entry: dict[str, Any] = {"name": "x", "shape": shapes[shape], "datatype": datatype,
+                             "data": nest(data, [3, 100]) if shape == "rows" else data}
+    document: dict[str, Any] = {"inputs": [entry]}
+    if request_id != "absent":
+        document["id"] = request_id
+    if extra is not None and extra[0] == "top":
+        document["parameters"] = {"binary_data_output": False}
+    elif extra is not None:
+        entry[extra[0]] = extra[1]
+    body = orjson.dumps(document)
+    assert len(body) >= json_numbers.MIN_BODY
+    assert whole(fast, body) == whole(ordinary, body)
+
+
+def test_the_commonest_requests_take_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = []
+    plain = v2_codec._plain_request
+    monkeypatch.setattr(v2_codec, "_plain_request", lambda document: taken.append(plain(document)) or taken[-1])
+    pixels = list(range(256)) * 3
+    for datatype, data in [("FP64", pixels), ("FP64", [p / 7 for p in pixels]), ("INT64", pixels),
+                           ("BOOL", [p % 2 == 0 for p in pixels])]:
+        for document in ({"inputs": [{"name": "a", "shape": [1, 768], "datatype": datatype, "data": data}]},
+                         {"id": "q", "inputs": [{"name": "a", "shape": [768], "datatype": datatype, "data": data}]}):
+            request = v2_codec.decode_request(orjson.dumps(document), {})
+            assert taken[-1] is request and request.inputs[0].data.tolist() == np.asarray(data).reshape(
+                document["inputs"][0]["shape"]).tolist()  # type: ignore[index]
+            assert request.id == document.get("id") and request.parameters == {} and request.outputs is None
+    assert len(taken) == 8

@@ -127,7 +127,57 @@ def decode_request(
         document = json_numbers.loads_request(body)
         if document is None:
             document = loads(body)
+        else:
+            plain = _plain_request(document)
+            if plain is not None:
+                return plain
     return request_from_dict(document, binary)
+
+
+# datatypes whose arrays json_numbers makes in the tensor's own dtype (nothing to cast)
+_PLAIN_DTYPES = {"FP64": np.dtype(np.float64), "INT64": np.dtype(np.int64), "BOOL": np.dtype(np.bool_)}
+
+
+def _plain_request(document: dict[str, Any]) -> InferenceRequest | None:
+    """What :func:`request_from_dict` makes of the commonest request, made
+    directly: one input of exactly name, shape, datatype and data (an array
+    json_numbers parsed, in the datatype's own dtype, with as many elements as
+    the shape), and at most an ``id`` beside it. None for anything else, which
+    request_from_dict then decodes (and refuses with its messages)."""
+    size = len(document)
+    if size > 2 or (size == 2 and "id" not in document):
+        return None
+    inputs = document["inputs"]
+    if len(inputs) != 1:
+        return None
+    entry = inputs[0]
+    if len(entry) != 4:
+        return None
+    name = entry.get("name")
+    shape = entry.get("shape")
+    datatype = entry.get("datatype")
+    data = entry.get("data")
+    dtype = _PLAIN_DTYPES.get(datatype) if type(datatype) is str else None
+    if (
+        dtype is None
+        or type(name) is not str
+        or type(shape) is not list
+        or type(data) is not np.ndarray
+        or data.dtype != dtype
+        or not 0 < len(shape) <= MAX_DIMS
+        or data.size == 0
+        or data.ndim > MAX_DIMS
+    ):
+        return None
+    for dim in shape:
+        if type(dim) is not int or dim <= 0:
+            return None
+    if math.prod(shape) != data.size:
+        return None
+    request_id = document.get("id")
+    if request_id is not None and type(request_id) is not str:
+        return None
+    return InferenceRequest([Tensor(name, data.reshape(shape), datatype, {})], None, request_id or None, {})
 
 
 def request_from_dict(document: Any, binary: memoryview | None = None) -> InferenceRequest:
