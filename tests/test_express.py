@@ -46,6 +46,8 @@ def express(params: dict[str, str], headers: list[tuple[bytes, bytes]], body: by
         raise Overloaded("busy, come back", retry_after=3)
     if name == "broken":
         raise KeyError("secret detail")
+    if name == "split":  # a header that would split the response: refused
+        return Response(b"{}", headers=[(b"x-echo", b"a\r\nset-cookie: b")])
     return json_response({"name": name, "express": True, "length": len(body)})
 
 
@@ -175,6 +177,20 @@ def test_errors_of_an_express_handler_are_answered_in_the_routes_format(port: in
     (head, body), (_, after) = answers
     assert head.startswith(b"HTTP/1.1 500") and body == {"error": "internal error while handling the request: KeyError"}
     assert "secret" not in str(body) and after["express"] and not closed  # and it keeps serving
+
+
+def test_an_express_answer_that_would_split_the_response_is_refused(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(post("/fast/split"))
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"response"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 500") and b"set-cookie" not in data.lower()
+    [(head, body)], _ = exchange(port, post("/fast/a"))
+    assert head.startswith(b"HTTP/1.1 200") and body["express"]  # and it keeps serving
 
 
 def test_no_express_answers_with_access_logging(logged_port: int) -> None:

@@ -151,7 +151,7 @@ class TabularRuntime(Runtime):
     def predict(self, request: InferenceRequest) -> InferenceResponse:
         names = request.output_names or [self.default_output()]
         for name in names:
-            if name not in self.available_outputs:
+            if name not in self.outputs:
                 raise InvalidInput(
                     f"model {self.name!r} has no output {name!r}; available: "
                     f"{', '.join(self.available_outputs)}"

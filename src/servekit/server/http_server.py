@@ -670,7 +670,12 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if answer is None:
             return False
         self.head = self.parser = None
-        _Cycle(self, body, False).respond(*answer)
+        status, headers, payload = answer
+        response = _response_head(self, status, headers)
+        if response is None:  # refused: the cycle's generic 500
+            _Cycle(self, body, False).respond(status, headers, payload)
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.write(response + payload)
         if not self.keep_alive:
             self.close()
             return True
@@ -851,6 +856,30 @@ class _TlsListener:
             task.cancel()
 
 
+def _response_head(protocol: HttpProtocol, status: int, headers: Any) -> bytes | None:
+    """A response's head; None when it must not be sent (a status outside
+    200..599, or a CR, LF or NUL in a header)."""
+    lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+    has_length = False
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            has_length = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if not has_length:
+        protocol.keep_alive = False  # the end of the body is the end of the connection
+    if not protocol.keep_alive:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    head = b"".join(lines)
+    # every line ends in the CRLF added here: any other CR or LF (or a NUL)
+    # came from a header and would split the response
+    if not 200 <= status <= 599 or head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines) or (
+        b"\0" in head
+    ):
+        return None
+    return head
+
+
 class _Cycle:
     """One request/response: the ASGI ``receive`` and ``send`` callables."""
 
@@ -907,25 +936,8 @@ class _Cycle:
             transport.write(head if self.head_only else head + (b"" if self.invalid else body))
 
     def _head(self, status: int, headers: Any) -> bytes:
-        lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
-        has_length = False
-        for name, value in headers:
-            if name.lower() == b"content-length":
-                has_length = True
-            lines.append(b"%s: %s\r\n" % (name, value))
-        if not has_length:
-            self.protocol.keep_alive = False  # the end of the body is the end of the connection
-        if not self.protocol.keep_alive:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        head = b"".join(lines)
-        # every line ends in the CRLF added here: any other CR or LF (or a NUL)
-        # came from a header and would split the response
-        if not 200 <= status <= 599 or head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines) or (
-            b"\0" in head
-        ):
-            head = self._refuse(status, headers)
-        return head
+        head = _response_head(self.protocol, status, headers)
+        return head if head is not None else self._refuse(status, headers)
 
     def _refuse(self, status: int, headers: Any) -> bytes:
         """The head of a generic 500 (body included) instead of an invalid response."""
