@@ -127,10 +127,9 @@ def decode_request(
         document = json_numbers.loads_request(body)
         if document is None:
             document = loads(body)
-        else:
-            plain = _plain_request(document)
-            if plain is not None:
-                return plain
+        plain = _plain_request(document) if type(document) is dict else None
+        if plain is not None:
+            return plain
     return request_from_dict(document, binary)
 
 
@@ -140,24 +139,30 @@ _PLAIN_DTYPES = {"FP64": np.dtype(np.float64), "INT64": np.dtype(np.int64), "BOO
 
 def _plain_request(document: dict[str, Any]) -> InferenceRequest | None:
     """What :func:`request_from_dict` makes of the commonest request, made
-    directly: one input of exactly name, shape, datatype and data (an array
-    json_numbers parsed, in the datatype's own dtype, with as many elements as
-    the shape), and at most an ``id`` beside it. None for anything else, which
-    request_from_dict then decodes (and refuses with its messages)."""
+    directly: one input of exactly name, shape, datatype and data (numbers
+    whose array, as json_numbers or ``np.asarray`` makes it, has the
+    datatype's own dtype and as many elements as the shape), and at most an
+    ``id`` beside it. None for anything else, which request_from_dict then
+    decodes (and refuses with its messages)."""
     size = len(document)
     if size > 2 or (size == 2 and "id" not in document):
         return None
-    inputs = document["inputs"]
-    if len(inputs) != 1:
+    inputs = document.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1:
         return None
     entry = inputs[0]
-    if len(entry) != 4:
+    if type(entry) is not dict or len(entry) != 4:
         return None
     name = entry.get("name")
     shape = entry.get("shape")
-    datatype = entry.get("datatype")
+    datatype: Any = entry.get("datatype")
     data = entry.get("data")
     dtype = _PLAIN_DTYPES.get(datatype) if type(datatype) is str else None
+    if type(data) is list and dtype is not None:  # parsed by orjson (a small body)
+        try:
+            data = np.asarray(data)
+        except ValueError:  # ragged
+            return None
     if (
         dtype is None
         or type(name) is not str
