@@ -164,3 +164,45 @@ def test_binary_tensors_arrive_aligned(port: int, header: int) -> None:
     r = requests.post(f"http://127.0.0.1:{port}/alignment", data=body,
                       headers={"Inference-Header-Content-Length": str(header)})
     assert r.json() == {"offset": 0}
+
+
+def test_heads_seen_before_are_answered_from_their_kept_parse(port: int) -> None:
+    """A head sent again (same bytes) is not parsed again: its kept parse is
+    used, and gives what the parse gave; heads refused are never kept, and
+    what is kept stays bounded."""
+    from servekit.server import http_server
+
+    http_server._HEADS.clear()
+    head = b"POST /echo/kept HTTP/1.1\r\nHost: x\r\nX-Mark: 1\r\nContent-Length: 5\r\n\r\n"
+    answers = exchange(port, (head + b"hello") * 3 + head + b"world", responses=4)
+    bodies = [orjson.loads(body) for _, body in answers]
+    assert [b["path"] for b in bodies] == ["/echo/kept"] * 4
+    assert [b["sha"] for b in bodies] == [hashlib.sha256(b"hello").hexdigest()] * 3 + [
+        hashlib.sha256(b"world").hexdigest()]
+    kept = http_server._HEADS[head]
+    assert (kept.method, kept.url, kept.version, kept.framing) == (b"POST", b"/echo/kept", "1.1", (5, None, None))
+    # it is the kept parse that answers (one planted under those bytes shows it)
+    planted = kept.copy()
+    planted.url = b"/echo/planted"
+    http_server._HEADS[head] = planted
+    [(_, body)] = exchange(port, head + b"hello")
+    assert orjson.loads(body)["path"] == "/echo/planted"
+    http_server._HEADS.clear()
+    # the same head on HTTP/1.0 is another head: it closes, as its own parse says
+    [(closing, _)] = exchange(port, head.replace(b"HTTP/1.1", b"HTTP/1.0") + b"hello")
+    assert b"connection: close" in closing.lower()
+    # refused heads are refused every time and never kept
+    for bad in (b"POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
+                b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n"):
+        for _ in range(2):
+            [(refused, _)] = exchange(port, bad)
+            assert refused.startswith((b"HTTP/1.1 400", b"HTTP/1.1 405")), refused
+        assert bad not in http_server._HEADS
+    # heads over the size kept are parsed each time; the number kept is bounded
+    long = b"GET /echo/l HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 1100 + b"\r\n\r\n"
+    assert orjson.loads(exchange(port, long * 2, responses=2)[1][1])["path"] == "/echo/l"
+    assert long not in http_server._HEADS
+    many = b"".join(b"GET /echo/n%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(300))
+    answered = exchange(port, many, responses=300)
+    assert [orjson.loads(body)["path"] for _, body in answered] == [f"/echo/n{i}" for i in range(300)]
+    assert 0 < len(http_server._HEADS) <= http_server._HEADS_KEPT

@@ -65,6 +65,12 @@ Express = Callable[
 ]
 
 _HEAD_LIMIT = 64 * 1024  # request line + headers (also chunked trailers)
+# heads parsed before, by their bytes: clients send the same head again and
+# again (same path, headers and length), and its parse is the same each time;
+# heads up to this size are kept, up to this many (then all are forgotten)
+_HEAD_KEPT_BYTES = 1024
+_HEADS_KEPT = 256
+_HEADS: dict[bytes, _Head] = {}
 _BUFFER_SIZE = 16 * 1024
 _PIPELINE_LIMIT = _HEAD_LIMIT  # unparsed bytes read ahead while a request is handled
 _BUFFER_LIMIT = 2 * _HEAD_LIMIT + _BUFFER_SIZE  # the head buffer grows no larger (but always fits what it holds)
@@ -97,14 +103,26 @@ _resize.restype = ctypes.c_int
 
 
 class _Head:
-    """httptools callbacks for one request's line and headers."""
+    """httptools callbacks for one request's line and headers; then its method,
+    HTTP version and framing (Content-Length, Transfer-Encoding, Connection;
+    None when the length is invalid)."""
 
-    __slots__ = ("complete", "headers", "url")
+    __slots__ = ("complete", "framing", "headers", "method", "url", "version")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
+        self.method = b""
+        self.version = ""
+        self.framing: tuple[int | None, bytes | None, bytes | None] | None = None
+
+    def copy(self) -> _Head:
+        """Another request's head of the same bytes (a list of headers of its own)."""
+        other = _Head()
+        other.url, other.headers, other.complete = self.url, list(self.headers), True
+        other.method, other.version, other.framing = self.method, self.version, self.framing
+        return other
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -158,7 +176,6 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.chunk: _Chunked | None = None  # a chunked body being decoded
         self.body_since = 0.0  # when the body began
         self.progress_at = 0.0  # when a byte of it last arrived
-        self.parser: httptools.HttpRequestParser | None = None
         self.head: _Head | None = None
         self.busy = False  # a request is being handled
         self.closing = False
@@ -369,35 +386,49 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def _start_request(self, head_end: int) -> bool:
         """Parse the head ending at ``head_end``; dispatch the request or begin its body.
         True when the buffer is to be parsed further."""
-        head = _Head()
-        parser = httptools.HttpRequestParser(head)
-        try:
-            parser.feed_data(self.view[self.start : head_end])
-        except httptools.HttpParserUpgrade:
-            pass  # CONNECT or Upgrade: answered as an ordinary request (or refused below)
-        except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}".encode())
-            return False
-        if not head.complete:
-            self._reject(400, b"malformed HTTP request")
-            return False
+        raw = self.view[self.start : head_end]
+        key = bytes(raw) if head_end - self.start <= _HEAD_KEPT_BYTES else None
+        known = _HEADS.get(key) if key is not None else None
+        if known is not None:  # this very head was parsed before: its parse again
+            head = known.copy()
+        else:
+            head = _Head()
+            parser = httptools.HttpRequestParser(head)
+            upgrade = False
+            try:
+                parser.feed_data(raw)
+            except httptools.HttpParserUpgrade:
+                upgrade = True  # CONNECT or Upgrade: answered as an ordinary request (or refused below)
+            except httptools.HttpParserError as exc:
+                self._reject(400, f"malformed HTTP request: {exc}".encode())
+                return False
+            if not head.complete:
+                self._reject(400, b"malformed HTTP request")
+                return False
+            head.method = parser.get_method()
+            head.version = parser.get_http_version()
+            try:
+                head.framing = _framing(head.headers)
+            except ValueError:
+                head.framing = None
+            if key is not None and not upgrade and head.framing is not None:
+                if len(_HEADS) >= _HEADS_KEPT:
+                    _HEADS.clear()
+                _HEADS[key] = head.copy()
         self._consume(head_end - self.start)
-        if parser.get_method() == b"CONNECT":
+        if head.method == b"CONNECT":
             self._reject(405, b"CONNECT is not supported")
             return False
-        try:
-            length, coding, connection = _framing(head.headers)
-        except ValueError:
+        if head.framing is None:
             self._reject(400, b"malformed HTTP request: invalid Content-Length")
             return False
-        self.head, self.parser = head, parser
+        length, coding, connection = head.framing
+        self.head = head
         if connection is None:
-            self.keep_alive = parser.get_http_version() == "1.1"
+            self.keep_alive = head.version == "1.1"
         else:
             tokens = {token.strip() for token in connection.lower().split(b",")}
-            self.keep_alive = b"close" not in tokens and (
-                b"keep-alive" in tokens or parser.get_http_version() == "1.1"
-            )
+            self.keep_alive = b"close" not in tokens and (b"keep-alive" in tokens or head.version == "1.1")
         if coding is not None:
             if coding.strip(b" \t").lower() != b"chunked":
                 self._reject(501, b"unsupported Transfer-Encoding; only chunked is")
@@ -576,7 +607,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     def _reject(self, status: int, message: bytes) -> None:
         """Answer an error the request caused and close (after a lingering read)."""
-        self.head = self.parser = None
+        self.head = None
         self.body = self.chunk = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(
@@ -603,9 +634,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     # -- handling ---------------------------------------------------------------
     def _dispatch(self, body: bytes | bytearray | memoryview, too_large: bool = False) -> None:
-        head, parser = self.head, self.parser
-        assert head is not None and parser is not None
-        self.head = self.parser = None
+        head = self.head
+        assert head is not None
+        self.head = None
         try:
             url = httptools.parse_url(head.url)
         except httptools.HttpParserError:
@@ -616,8 +647,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": parser.get_http_version(),
-            "method": parser.get_method().decode("ascii"),
+            "http_version": head.version,
+            "method": head.method.decode("ascii"),
             "scheme": self.scheme,
             "path": _unquote(raw_path),
             "raw_path": raw_path,
@@ -650,8 +681,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
         ``servekit.server.app.App.express``): answered in this callback, with
         no scope, task or context of its own, when it gives an answer. Only
         plain paths (no query, no escapes) of a server that is not stopping."""
-        head, parser = self.head, self.parser
-        assert head is not None and parser is not None
+        head = self.head
+        assert head is not None
         url = head.url
         if (
             self.server.stopping
@@ -662,14 +693,13 @@ class HttpProtocol(asyncio.BufferedProtocol):
             or b"#" in url
         ):
             return False
-        method = parser.get_method()
-        if method != b"POST":
+        if head.method != b"POST":
             return False
         assert self.express is not None
         answer = self.express("POST", url.decode("latin-1"), head.headers, body, self.local)
         if answer is None:
             return False
-        self.head = self.parser = None
+        self.head = None
         status, headers, payload = answer
         response = _response_head(self, status, headers)
         if response is None:  # refused: the cycle's generic 500
