@@ -230,7 +230,9 @@ def count(dataplane: DataPlane, name: str = "double", what: str = "servekit_mode
 
 
 async def plane(*models: ModelSettings) -> DataPlane:
-    registry = Registry(ServerSettings())
+    # a call runs inline once one took less than a minute: whatever this machine's speed, a
+    # model is inline after its first call (which runs in a thread)
+    registry = Registry(ServerSettings(inline_predict_ms=60_000))
     for model in models:
         await registry.load(model)
     return DataPlane(registry, Metrics(), cache_factory=LRUCache)
@@ -282,6 +284,39 @@ def test_the_express_step_steps_aside_having_done_nothing() -> None:
         assert (model.batcher.stats.inference_count, count(dataplane)) == before
         assert count(dataplane, "(unknown)", "servekit_model_request_failures_total") == 0
         assert dataplane.express(Target("double"), decode, body(3.0), encode, protocol="t") == [6.0]
+
+    asyncio.run(scenario())
+
+
+def test_a_call_that_will_queue_is_not_decoded_by_the_express_step() -> None:
+    """Steps aside before decoding when the model would not run the call at
+    once: so the awaited path is the only one to decode it."""
+    decoded: list[bytes] = []
+
+    def counting(raw: bytes) -> InferenceRequest:
+        decoded.append(raw)
+        return decode(raw)
+
+    async def scenario() -> None:
+        dataplane = await plane(settings(), settings("windowed"))
+        for name in ("double", "windowed"):
+            await dataplane.serve(Target(name), decode(body()), lambda r: r, protocol="t")
+        windowed = dataplane.resolve(Target("windowed")).batcher
+        assert windowed is not None
+        windowed.max_batch_time = 0.01  # waits for a batch to fill: never run at once
+        assert dataplane.express(Target("windowed"), counting, body(), encode, protocol="t") is None
+        model = dataplane.resolve(Target("double"))
+        assert model.batcher is not None
+        model.batcher._direct = True  # busy
+        assert dataplane.express(Target("double"), counting, body(), encode, protocol="t") is None
+        model.batcher._direct = False
+        invoker: Any = model.batcher._inline
+        invoker.recent = invoker.inline_limit * 2  # slow: runs in a thread
+        assert dataplane.express(Target("double"), counting, body(), encode, protocol="t") is None
+        assert decoded == []
+        invoker.recent = 0.0
+        assert dataplane.express(Target("double"), counting, body(2.0), encode, protocol="t") == [4.0]
+        assert len(decoded) == 1
 
     asyncio.run(scenario())
 

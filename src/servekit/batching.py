@@ -34,6 +34,8 @@ Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 class Inline(Protocol):
     """How a model's call runs on the caller's frame (servekit.invoker.Invoker)."""
 
+    def may_inline(self) -> bool: ...
+
     def fits_inline(self, request: InferenceRequest) -> bool: ...
 
     def timed(self, request: InferenceRequest) -> InferenceResponse: ...
@@ -144,6 +146,13 @@ class AdaptiveBatcher:
     def busy(self) -> bool:
         """Whether a request is queued or running (a model with requests in flight is not unloaded)."""
         return self._running > 0 or not self._is_idle()
+
+    def may_run_now(self) -> bool:
+        """Whether :meth:`run_now` would run a small request without a deadline
+        (asked before the request is decoded, so that one that will queue is
+        decoded once)."""
+        inline = self._inline
+        return inline is not None and self.max_batch_time <= 0 and self._is_idle() and inline.may_inline()
 
     def run_now(self, request: InferenceRequest) -> InferenceResponse | None:
         """What :meth:`submit` does for a request it would run at once and

@@ -212,17 +212,21 @@ class DataPlane:
         started = time.perf_counter()
         try:
             model = self.resolve(target)
-            request = decode(body)
-        except Exception:
+        except ServekitError:
             return None
+        batcher = model.batcher
         if (
-            (request.parameters and "timeout" in request.parameters)
+            batcher is None
+            or not batcher.may_run_now()
             or (self.watchers and model in self.watchers)
             or model.settings.parameters.extra.get("cache_predictions")
         ):
             return None
-        batcher = model.batcher
-        if batcher is None:
+        try:
+            request = decode(body)
+        except Exception:
+            return None
+        if request.parameters and "timeout" in request.parameters:
             return None
         request.id = bind_request_id(request.id)
         response: InferenceResponse | None = None

@@ -52,6 +52,12 @@ class Invoker:
             and (not request.inputs or _rows(request) <= self.INLINE_MAX_ROWS)
         )
 
+    def may_inline(self) -> bool:
+        """Whether a small enough request would run on the loop now (before
+        there is a request to ask :meth:`fits_inline` about)."""
+        recent = self.recent
+        return recent is not None and recent < self.inline_limit and not self.runtime.is_async
+
     def fits_inline(self, request: InferenceRequest) -> bool:
         """Whether a call would run on the loop: :meth:`runs_inline` for a
         synchronous ``predict`` (what :meth:`__call__` would do, without it)."""
