@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,29 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def serve_in_thread(app: Any, max_body: int) -> Iterator[int]:
+    """servekit's HTTP server with ``app``, in this process on a thread of its
+    own, on a free port (yielded) until the generator is closed."""
+    from servekit.server.http_server import HttpServer
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    started = threading.Event()
+    holder: dict[str, HttpServer] = {}
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        holder["server"] = HttpServer(app, max_body=max_body)
+        started.set()
+        await holder["server"].serve([sock])
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    started.wait(5)
+    yield sock.getsockname()[1]
+    loop.call_soon_threadsafe(holder["server"].stop)
+    thread.join(10)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from servers import serve_in_thread
 
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
 from servekit.dataplane import DataPlane, ModelFailed, Target
@@ -24,7 +24,6 @@ from servekit.library.prediction_cache import LRUCache
 from servekit.registry import Registry
 from servekit.server.app import App
 from servekit.server.http import Request, Response, Router, json_response, route
-from servekit.server.http_server import HttpServer
 from servekit.server.metrics import Metrics
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
@@ -51,40 +50,18 @@ def express(params: dict[str, str], headers: list[tuple[bytes, bytes]], body: by
     return json_response({"name": name, "express": True, "length": len(body)})
 
 
-def serve(app: App) -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
-    started = threading.Event()
-    holder: dict[str, HttpServer] = {}
-    loop = asyncio.new_event_loop()
-
-    async def main() -> None:
-        holder["server"] = HttpServer(app, max_body=LIMIT)
-        started.set()
-        await holder["server"].serve([sock])
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    started.wait(5)
-    yield sock.getsockname()[1]
-    loop.call_soon_threadsafe(holder["server"].stop)
-    thread.join(10)
-
-
 def router() -> Router:
     return Router([route("POST", "/fast/{name}", awaited, express=express), route("POST", "/plain/{name}", awaited)])
 
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    yield from serve(App({}, router(), max_body=LIMIT))
+    yield from serve_in_thread(App({}, router(), max_body=LIMIT), LIMIT)
 
 
 @pytest.fixture(scope="module")
 def logged_port() -> Iterator[int]:
-    yield from serve(App({}, router(), max_body=LIMIT, access_log=True))
+    yield from serve_in_thread(App({}, router(), max_body=LIMIT, access_log=True), LIMIT)
 
 
 def post(path: str, body: bytes = b"{}", headers: bytes = b"") -> bytes:

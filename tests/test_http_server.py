@@ -3,20 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 
 import orjson
 import pytest
 import requests
+from servers import serve_in_thread
 
 from servekit.server.app import App
 from servekit.server.http import Request, Response, Router, json_response, route
-from servekit.server.http_server import HttpServer
 
 LIMIT = 1_000_000
 
@@ -43,31 +41,12 @@ async def echo(request: Request) -> Response:
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
     router = Router([
         route("POST", "/echo/{name:path}", echo),
         route("GET", "/echo/{name:path}", echo),
         route("POST", "/alignment", alignment),
     ])
-    app = App({}, router, max_body=LIMIT)
-    started = threading.Event()
-    holder: dict[str, HttpServer] = {}
-    loop = asyncio.new_event_loop()
-
-    async def main() -> None:
-        holder["server"] = HttpServer(app, max_body=LIMIT)
-        started.set()
-        await holder["server"].serve([sock])
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    started.wait(5)
-    yield sock.getsockname()[1]
-    loop.call_soon_threadsafe(holder["server"].stop)
-    thread.join(10)
+    yield from serve_in_thread(App({}, router, max_body=LIMIT), LIMIT)
 
 
 def exchange(port: int, raw: bytes, responses: int = 1, head_only: bool = False) -> list[tuple[bytes, bytes]]:
