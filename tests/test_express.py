@@ -138,6 +138,16 @@ def test_pipelined_requests_mixing_both_paths_are_answered_in_order(port: int) -
     assert not closed
 
 
+def test_a_long_pipeline_gives_other_connections_their_turn(port: int) -> None:
+    """At most 32 pipelined requests are answered in one callback; the next
+    goes to a task (the event loop runs other connections meanwhile)."""
+    raw = b"".join(post(f"/fast/p{i}") for i in range(200))
+    answers, _ = exchange(port, raw, 200)
+    assert [body["name"] for _, body in answers] == [f"p{i}" for i in range(200)]
+    runs = "".join("x" if body["express"] else "." for _, body in answers).split(".")
+    assert max(len(run) for run in runs) <= 32 and len(runs) > 1
+
+
 def test_connection_close_and_http10_close_after_an_express_answer(port: int) -> None:
     [(head, body)], closed = exchange(port, post("/fast/a", headers=b"Connection: close\r\n"))
     assert body["express"] and b"connection: close" in head.lower() and closed

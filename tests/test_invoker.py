@@ -60,3 +60,53 @@ def test_inline_once_fast_and_robust_to_one_slow_call() -> None:
     where = asyncio.run(scenario())
     assert where[:7] == [False] + [True] * 6
     assert where[-1] is False
+
+
+class WaitsInThreads(Runtime):
+    """Fast on the loop; in a thread, each call first waits ``wait`` seconds
+    (what a busy event loop holding the GIL does to a threaded call)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(ModelSettings(name="w"))
+        self.wait = wait
+        self.loop_thread = threading.get_ident()
+        self.inline: list[bool] = []
+
+    def predict(self, request: InferenceRequest) -> InferenceResponse:
+        on_loop = threading.get_ident() == self.loop_thread
+        if not on_loop:
+            time.sleep(self.wait)
+        self.inline.append(on_loop)
+        return InferenceResponse(model_name="w", outputs=[])
+
+
+class Probing(Invoker):
+    PROBE_EVERY = 4
+
+
+PROBED_LIMIT = 0.01  # seconds
+
+
+def test_a_model_slow_only_in_threads_is_probed_on_the_loop_and_kept_there() -> None:
+    runtime = WaitsInThreads(3 * PROBED_LIMIT)  # under PROBE_FACTOR times the limit: probed
+
+    async def scenario() -> None:
+        invoker = Probing(runtime, ThreadPoolExecutor(1), PROBED_LIMIT)
+        for _ in range(8):
+            await invoker(InferenceRequest(inputs=[]))
+
+    asyncio.run(scenario())
+    # threaded until the probe (the 4th threaded call), inline from it on
+    assert runtime.inline == [False] * 3 + [True] * 5
+
+
+def test_a_model_far_over_the_limit_is_never_probed() -> None:
+    runtime = WaitsInThreads(Invoker.PROBE_FACTOR * PROBED_LIMIT * 1.5)
+
+    async def scenario() -> None:
+        invoker = Probing(runtime, ThreadPoolExecutor(1), PROBED_LIMIT)
+        for _ in range(5):
+            await invoker(InferenceRequest(inputs=[]))
+
+    asyncio.run(scenario())
+    assert runtime.inline == [False] * 5

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from servekit.errors import ModelNotFound, ServekitError
 from servekit.library.prediction_cache import LRUCache, PredictionCache, cache_key, make_cache
@@ -184,11 +184,8 @@ class DataPlane:
             if observed:
                 spans["encode"] = time.perf_counter() - mark
         except Exception as exc:
-            error = self._failed(exc, InferenceCall(protocol, target, model, request, response, None, cached,
-                                                    spans, time.perf_counter() - started), stage)
-            if error is exc:
-                raise
-            raise error from exc
+            self._fail(exc, InferenceCall(protocol, target, model, request, response, None, cached, spans,
+                                          time.perf_counter() - started), stage)
         self._answered(protocol, target, model, request, response, cached, spans, started)
         return result
 
@@ -238,16 +235,14 @@ class DataPlane:
             stage = "encode"
             result = encode(response, request)
         except Exception as exc:
-            error = self._failed(exc, InferenceCall(protocol, target, model, request, response, None, False,
-                                                    _NO_SPANS, time.perf_counter() - started), stage)
-            if error is exc:
-                raise
-            raise error from exc
+            self._fail(exc, InferenceCall(protocol, target, model, request, response, None, False, _NO_SPANS,
+                                          time.perf_counter() - started), stage)
         self._answered(protocol, target, model, request, response, False, _NO_SPANS, started)
         return result
 
-    def _failed(self, exc: Exception, call: InferenceCall, stage: str) -> ServekitError:
-        """Count and tell a failed call; the error its caller answers with."""
+    def _fail(self, exc: Exception, call: InferenceCall, stage: str) -> NoReturn:
+        """Count and tell a failed call; raise the error its caller answers with
+        (``exc`` itself when it is a ServekitError, else a ModelFailed)."""
         error = exc if isinstance(exc, ServekitError) else _model_failed(
             exc, call.target, call.model, call.request, stage)
         call.error = error
@@ -255,7 +250,9 @@ class DataPlane:
         if self.tally is not None:
             self.tally.failed(call)
         self._notify(call)
-        return error
+        if error is exc:
+            raise exc
+        raise error from exc
 
     def _answered(
         self, protocol: str, target: Target, model: ModelVersion, request: InferenceRequest,

@@ -7,6 +7,12 @@
   is small (at most :attr:`Invoker.INLINE_MAX_ROWS` rows): then handing the
   call to a thread would cost more than the call itself holds the loop, and it
   runs inline. The first call of a model always runs in a thread.
+- A call in a thread also waits for the GIL, which the busy event loop holds
+  for up to a switch interval: a fast model measured there can look slow for
+  as long as the load lasts. So every :attr:`Invoker.PROBE_EVERY`-th threaded
+  call of a model whose median is under :attr:`Invoker.PROBE_FACTOR` times the
+  limit runs inline instead, measured without those waits; when it is under
+  the limit, the threaded history is dropped and the model runs inline.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ class Invoker:
     """Calls one runtime's ``predict``, inline or in ``executor`` (see module doc)."""
 
     INLINE_MAX_ROWS = 64
+    PROBE_EVERY = 16
+    PROBE_FACTOR = 20.0
 
     def __init__(self, runtime: Runtime, executor: Executor, inline_limit: float) -> None:
         self.runtime = runtime
@@ -35,6 +43,7 @@ class Invoker:
         # threads, where every call costs a hand-off (nor one fast call a slow
         # model onto the loop)
         self.recent: float | None = None
+        self.threaded = 0  # calls run in a thread (every PROBE_EVERY-th may be a probe)
 
     def timed(self, request: InferenceRequest) -> InferenceResponse:
         started = time.perf_counter()
@@ -69,8 +78,35 @@ class Invoker:
             return result
         if self.runs_inline(request):
             return self.timed(request)
+        if self._probe_due(request):
+            return self._probe(request)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.timed, request)
+
+
+    def _probe_due(self, request: InferenceRequest) -> bool:
+        self.threaded += 1
+        recent = self.recent
+        return (
+            self.threaded % self.PROBE_EVERY == 0
+            and recent is not None
+            and recent < self.PROBE_FACTOR * self.inline_limit
+            and (not request.inputs or _rows(request) <= self.INLINE_MAX_ROWS)
+        )
+
+    def _probe(self, request: InferenceRequest) -> InferenceResponse:
+        """One call on the loop, of a model that runs in threads: when it takes
+        less than the limit there, the waits of its threaded calls were not its
+        own, and it runs inline from now on (see the module doc)."""
+        started = time.perf_counter()
+        try:
+            return self.runtime.predict(request)
+        finally:
+            took = time.perf_counter() - started
+            if took < self.inline_limit:
+                self.durations.clear()
+            self.durations.append(took)
+            self.recent = sorted(self.durations)[len(self.durations) // 2]
 
 
 def _rows(request: InferenceRequest) -> int:

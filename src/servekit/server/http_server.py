@@ -71,6 +71,9 @@ _HEAD_LIMIT = 64 * 1024  # request line + headers (also chunked trailers)
 _HEAD_KEPT_BYTES = 1024
 _HEADS_KEPT = 256
 _HEADS: dict[bytes, _Head] = {}
+# pipelined requests answered in one callback by the application's express
+# handler: the next goes to a task, so that other connections get their turn
+_EXPRESS_RUN = 32
 _BUFFER_SIZE = 16 * 1024
 _PIPELINE_LIMIT = _HEAD_LIMIT  # unparsed bytes read ahead while a request is handled
 _BUFFER_LIMIT = 2 * _HEAD_LIMIT + _BUFFER_SIZE  # the head buffer grows no larger (but always fits what it holds)
@@ -177,6 +180,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.body_since = 0.0  # when the body began
         self.progress_at = 0.0  # when a byte of it last arrived
         self.head: _Head | None = None
+        self.expressed = 0  # requests answered in this callback by express (see _EXPRESS_RUN)
         self.busy = False  # a request is being handled
         self.closing = False
         self.keep_alive = True
@@ -361,6 +365,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def _parse(self) -> None:
         """Consume what the buffer holds: heads, chunked bodies or a body's start."""
         buffer = self.buffer
+        self.expressed = 0
         while not self.busy and not self.closing and not self.write_paused and self.filled > self.start:
             if self.chunk is not None:
                 if not self._feed_chunked():
@@ -686,6 +691,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         url = head.url
         if (
             self.server.stopping
+            or self.expressed >= _EXPRESS_RUN
             or url[:1] != b"/"
             or url[1:2] == b"/"
             or b"?" in url
@@ -700,6 +706,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if answer is None:
             return False
         self.head = None
+        self.expressed += 1
         status, headers, payload = answer
         response = _response_head(self, status, headers)
         if response is None:  # refused: the cycle's generic 500
