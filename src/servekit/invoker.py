@@ -50,9 +50,12 @@ class Invoker:
         try:
             return self.runtime.predict(request)
         finally:
-            durations = self.durations
-            durations.append(time.perf_counter() - started)
-            self.recent = sorted(durations)[len(durations) // 2]
+            self._note(time.perf_counter() - started)
+
+    def _note(self, took: float) -> None:
+        durations = self.durations
+        durations.append(took)
+        self.recent = sorted(durations)[len(durations) // 2]
 
     def runs_inline(self, request: InferenceRequest) -> bool:
         return (
@@ -83,7 +86,6 @@ class Invoker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.timed, request)
 
-
     def _probe_due(self, request: InferenceRequest) -> bool:
         self.threaded += 1
         recent = self.recent
@@ -105,8 +107,7 @@ class Invoker:
             took = time.perf_counter() - started
             if took < self.inline_limit:
                 self.durations.clear()
-            self.durations.append(took)
-            self.recent = sorted(self.durations)[len(self.durations) // 2]
+            self._note(took)
 
 
 def _rows(request: InferenceRequest) -> int:

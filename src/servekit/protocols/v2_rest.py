@@ -54,9 +54,6 @@ def _answer(response: InferenceResponse, request: InferenceRequest, accept: str 
     return out
 
 
-def _answer_accepting(accept: str, response: InferenceResponse, request: InferenceRequest) -> Response:
-    return _answer(response, request, accept)
-
 
 def routes(ctx: ServerContext) -> list[Route]:
     registry = ctx.registry
@@ -110,7 +107,7 @@ def routes(ctx: ServerContext) -> list[Route]:
                 return None
             if name == b"accept-encoding":
                 accept = value.decode("latin-1")
-        encode = _answer if accept is None else partial(_answer_accepting, accept)
+        encode = _answer if accept is None else partial(_answer, accept=accept)
         return dataplane.express(Target(params["model"], params.get("version")), _decode, body, encode,
                                  protocol=PROTOCOL)
 
