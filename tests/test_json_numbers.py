@@ -436,19 +436,145 @@ def test_plain_requests_decode_exactly_as_the_general_path(
     assert whole(fast, body) == whole(ordinary, body)
 
 
-def test_the_commonest_requests_take_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+COMMONEST = [("FP64", list(range(256)) * 3), ("FP64", [p / 7 for p in list(range(256)) * 3]),
+             ("INT64", list(range(256)) * 3), ("BOOL", [p % 2 == 0 for p in range(768)]),
+             ("FP64", [5.1, 3.5, 1.4, 0.2]), ("INT64", [1, 2, 3, 4]), ("BOOL", [True, False, True, True])]
+
+
+def commonest_requests() -> Any:
+    for datatype, data in COMMONEST:
+        size = len(data)
+        yield {"inputs": [{"name": "a", "shape": [1, size], "datatype": datatype, "data": data}]}
+        yield {"id": "q", "inputs": [{"name": "a", "shape": [size], "datatype": datatype, "data": data}]}
+
+
+def assert_decoded(request: InferenceRequest, document: dict[str, Any]) -> None:
+    entry = document["inputs"][0]
+    assert request.inputs[0].data.tolist() == np.asarray(entry["data"]).reshape(entry["shape"]).tolist()
+    assert request.inputs[0].data.flags.writeable  # as the general path's arrays: runtimes may write
+    assert request.id == document.get("id") and request.parameters == {} and request.outputs is None
+
+
+@pytest.mark.skipif(not json_numbers.available(), reason="the C extension was not built")
+def test_the_commonest_requests_are_decoded_whole_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = []
+    whole_in_c = json_numbers.plain_input
+    monkeypatch.setattr(json_numbers, "plain_input", lambda body: taken.append(whole_in_c(body)) or taken[-1])
+    monkeypatch.setattr(v2_codec, "_plain_request", lambda document: pytest.fail("decoded twice"))
+    for document in commonest_requests():
+        request = v2_codec.decode_request(orjson.dumps(document), {})
+        assert taken[-1] is not None and request.inputs[0].data is taken[-1][1]
+        assert_decoded(request, document)
+    assert len(taken) == 14
+
+
+def test_without_the_extension_the_commonest_requests_take_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_numbers, "_numbers", None)
     taken = []
     plain = v2_codec._plain_request
     monkeypatch.setattr(v2_codec, "_plain_request", lambda document: taken.append(plain(document)) or taken[-1])
-    pixels = list(range(256)) * 3
-    for datatype, data in [("FP64", pixels), ("FP64", [p / 7 for p in pixels]), ("INT64", pixels),
-                           ("BOOL", [p % 2 == 0 for p in pixels]), ("FP64", [5.1, 3.5, 1.4, 0.2]),
-                           ("INT64", [1, 2, 3, 4]), ("BOOL", [True, False, True, True])]:
-        size = len(data)
-        for document in ({"inputs": [{"name": "a", "shape": [1, size], "datatype": datatype, "data": data}]},
-                         {"id": "q", "inputs": [{"name": "a", "shape": [size], "datatype": datatype, "data": data}]}):
-            request = v2_codec.decode_request(orjson.dumps(document), {})
-            assert taken[-1] is request and request.inputs[0].data.tolist() == np.asarray(data).reshape(
-                document["inputs"][0]["shape"]).tolist()  # type: ignore[index]
-            assert request.id == document.get("id") and request.parameters == {} and request.outputs is None
+    for document in commonest_requests():
+        request = v2_codec.decode_request(orjson.dumps(document), {})
+        entry = document["inputs"][0]
+        # orjson's whole numbers are int64: for FP64 they are cast the general way
+        assert (taken[-1] is request) == (np.asarray(entry["data"]).dtype != np.int64 or entry["datatype"] == "INT64")
+        assert_decoded(request, document)
     assert len(taken) == 14
+
+
+def json_text(value: Any, space: str) -> str:
+    """``value`` as JSON text with ``space`` around every structural character."""
+    if isinstance(value, dict):
+        return "{" + space + ("," + space).join(
+            f"{json_text(k, space)}{space}:{space}{json_text(v, space)}" for k, v in value.items()) + space + "}"
+    if isinstance(value, list):
+        return "[" + space + ("," + space).join(json_text(v, space) for v in value) + space + "]"
+    if isinstance(value, Raw):
+        return value.text
+    return orjson.dumps(value).decode()
+
+
+class Raw:
+    """JSON text put into a document as it is (escapes, odd strings)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    datatype=st.sampled_from(["FP64", "FP32", "INT64", "BOOL", "fp32", "INT32", "UINT8"]),
+    values=st.sampled_from(["pixel", "float", "huge float", "bool", "int", "big int", "mixed", "bool and int"]),
+    count=st.sampled_from([1, 4, 300]),
+    order=st.permutations(["name", "shape", "datatype", "data"]),
+    id_first=st.booleans(),
+    request_id=st.sampled_from(["absent", "r-1", "", None, Raw('"\\u00e9"'), Raw('"a\\nb"'), "é"]),
+    name=st.sampled_from(["x", "é", Raw('"a\\"b"'), Raw('"\\u0041"'), Raw('"tab\\t"'), ""]),
+    space=st.sampled_from(["", " ", "\n\t ", "\r\n"]),
+    oddity=st.sampled_from([None, "duplicate name", "duplicate data", "duplicate id", "duplicate inputs",
+                            "trailing", "trailing space", "nul", "second input", "bom", "flat data",
+                            "shape float", "shape zero", "shape huge", "no name", "no data"]),
+    seed=st.integers(0, 2**16),
+)
+def test_whole_bodies_decode_in_c_exactly_as_the_general_path(
+    datatype: str, values: str, count: int, order: list[str], id_first: bool, request_id: Any, name: Any,
+    space: str, oddity: str | None, seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    data: list[Any] = {
+        "pixel": rng.integers(0, 256, count).tolist(),
+        "float": rng.normal(0, 100, count).tolist(),
+        "huge float": [1e39] * count,  # past float32
+        "bool": rng.integers(0, 2, count).astype(bool).tolist(),
+        "int": rng.integers(-(2**31), 2**31, count).tolist(),
+        "big int": rng.integers(-(2**62), 2**62, count).tolist(),  # rounded by float casts
+        "mixed": [2**60 + 1, 0.5] * (count // 2) + [3] * (count % 2),
+        "bool and int": [True, 7] * (count // 2) + [False] * (count % 2),
+    }[values]
+    shape: Any = [count] if oddity == "flat data" else [1, count]
+    shape = {"shape float": [1.0, count], "shape zero": [0, count], "shape huge": [2**40, 2**40, count]}.get(
+        oddity or "", shape)
+    fields: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype,
+                              "data": data if oddity == "flat data" else [data]}
+    entry = {key: fields[key] for key in order if (oddity or "") != f"no {key}"}
+    inputs: list[Any] = [entry, entry] if oddity == "second input" else [entry]
+    document: dict[str, Any] = {}
+    if id_first and request_id != "absent":
+        document["id"] = request_id
+    document["inputs"] = inputs
+    if not id_first and request_id != "absent":
+        document["id"] = request_id
+    text = json_text(document, space)
+    duplicate = {"duplicate name": ('"name"', '"name":"y","name"'), "duplicate data": ('"data"', '"data":[1],"data"'),
+                 "duplicate id": ('"inputs"', '"id":"z","id":"w","inputs"'),
+                 "duplicate inputs": ('"inputs"', '"inputs":[],"inputs"')}.get(oddity or "")
+    if duplicate is not None:
+        text = text.replace(*duplicate, 1)
+    text += {"trailing": "x", "trailing space": " \n", "nul": "\0"}.get(oddity or "", "")
+    body = ("\ufeff" if oddity == "bom" else "").encode() + text.encode()
+    assert whole(fast, body) == whole(ordinary, body)
+
+
+@pytest.mark.skipif(not json_numbers.available(), reason="the C extension was not built")
+def test_what_the_whole_decode_takes_and_leaves() -> None:
+    def taken(text: str) -> bool:
+        return json_numbers.plain_input(text.encode()) is not None
+
+    entry = '"name":"x","shape":[2],"datatype":"{}","data":{}'
+    assert taken('{"inputs":[{' + entry.format("FP64", "[1,2]") + '}]}')
+    assert taken(' {"id" : null , "inputs":[ {' + entry.format("FP32", "[1.5,2]") + '} ] }\n')
+    assert taken('{"inputs":[{' + entry.format("BOOL", "[true,false]") + '}],"id":"r"}')
+    assert taken('{"inputs":[{' + entry.format("INT64", "[[1],[2]]") + '}]}')
+    for other in ['{"inputs":[{' + entry.format("INT64", "[1.5,2]") + '}]}',  # the general path's error
+                  '{"inputs":[{' + entry.format("BOOL", "[1,0]") + '}]}',
+                  '{"inputs":[{' + entry.format("FP32", "[1e39,0]") + '}]}',
+                  '{"inputs":[{' + entry.format("FP64", "[1,2,3]") + '}]}',
+                  '{"inputs":[{' + entry.format("FP16", "[1,2]") + '}]}',
+                  '{"inputs":[{' + entry.format("FP64", "[1,2]") + ',"parameters":{}}]}',
+                  '{"inputs":[{' + entry.format("FP64", "[1,2]") + '}],"outputs":[]}',
+                  '{"inputs":[{' + entry.format("FP64", "[1,2]") + '}],"id":7}',
+                  '{"inputs":[{' + entry.format("FP64", '["1",2]') + '}]}',
+                  '{"inputs":[{' + entry.format("FP64", "[1,2]") + '}]',
+                  '[{' + entry.format("FP64", "[1,2]") + '}]']:
+        assert not taken(other), other
+    assert json_numbers.plain_input(memoryview(b'{"inputs":[]}')) is None

@@ -614,9 +614,239 @@ unusual:
     Py_RETURN_NONE;
 }
 
+/* -- the plain request ------------------------------------------------------ */
+
+typedef enum { DT_FP64 = 0, DT_FP32, DT_INT64, DT_BOOL, DT_COUNT } plain_dtype_t;
+static const char *const DT_NAMES[DT_COUNT] = {"FP64", "FP32", "INT64", "BOOL"};
+static PyObject *DT_OBJECTS[DT_COUNT];
+
+/* A JSON string at p (its opening quote) holding no escape and no control
+ * character: its raw bytes; NULL for any other string (orjson then decides). */
+static const char *plain_string(const char *p, const char *end, const char **text, Py_ssize_t *len) {
+    if (*p != '"') return NULL;
+    const char *start = ++p;
+    while (p < end && *p != '"') {
+        if (*p == '\\' || (unsigned char)*p < 0x20) return NULL;
+        p++;
+    }
+    if (p >= end) return NULL;
+    *text = start;
+    *len = p - start;
+    return p + 1;
+}
+
+/* A shape: a non-empty list of at most MAX_DEPTH positive integers whose product
+ * fits int64 (its elements, in *count). */
+static const char *plain_shape(const char *p, const char *end, PyObject **shape, int64_t *count) {
+    int64_t dims[MAX_DEPTH];
+    int ndim = 0;
+    int64_t product = 1;
+    if (*p != '[') return NULL;
+    p = skip_ws(p + 1);
+    for (;;) {
+        int64_t dim;
+        double unused;
+        if (ndim == MAX_DEPTH || read_token(&p, end, &dim, &unused) != TOKEN_INT || dim <= 0 ||
+            __builtin_mul_overflow(product, dim, &product))
+            return NULL;
+        dims[ndim++] = dim;
+        p = skip_ws(p);
+        if (*p == ']') break;
+        if (*p != ',') return NULL;
+        p = skip_ws(p + 1);
+    }
+    PyObject *tuple = PyTuple_New(ndim);
+    if (tuple == NULL) return NULL;
+    for (int i = 0; i < ndim; i++) {
+        PyObject *dim = PyLong_FromLongLong(dims[i]);
+        if (dim == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, dim);
+    }
+    *shape = tuple;
+    *count = product;
+    return p + 1;
+}
+
+/* What the parsed array becomes for the datatype, in place: 1, or 0 when the
+ * general path must decide (values of another kind, or FP32 overflow). */
+static int plain_convert(char *base, Py_ssize_t count, kind_t kind, plain_dtype_t datatype) {
+    switch (datatype) {
+    case DT_FP64:
+        if (kind == KIND_INT) ints_to_floats(base, count);
+        return kind != KIND_BOOL;
+    case DT_INT64:
+        return kind == KIND_INT;
+    case DT_BOOL:
+        return kind == KIND_BOOL;
+    case DT_FP32:
+        if (kind == KIND_BOOL) return 0;
+        /* forwards: float i lands on bytes 4i..4i+3, within slots already read */
+        for (Py_ssize_t i = 0; i < count; i++) {
+            float f;
+            if (kind == KIND_INT) {
+                int64_t v;
+                memcpy(&v, base + i * 8, 8);
+                f = (float)v;
+            } else {
+                double d;
+                memcpy(&d, base + i * 8, 8);
+                f = (float)d;
+                if (f - f != 0.0f) return 0; /* overflow: the general path words it */
+            }
+            memcpy(base + i * 4, &f, 4);
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+typedef struct {
+    PyObject *name, *shape, *data, *id;
+    plain_dtype_t datatype;
+    int64_t elements;
+} plain_t;
+
+static void plain_clear(plain_t *plain) {
+    Py_CLEAR(plain->name);
+    Py_CLEAR(plain->shape);
+    Py_CLEAR(plain->data);
+    Py_CLEAR(plain->id);
+}
+
+/* The one inputs[] entry, an object at p of exactly name, shape, datatype, data. */
+static const char *plain_input(const char *p, const char *end, Py_ssize_t size, plain_t *plain) {
+    int seen = 0; /* bits: name 1, shape 2, datatype 4, data 8 */
+    kind_t kind = KIND_BOOL;
+    Py_ssize_t count = 0;
+    if (*p != '{') return NULL;
+    p = skip_ws(p + 1);
+    for (;;) {
+        const char *key, *text;
+        Py_ssize_t len, text_len;
+        p = plain_string(p, end, &key, &len);
+        if (p == NULL) return NULL;
+        p = skip_ws(p);
+        if (*p != ':') return NULL;
+        p = skip_ws(p + 1);
+        if (key_is(key, len, "name") && !(seen & 1)) {
+            seen |= 1;
+            if ((p = plain_string(p, end, &text, &text_len)) == NULL) return NULL;
+            plain->name = PyUnicode_DecodeUTF8(text, text_len, NULL);
+            if (plain->name == NULL) return NULL;
+        } else if (key_is(key, len, "shape") && !(seen & 2)) {
+            seen |= 2;
+            if ((p = plain_shape(p, end, &plain->shape, &plain->elements)) == NULL) return NULL;
+        } else if (key_is(key, len, "datatype") && !(seen & 4)) {
+            seen |= 4;
+            if ((p = plain_string(p, end, &text, &text_len)) == NULL) return NULL;
+            plain_dtype_t d = 0;
+            while (d < DT_COUNT && !key_is(text, text_len, DT_NAMES[d])) d++;
+            if (d == DT_COUNT) return NULL;
+            plain->datatype = d;
+        } else if (key_is(key, len, "data") && !(seen & 8)) {
+            seen |= 8;
+            /* every number takes at least two bytes (itself and a separator) */
+            plain->data = PyByteArray_FromStringAndSize(NULL, (size / 2 + 1) * 8);
+            if (plain->data == NULL) return NULL;
+            parsed_t parsed = {PyByteArray_AS_STRING(plain->data), size / 2 + 1, 0, 0, KIND_BOOL, 0, {0}};
+            if (!parse_array(&p, end, &parsed) || parsed.ndim > MAX_DEPTH) return NULL;
+            kind = parsed.kind;
+            count = parsed.count;
+        } else {
+            return NULL; /* another key, or one sent twice */
+        }
+        p = skip_ws(p);
+        if (*p == '}') break;
+        if (*p != ',') return NULL;
+        p = skip_ws(p + 1);
+    }
+    if (seen != 15 || count != plain->elements ||
+        !plain_convert(PyByteArray_AS_STRING(plain->data), count, kind, plain->datatype))
+        return NULL;
+    Py_ssize_t itemsize = plain->datatype == DT_BOOL ? 1 : plain->datatype == DT_FP32 ? 4 : 8;
+    if (PyByteArray_Resize(plain->data, count * itemsize) < 0) return NULL;
+    return p + 1;
+}
+
+/*
+ * plain_request(body) -> (name, shape, datatype, data, id) | None
+ *
+ * The commonest V2 request, decoded whole: an object of "inputs" (one entry of
+ * exactly name, shape, datatype and data) and at most an "id" (a string or
+ * null), in any order, datatype FP64, FP32, INT64 or BOOL, and data a numeric
+ * array of that datatype's kind with as many elements as the shape's positive
+ * dimensions multiply to. data is a bytearray of the tensor's values (float64,
+ * float32, int64 or one byte per bool), exactly what the general path makes of
+ * the same text. Anything else, including valid JSON of another form, escaped
+ * strings and keys sent twice, answers None: the general path decides.
+ */
+static PyObject *py_plain_request(PyObject *self, PyObject *arg) {
+    const char *body;
+    Py_ssize_t size;
+    if (nul_terminated(arg, &body, &size) < 0) return NULL;
+    const char *end = body + size;
+    plain_t plain = {NULL, NULL, NULL, NULL, DT_FP64, 0};
+    int seen_inputs = 0;
+    const char *p = skip_ws(body);
+    if (*p != '{') goto other;
+    p = skip_ws(p + 1);
+    for (;;) {
+        const char *key, *text;
+        Py_ssize_t len, text_len;
+        p = plain_string(p, end, &key, &len);
+        if (p == NULL) goto other;
+        p = skip_ws(p);
+        if (*p != ':') goto other;
+        p = skip_ws(p + 1);
+        if (key_is(key, len, "inputs") && !seen_inputs) {
+            seen_inputs = 1;
+            if (*p != '[') goto other;
+            p = plain_input(skip_ws(p + 1), end, size, &plain);
+            if (p == NULL) goto other;
+            p = skip_ws(p);
+            if (*p != ']') goto other;
+            p++;
+        } else if (key_is(key, len, "id") && plain.id == NULL) {
+            if (*p == 'n' && end - p >= 4 && memcmp(p, "null", 4) == 0) {
+                plain.id = Py_NewRef(Py_None);
+                p += 4;
+            } else {
+                if ((p = plain_string(p, end, &text, &text_len)) == NULL) goto other;
+                plain.id = PyUnicode_DecodeUTF8(text, text_len, NULL);
+                if (plain.id == NULL) goto other;
+            }
+        } else {
+            goto other;
+        }
+        p = skip_ws(p);
+        if (*p == '}') break;
+        if (*p != ',') goto other;
+        p = skip_ws(p + 1);
+    }
+    if (!seen_inputs || skip_ws(p + 1) != end) goto other;
+    PyObject *result = PyTuple_Pack(5, plain.name, plain.shape, DT_OBJECTS[plain.datatype], plain.data,
+                                    plain.id == NULL ? Py_None : plain.id);
+    plain_clear(&plain);
+    return result;
+other:
+    plain_clear(&plain);
+    if (PyErr_Occurred()) {
+        /* only running out of memory is an error; undecodable text is the general path's */
+        if (!PyErr_ExceptionMatches(PyExc_MemoryError)) PyErr_Clear();
+        else return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef METHODS[] = {
     {"scan_request", py_scan_request, METH_VARARGS,
      "scan_request(body, out) -> [(input index, (start, end, byte offset, kind, shape))] or None"},
+    {"plain_request", py_plain_request, METH_O,
+     "plain_request(body) -> (name, shape, datatype, data, id) or None"},
     {"parse_array", py_parse_array, METH_VARARGS,
      "parse_array(body, offset, out) -> (start, end, byte offset, kind, shape) or None"},
     {NULL, NULL, 0, NULL},
@@ -636,6 +866,10 @@ PyMODINIT_FUNC PyInit__numbers(void) {
     for (int i = 0; i < 3; i++) {
         if (KIND_NAMES[i] == NULL) KIND_NAMES[i] = PyUnicode_InternFromString(names[i]);
         if (KIND_NAMES[i] == NULL) return NULL;
+    }
+    for (int i = 0; i < DT_COUNT; i++) {
+        if (DT_OBJECTS[i] == NULL) DT_OBJECTS[i] = PyUnicode_InternFromString(DT_NAMES[i]);
+        if (DT_OBJECTS[i] == NULL) return NULL;
     }
     return PyModule_Create(&MODULE);
 }

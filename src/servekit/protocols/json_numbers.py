@@ -97,6 +97,30 @@ def loads_request(body: bytes | bytearray | memoryview) -> Any | None:
     return document
 
 
+#: what plain_request's datatypes hold
+_PLAIN_DTYPES: dict[str, np.dtype[Any]] = {
+    "FP64": np.dtype(np.float64), "FP32": np.dtype(np.float32), "INT64": np.dtype(np.int64), "BOOL": np.dtype(np.bool_),
+}
+
+
+def plain_input(body: bytes | bytearray | memoryview) -> tuple[str, np.ndarray, str, str | None] | None:
+    """The one input (name, array, datatype) and the id of the commonest
+    request, decoded whole in C: an object of ``inputs`` (one entry of exactly
+    name, shape, datatype and data) and at most a string ``id``, datatype FP64,
+    FP32, INT64 or BOOL, with data of that kind and the shape's size. The array
+    holds exactly what the general path makes of the same text.
+
+    None for any other body (or without the extension): decode it the usual way.
+    """
+    if _numbers is None or not isinstance(body, bytes | bytearray):
+        return None
+    found = _numbers.plain_request(body)
+    if found is None:
+        return None
+    name, shape, datatype, data, request_id = found
+    return name, np.frombuffer(data, _PLAIN_DTYPES[datatype]).reshape(shape), datatype, request_id
+
+
 def _ordinary_only(datatype: str, kind: str) -> bool:
     # BYTES turns numbers into text, and UINT64 reads whole floats from the
     # original list (v2_codec); both are rare enough to leave to that path

@@ -123,6 +123,11 @@ def decode_request(
         document = loads(view[:split])
         binary = view[split:]
     else:
+        # the commonest request, decoded whole in C
+        plain_input = json_numbers.plain_input(body)
+        if plain_input is not None:
+            name, data, datatype, request_id = plain_input
+            return InferenceRequest([Tensor(name, data, datatype, {})], None, request_id or None, {})
         # large numeric data arrays straight into numpy; None: the ordinary path
         document = json_numbers.loads_request(body)
         if document is None:
