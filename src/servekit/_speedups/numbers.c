@@ -134,7 +134,7 @@ static inline const char *skip_digits(const char *p) {
 }
 
 /* One JSON number or true/false at *pp, in strict JSON grammar. */
-static inline token_t read_token(const char **pp, const char *end, int64_t *ival, double *dval) {
+static inline __attribute__((always_inline)) token_t read_token(const char **pp, const char *end, int64_t *ival, double *dval) {
     const char *p = *pp;
     const char *start = p;
     int negative = 0;
@@ -160,12 +160,11 @@ static inline token_t read_token(const char **pp, const char *end, int64_t *ival
     int too_many = 0;   /* more digits than w holds: the exact slow path only */
     int e10 = 0;
     int n;
-    if (*p == '0') {
-        p++;
-        if (is_digit(*p)) return TOKEN_UNUSUAL; /* leading zero */
+    n = digits8(p, end, &w);
+    if (n == 0 || (n > 1 && *p == '0')) return TOKEN_UNUSUAL; /* none, or a leading zero */
+    if (w == 0) {
+        p++; /* a zero: no significant digits yet */
     } else {
-        n = digits8(p, end, &w);
-        if (n == 0) return TOKEN_UNUSUAL;
         digits = n;
         p += n;
         while (n == 8 && (n = digits8(p, end, &v)) > 0) {
