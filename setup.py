@@ -16,7 +16,7 @@ setup(
             "servekit._numbers",
             sources=["src/servekit/_speedups/numbers.c"],
             # float parsing relies on exactly one rounding per operation
-            extra_compile_args=["-O2", "-ffp-contract=off"],
+            extra_compile_args=["-O3", "-ffp-contract=off"],
             optional=True,
         ),
         Extension(

@@ -134,7 +134,7 @@ static inline const char *skip_digits(const char *p) {
 }
 
 /* One JSON number or true/false at *pp, in strict JSON grammar. */
-static inline __attribute__((always_inline)) token_t read_token(const char **pp, const char *end, int64_t *ival, double *dval) {
+static inline token_t read_token(const char **pp, const char *end, int64_t *ival, double *dval) {
     const char *p = *pp;
     const char *start = p;
     int negative = 0;
@@ -160,11 +160,12 @@ static inline __attribute__((always_inline)) token_t read_token(const char **pp,
     int too_many = 0;   /* more digits than w holds: the exact slow path only */
     int e10 = 0;
     int n;
-    n = digits8(p, end, &w);
-    if (n == 0 || (n > 1 && *p == '0')) return TOKEN_UNUSUAL; /* none, or a leading zero */
-    if (w == 0) {
-        p++; /* a zero: no significant digits yet */
+    if (*p == '0') {
+        p++;
+        if (is_digit(*p)) return TOKEN_UNUSUAL; /* leading zero */
     } else {
+        n = digits8(p, end, &w);
+        if (n == 0) return TOKEN_UNUSUAL;
         digits = n;
         p += n;
         while (n == 8 && (n = digits8(p, end, &v)) > 0) {
@@ -643,9 +644,12 @@ static const char *plain_shape(const char *p, const char *end, PyObject **shape,
     if (*p != '[') return NULL;
     p = skip_ws(p + 1);
     for (;;) {
-        int64_t dim;
-        double unused;
-        if (ndim == MAX_DEPTH || read_token(&p, end, &dim, &unused) != TOKEN_INT || dim <= 0 ||
+        /* a JSON integer from 1 to 10^18 - 1 (no leading zero), of up to 18 digits */
+        int64_t dim = 0;
+        int digits = 0;
+        if (*p == '0') return NULL;
+        while (is_digit(*p) && digits < 18) dim = dim * 10 + (*p++ - '0'), digits++;
+        if (digits == 0 || is_digit(*p) || *p == '.' || *p == 'e' || *p == 'E' || ndim == MAX_DEPTH ||
             __builtin_mul_overflow(product, dim, &product))
             return NULL;
         dims[ndim++] = dim;
