@@ -6,7 +6,8 @@
  * model as flat node arrays in which a leaf points to itself, so walking
  * `depth` steps from each root lands on each tree's leaf. With numpy that walk
  * is several array operations per level, each a few microseconds even for one
- * row; here it is one loop of compares and loads.
+ * row; here it is one loop of compares and loads, over several trees at once
+ * (see "lanes" below), whose leaves' values are then summed tree by tree.
  *
  * The two rules are exactly the numpy code's (which the model's own library
  * checked on probe rows when it loaded):
@@ -19,6 +20,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -98,9 +100,73 @@ static int take_walk(walk_t *w, PyObject *x, PyObject *roots, PyObject *out, con
     return 0;
 }
 
-/* Whether `node` and the feature it splits on may be read. */
-static inline int inside(const walk_t *w, int64_t node) {
-    return (uint64_t)node < (uint64_t)w->nodes && (uint64_t)w->feature[node] < (uint64_t)w->columns;
+/*
+ * The walks go several trees at a time ("lanes"), one level of each in turn:
+ * a tree's walk is a chain of dependent loads (node -> feature -> x -> child),
+ * and the chains of the lanes overlap where a lone chain would wait on memory.
+ * Leaves point to themselves, so `depth` steps land every lane on its leaf
+ * and the loop is regular. A last set of fewer trees fills its spare lanes
+ * with its first tree again (walked and checked like it, never summed). Each
+ * step checks the node and the feature index before it reads by them; a walk
+ * that meets one out of range stops and returns 0. The lanes' leaves are then
+ * summed in tree order, so the sums are the one-tree-at-a-time walk's, bit for
+ * bit. 16 lanes for XGBoost (fashion-MNIST, 500 trees of depth 5, one row:
+ * about 9 -> 4.5 us); 8 for scikit-learn's forests, whose small ones (iris) sit in
+ * L1 where more lanes only cost.
+ */
+#ifndef FOREST_LANES
+#define FOREST_LANES 8
+#endif
+#ifndef BOOSTER_LANES
+#define BOOSTER_LANES 16
+#endif
+
+/* The lanes' roots: trees t0, t0 + 1, ...; returns how many lanes are trees. */
+static inline int start_lanes(const walk_t *w, Py_ssize_t t0, int lanes, int64_t *node) {
+    int n = w->trees - t0 < lanes ? (int)(w->trees - t0) : lanes;
+    for (int i = 0; i < lanes; i++) node[i] = w->roots[t0 + (i < n ? i : 0)];
+    return n;
+}
+
+/* `depth` steps of each lane by scikit-learn's rule: left when (double)x <= threshold.
+ * scikit-learn's trees end at very different depths, so the walk stops early
+ * once every lane is at its leaf (XGBoost's, mostly full, gain nothing by it). */
+static inline int forest_lanes(const float *row, const int64_t *feature, const double *thr, const int64_t *lo,
+                               const int64_t *hi, uint64_t nodes, uint64_t columns, int depth, int64_t *node) {
+    for (int d = 0; d < depth; d++) {
+        int64_t moved = 0;
+#pragma GCC unroll 32
+        for (int i = 0; i < FOREST_LANES; i++) {
+            int64_t at = node[i];
+            if ((uint64_t)at >= nodes) return 0;
+            int64_t f = feature[at];
+            if ((uint64_t)f >= columns) return 0;
+            int64_t left = lo[at], right = hi[at]; /* both read: a select, not a branch */
+            int64_t next = (double)row[f] <= thr[at] ? left : right;
+            moved |= next ^ at;
+            node[i] = next;
+        }
+        /* every lane stayed put, so at a leaf (a node whose step is itself): the
+         * levels left would only check and step the same nodes again */
+        if (!moved) break;
+    }
+    return 1;
+}
+
+/* `depth` steps of each lane by XGBoost's rule: child 2 * node + (x >= threshold). */
+static inline int booster_lanes(const float *row, const int64_t *feature, const float *thr, const int64_t *kids,
+                                uint64_t nodes, uint64_t columns, int depth, int64_t *node) {
+    for (int d = 0; d < depth; d++) {
+#pragma GCC unroll 32
+        for (int i = 0; i < BOOSTER_LANES; i++) {
+            int64_t at = node[i];
+            if ((uint64_t)at >= nodes) return 0;
+            int64_t f = feature[at];
+            if ((uint64_t)f >= columns) return 0;
+            node[i] = kids[2 * at + (row[f] >= thr[at])];
+        }
+    }
+    return 1;
 }
 
 /* The GIL goes to other threads only for long walks: for one row it would
@@ -116,6 +182,23 @@ static PyObject *finish(walk_t *w, PyThreadState *saved, int ok) {
     Py_RETURN_NONE;
 }
 
+/* Both functions take nine positional arguments, the eighth (depth) an int;
+ * a vectorcall (METH_FASTCALL) with no argument tuple to build and parse. */
+static int unpack(PyObject *const *a, Py_ssize_t nargs, const char *name, int *depth) {
+    if (nargs != 9) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly 9 arguments (%zd given)", name, nargs);
+        return -1;
+    }
+    long d = PyLong_AsLong(a[7]);
+    if (d == -1 && PyErr_Occurred()) return -1;
+    if (d < INT_MIN || d > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "depth does not fit a C int");
+        return -1;
+    }
+    *depth = (int)d;
+    return 0;
+}
+
 /*
  * forest_mean(x, feature, threshold, left, right, roots, value, depth, out) -> None
  *
@@ -123,12 +206,11 @@ static PyObject *finish(walk_t *w, PyThreadState *saved, int ok) {
  * each reaches by scikit-learn's rule: summed tree by tree in order, then
  * divided by the number of trees, as scikit-learn's forests average.
  */
-static PyObject *py_forest_mean(PyObject *self, PyObject *args_in) {
-    PyObject *x, *feature, *threshold, *left, *right, *roots, *value, *out;
+static PyObject *py_forest_mean(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     int depth;
-    if (!PyArg_ParseTuple(args_in, "OOOOOOOiO", &x, &feature, &threshold, &left, &right, &roots, &value, &depth,
-                          &out))
-        return NULL;
+    if (unpack(a, nargs, "forest_mean", &depth) < 0) return NULL;
+    PyObject *x = a[0], *feature = a[1], *threshold = a[2], *left = a[3], *right = a[4], *roots = a[5],
+             *value = a[6], *out = a[8];
     walk_t w;
     if (take_walk(&w, x, roots, out, "d", 8, feature, threshold, "d", 8) < 0 ||
         take(left, &w.args[5], "left", INTP, 8, 1, 0) < 0 || take(right, &w.args[6], "right", INTP, 8, 1, 0) < 0 ||
@@ -148,14 +230,15 @@ static PyObject *py_forest_mean(PyObject *self, PyObject *args_in) {
         const float *row = w.x + r * w.columns;
         double *mean = (double *)w.out + r * outputs;
         for (Py_ssize_t o = 0; o < outputs; o++) mean[o] = 0.0;
-        for (Py_ssize_t t = 0; t < w.trees && ok; t++) {
-            int64_t node = w.roots[t];
-            for (int d = 0; d < depth && (ok = inside(&w, node)); d++)
-                node = (double)row[w.feature[node]] <= thr[node] ? lo[node] : hi[node];
-            if (ok && (ok = (uint64_t)node < (uint64_t)w.nodes)) {
-                const double *leaf = values + node * outputs;
-                for (Py_ssize_t o = 0; o < outputs; o++) mean[o] += leaf[o];
-            }
+        for (Py_ssize_t t0 = 0; t0 < w.trees && ok; t0 += FOREST_LANES) {
+            int64_t node[FOREST_LANES];
+            int n = start_lanes(&w, t0, FOREST_LANES, node);
+            if (!(ok = forest_lanes(row, w.feature, thr, lo, hi, w.nodes, w.columns, depth, node))) break;
+            for (int i = 0; i < n && ok; i++)  /* tree by tree, in order */
+                if ((ok = (uint64_t)node[i] < (uint64_t)w.nodes)) {
+                    const double *leaf = values + node[i] * outputs;
+                    for (Py_ssize_t o = 0; o < outputs; o++) mean[o] += leaf[o];
+                }
         }
         for (Py_ssize_t o = 0; o < outputs; o++) mean[o] /= (double)w.trees;
     }
@@ -170,12 +253,11 @@ static PyObject *py_forest_mean(PyObject *self, PyObject *args_in) {
  * starts at base[group]; the adds are float32 and in round order, as XGBoost
  * sums them (and as numpy's float32 cumsum over the rounds does).
  */
-static PyObject *py_booster_margins(PyObject *self, PyObject *args_in) {
-    PyObject *x, *feature, *threshold, *children, *roots, *value, *base, *out;
+static PyObject *py_booster_margins(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     int depth;
-    if (!PyArg_ParseTuple(args_in, "OOOOOOOiO", &x, &feature, &threshold, &children, &roots, &value, &base,
-                          &depth, &out))
-        return NULL;
+    if (unpack(a, nargs, "booster_margins", &depth) < 0) return NULL;
+    PyObject *x = a[0], *feature = a[1], *threshold = a[2], *children = a[3], *roots = a[4], *value = a[5],
+             *base = a[6], *out = a[8];
     walk_t w;
     if (take_walk(&w, x, roots, out, "f", 4, feature, threshold, "f", 4) < 0 ||
         take(children, &w.args[5], "children", INTP, 8, 1, 0) < 0 ||
@@ -195,20 +277,25 @@ static PyObject *py_booster_margins(PyObject *self, PyObject *args_in) {
         const float *row = w.x + r * w.columns;
         float *margin = (float *)w.out + r * groups;
         for (Py_ssize_t g = 0; g < groups; g++) margin[g] = start[g];
-        for (Py_ssize_t t = 0; t < w.trees && ok; t++) {
-            int64_t node = w.roots[t];
-            for (int d = 0; d < depth && (ok = inside(&w, node)); d++)
-                node = kids[2 * node + (row[w.feature[node]] >= thr[node])];
-            if (ok && (ok = (uint64_t)node < (uint64_t)w.nodes)) margin[t % groups] += leaf_value[node];
+        Py_ssize_t group = 0; /* tree t's: t % groups */
+        for (Py_ssize_t t0 = 0; t0 < w.trees && ok; t0 += BOOSTER_LANES) {
+            int64_t node[BOOSTER_LANES];
+            int n = start_lanes(&w, t0, BOOSTER_LANES, node);
+            if (!(ok = booster_lanes(row, w.feature, thr, kids, w.nodes, w.columns, depth, node))) break;
+            for (int i = 0; i < n && ok; i++)  /* tree by tree, in order */
+                if ((ok = (uint64_t)node[i] < (uint64_t)w.nodes)) {
+                    margin[group] += leaf_value[node[i]];
+                    if (++group == groups) group = 0;
+                }
         }
     }
     return finish(&w, saved, ok);
 }
 
 static PyMethodDef METHODS[] = {
-    {"forest_mean", py_forest_mean, METH_VARARGS,
+    {"forest_mean", (PyCFunction)(void (*)(void))py_forest_mean, METH_FASTCALL,
      "forest_mean(x, feature, threshold, left, right, roots, value, depth, out): the trees' mean value"},
-    {"booster_margins", py_booster_margins, METH_VARARGS,
+    {"booster_margins", (PyCFunction)(void (*)(void))py_booster_margins, METH_FASTCALL,
      "booster_margins(x, feature, threshold, children, roots, value, base, depth, out): XGBoost's sums"},
     {NULL, NULL, 0, NULL},
 };
