@@ -11,7 +11,9 @@ import pytest
 import xgboost as xgb
 from sklearn.datasets import load_digits, load_iris
 
+from servekit import _trees
 from servekit.config import ModelParameters, ModelSettings
+from servekit.runtimes import xgboost_fast
 from servekit.runtimes.xgboost import BoosterModel, XGBoostRuntime
 from servekit.runtimes.xgboost_fast import MAX_ROWS, compile_booster
 from servekit.tensors import InferenceRequest, Tensor
@@ -88,3 +90,47 @@ def test_the_runtime_serves_small_requests_by_the_walk_and_large_ones_by_xgboost
     for rows in (iris.data[:1], iris.data[:MAX_ROWS], np.tile(iris.data, (2, 1))):
         answer = runtime.predict(InferenceRequest(inputs=[Tensor("x", rows)]))
         assert np.array_equal(answer.outputs[0].data, booster.inplace_predict(rows).astype(np.int64))
+
+
+@pytest.mark.skipif(_trees is None, reason="the C extension was not built")
+def test_labels_are_certain_only_without_missing_values_and_near_ties() -> None:
+    def labels(x: list[list[float]], margins: list[list[float]], tie: float = 1e-4) -> tuple[bool, list[int]]:
+        out = np.full(len(x), -7, np.int64)
+        certain = _trees.booster_labels(np.asarray(x, np.float32), np.asarray(margins, np.float32), out, tie)
+        return certain, out.tolist()
+
+    row = [[0.0, 1.0]]
+    assert labels(row * 2, [[0.1, 0.5, 0.2], [0.7, 0.7 - 2e-4, 0.1]]) == (True, [1, 0])
+    assert labels(row * 2, [[0.1, 0.5, 0.2], [0.7, 0.7 - 5e-5, 0.1]])[0] is False  # softprob's near tie
+    assert labels(row, [[0.3, 0.3, 0.1]])[0] is False  # an exact tie
+    assert labels(row, [[0.3, 0.3, 0.1]], tie=0.0) == (True, [0])  # softmax: the first of equal margins
+    assert labels([[0.0, float("nan")]], [[0.1, 0.5]], tie=0.0)[0] is False  # a missing value
+    assert labels(row * 3, [[0.5], [-0.5], [2e-4]]) == (True, [1, 0, 1])  # binary: margin > 0
+    assert labels(row, [[-5e-5]])[0] is False
+    with pytest.raises(ValueError):
+        labels(row * 2, [[0.1, 0.2]])  # rows that do not match
+    with pytest.raises(ValueError):
+        _trees.booster_labels(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32),
+                              np.zeros(1, np.int32), 1e-4)
+
+
+@pytest.mark.parametrize("objective", ["multi:softmax", "multi:softprob", "binary:logistic"])
+def test_labels_in_c_and_in_numpy_agree(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    face = BoosterModel(_booster(objective))
+    rows = np.concatenate([X[:40], np.random.default_rng(2).normal(8, 6, (24, X.shape[1]))])
+    rows[5, 3] = np.nan
+    answers = []
+    for compiled_labels in (True, False):
+        if not compiled_labels:
+            monkeypatch.setattr(xgboost_fast, "_trees", None)
+        fallbacks: list[int] = []
+
+        def own(x: np.ndarray, fallbacks: list[int] = fallbacks) -> np.ndarray:
+            fallbacks.append(len(x))
+            return face.predict(x)
+
+        compiled = compile_booster(face.booster)
+        assert compiled is not None
+        fast = compiled.predict(own)
+        answers.append(([fast(rows[i : i + 1]).tolist() for i in range(len(rows))], fallbacks))
+    assert answers[0] == answers[1] and answers[0][1]  # the NaN row (at least) went to XGBoost in both

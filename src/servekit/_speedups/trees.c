@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -292,11 +293,70 @@ static PyObject *py_booster_margins(PyObject *self, PyObject *const *a, Py_ssize
     return finish(&w, saved, ok);
 }
 
+/*
+ * booster_labels(x, margins, labels, tie) -> bool
+ *
+ * The labels XGBoost's classifiers give rows whose margins were walked here,
+ * when they are certain: False (labels not all written) when a row of x
+ * (float32) holds a NaN (a missing value, whose direction the walk does not
+ * know) or its margins (float32, one column per group) are within `tie` of
+ * each other (two groups: the top two; one group, binary: of 0), where
+ * XGBoost's float32 transform may order them otherwise. Else True, with
+ * labels (int64) the index of each row's largest margin (the first of equal
+ * ones, as numpy's argmax), or for one group 1 when the margin is above 0.
+ */
+static PyObject *py_booster_labels(PyObject *self, PyObject *args_in) {
+    PyObject *x, *margins, *labels;
+    double tie;
+    if (!PyArg_ParseTuple(args_in, "OOOd", &x, &margins, &labels, &tie)) return NULL;
+    arg_t args[3];
+    memset(args, 0, sizeof args);
+    if (take(x, &args[0], "x", "f", 4, 2, 0) < 0 || take(margins, &args[1], "margins", "f", 4, 2, 0) < 0 ||
+        take(labels, &args[2], "labels", "lq", 8, 1, 1) < 0) {
+        release(args, 3);
+        return NULL;
+    }
+    Py_ssize_t rows = args[0].view.shape[0], columns = args[0].view.shape[1], groups = args[1].view.shape[1];
+    if (args[1].view.shape[0] != rows || args[2].view.shape[0] != rows || groups < 1) {
+        release(args, 3);
+        PyErr_SetString(PyExc_ValueError, "x, margins and labels do not have the same rows");
+        return NULL;
+    }
+    const float *row = args[0].view.buf, *margin = args[1].view.buf;
+    int64_t *label = args[2].view.buf;
+    int certain = 1;
+    for (Py_ssize_t r = 0; r < rows && certain; r++, row += columns, margin += groups) {
+        int missing = 0;
+        for (Py_ssize_t c = 0; c < columns; c++) missing |= row[c] != row[c];
+        if (missing) {
+            certain = 0;
+            break;
+        }
+        if (groups == 1) {
+            certain = !((double)fabsf(margin[0]) < tie);
+            label[r] = margin[0] > 0.0f;
+            continue;
+        }
+        Py_ssize_t best = 0;
+        for (Py_ssize_t g = 1; g < groups; g++)
+            if (margin[g] > margin[best]) best = g;
+        float second = -INFINITY;
+        for (Py_ssize_t g = 0; g < groups; g++)
+            if (g != best && margin[g] > second) second = margin[g];
+        certain = !((double)margin[best] - (double)second < tie);
+        label[r] = best;
+    }
+    release(args, 3);
+    return PyBool_FromLong(certain);
+}
+
 static PyMethodDef METHODS[] = {
     {"forest_mean", (PyCFunction)(void (*)(void))py_forest_mean, METH_FASTCALL,
      "forest_mean(x, feature, threshold, left, right, roots, value, depth, out): the trees' mean value"},
     {"booster_margins", (PyCFunction)(void (*)(void))py_booster_margins, METH_FASTCALL,
      "booster_margins(x, feature, threshold, children, roots, value, base, depth, out): XGBoost's sums"},
+    {"booster_labels", py_booster_labels, METH_VARARGS,
+     "booster_labels(x, margins, labels, tie) -> whether the labels are certain (see the source)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -133,10 +133,24 @@ class CompiledBooster:
     def predict(self, fallback: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
         """The fast ``predict`` of a BoosterModel-like face; ``fallback`` is its own."""
         objective = self.objective
+        # labels whose missing values and near ties are found in C: a class's
+        # (the largest margin; softprob's within TIE of the next are ties) or binary's (margin > 0)
+        labelled = _trees is not None and (
+            (objective in ("multi:softmax", "multi:softprob") and self.groups > 1)
+            or (objective == "binary:logistic" and self.groups == 1)
+        )
+        tie = 0.0 if objective == "multi:softmax" else TIE
 
         def predict(x: np.ndarray) -> np.ndarray:
             x32 = np.ascontiguousarray(x, dtype=np.float32)
-            if x32.ndim != 2 or x32.shape[1] != self.n_features or np.isnan(x32).any():
+            if x32.ndim != 2 or x32.shape[1] != self.n_features:
+                return fallback(x)
+            if labelled:
+                certain = np.empty(x32.shape[0], np.int64)
+                if not _trees.booster_labels(x32, self.margins(x32), certain, tie):
+                    return fallback(x)
+                return certain
+            if np.isnan(x32).any():
                 return fallback(x)
             margins = self.margins(x32)
             if objective == "reg:squarederror":
