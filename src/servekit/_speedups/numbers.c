@@ -635,6 +635,26 @@ static const char *plain_string(const char *p, const char *end, const char **tex
     return p + 1;
 }
 
+/* A member of an object at p ("key" : value): its key's raw bytes, and where
+ * its value starts; NULL when the key is not plain (plain_string). */
+static const char *plain_key(const char *p, const char *end, const char **key, Py_ssize_t *len) {
+    p = plain_string(p, end, key, len);
+    if (p == NULL) return NULL;
+    p = skip_ws(p);
+    return *p == ':' ? skip_ws(p + 1) : NULL;
+}
+
+/* After a member's value at *pp: 1 and *pp at the next member, 0 and *pp at
+ * the object's closing brace, or -1 for anything else. */
+static int plain_next(const char **pp) {
+    const char *p = skip_ws(*pp);
+    *pp = p;
+    if (*p == '}') return 0;
+    if (*p != ',') return -1;
+    *pp = skip_ws(p + 1);
+    return 1;
+}
+
 /* A shape: a non-empty list of at most MAX_DEPTH positive integers whose product
  * fits int64 (its elements, in *count). */
 static const char *plain_shape(const char *p, const char *end, PyObject **shape, int64_t *count) {
@@ -727,14 +747,10 @@ static const char *plain_input(const char *p, const char *end, Py_ssize_t size, 
     Py_ssize_t count = 0;
     if (*p != '{') return NULL;
     p = skip_ws(p + 1);
-    for (;;) {
+    for (int more = 1; more;) {
         const char *key, *text;
         Py_ssize_t len, text_len;
-        p = plain_string(p, end, &key, &len);
-        if (p == NULL) return NULL;
-        p = skip_ws(p);
-        if (*p != ':') return NULL;
-        p = skip_ws(p + 1);
+        if ((p = plain_key(p, end, &key, &len)) == NULL) return NULL;
         if (key_is(key, len, "name") && !(seen & 1)) {
             seen |= 1;
             if ((p = plain_string(p, end, &text, &text_len)) == NULL) return NULL;
@@ -762,10 +778,7 @@ static const char *plain_input(const char *p, const char *end, Py_ssize_t size, 
         } else {
             return NULL; /* another key, or one sent twice */
         }
-        p = skip_ws(p);
-        if (*p == '}') break;
-        if (*p != ',') return NULL;
-        p = skip_ws(p + 1);
+        if ((more = plain_next(&p)) < 0) return NULL;
     }
     if (seen != 15 || count != plain->elements ||
         !plain_convert(PyByteArray_AS_STRING(plain->data), count, kind, plain->datatype))
@@ -797,14 +810,10 @@ static PyObject *py_plain_request(PyObject *self, PyObject *arg) {
     const char *p = skip_ws(body);
     if (*p != '{') goto other;
     p = skip_ws(p + 1);
-    for (;;) {
+    for (int more = 1; more;) {
         const char *key, *text;
         Py_ssize_t len, text_len;
-        p = plain_string(p, end, &key, &len);
-        if (p == NULL) goto other;
-        p = skip_ws(p);
-        if (*p != ':') goto other;
-        p = skip_ws(p + 1);
+        if ((p = plain_key(p, end, &key, &len)) == NULL) goto other;
         if (key_is(key, len, "inputs") && !seen_inputs) {
             seen_inputs = 1;
             if (*p != '[') goto other;
@@ -825,10 +834,7 @@ static PyObject *py_plain_request(PyObject *self, PyObject *arg) {
         } else {
             goto other;
         }
-        p = skip_ws(p);
-        if (*p == '}') break;
-        if (*p != ',') goto other;
-        p = skip_ws(p + 1);
+        if ((more = plain_next(&p)) < 0) goto other;
     }
     if (!seen_inputs || skip_ws(p + 1) != end) goto other;
     PyObject *result = PyTuple_Pack(5, plain.name, plain.shape, DT_OBJECTS[plain.datatype], plain.data,
