@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -28,6 +28,7 @@ from servekit.errors import Overloaded, RequestTimedOut, ServekitError
 from servekit.observability.request_id import unbound_context
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
+T = TypeVar("T")
 Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 
 
@@ -39,6 +40,10 @@ class Inline(Protocol):
     def fits_inline(self, request: InferenceRequest) -> bool: ...
 
     def timed(self, request: InferenceRequest) -> InferenceResponse: ...
+
+    def fits_rows(self, rows: int) -> bool: ...
+
+    def timed_call(self, call: Callable[[Any], Any], argument: Any) -> Any: ...
 
 # a timer may fire this much before its time (the event loop's clock resolution)
 _SLACK = 0.001
@@ -160,23 +165,36 @@ class AdaptiveBatcher:
         invoker keeps on the loop), done in the caller's frame without a
         coroutine; None, with nothing done, for any other request."""
         inline = self._inline
-        if (
-            inline is None
-            or request.deadline is not None
-            or self.max_batch_time > 0
-            or not self._is_idle()
-            or not inline.fits_inline(request)
-        ):
+        if inline is None or request.deadline is not None or not inline.fits_inline(request):
+            return None
+        response: InferenceResponse | None = self._inline_now(inline.timed, request)
+        return response
+
+    def run_plain(self, call: Callable[[np.ndarray], T], features: np.ndarray) -> T | None:
+        """:meth:`run_now` for the runtime's ``plain_output`` on a feature
+        table (the data plane's plain lane): ``call(features)`` run and counted
+        as a call of one request, or None, with nothing done, when it would
+        not run at once and inline."""
+        inline = self._inline
+        if inline is None or not inline.fits_rows(len(features)):
+            return None
+        result: T | None = self._inline_now(inline.timed_call, call, features)
+        return result
+
+    def _inline_now(self, timed: Callable[..., Any], *arguments: Any) -> Any:
+        """``timed(*arguments)``, counted in the statistics, when the model is
+        idle and has no batching window; else None, with nothing done."""
+        if self.max_batch_time > 0 or not self._is_idle():
             return None
         stats = self.stats
         started = stats.started_one()
         try:
-            response = inline.timed(request)
+            result = timed(*arguments)
         except BaseException:
             stats.ended_one(started, ok=False)
             raise
         stats.ended_one(started, ok=True)
-        return response
+        return result
 
     async def submit(self, request: InferenceRequest) -> InferenceResponse:
         deadline = request.deadline

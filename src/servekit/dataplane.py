@@ -26,7 +26,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
+
+import numpy as np
 
 from servekit.errors import ModelNotFound, ServekitError
 from servekit.library.prediction_cache import LRUCache, PredictionCache, cache_key, make_cache
@@ -34,10 +36,11 @@ from servekit.library.runtime_cache import decode_response, encode_response, req
 from servekit.library.settings import LibrarySettings
 from servekit.observability.request_id import bind as bind_request_id
 from servekit.registry import ModelVersion, Registry
-from servekit.tensors import InferenceRequest, InferenceResponse
+from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 from servekit.traffic.mirror import Mirror
 
 if TYPE_CHECKING:
+    from servekit.batching import AdaptiveBatcher
     from servekit.residency import Residency
     from servekit.server.metrics import Metrics
 
@@ -94,6 +97,27 @@ class Tally(Protocol):
     def ok(self, name: str, protocol: str, seconds: float) -> None: ...
 
     def failed(self, call: InferenceCall) -> None: ...
+
+
+class Plain(Generic[T]):
+    """A protocol's plain lane (see :meth:`DataPlane.express`): ``decode``
+    gives the commonest request's one input as (name, values, datatype, id),
+    or None for any other body; ``encode`` answers (model name, model
+    version, request id, the one output) as the protocol would answer the
+    same call through ``predict``."""
+
+    __slots__ = ("decode", "encode")
+
+    def __init__(
+        self,
+        decode: Callable[[bytes], tuple[str, np.ndarray, str, str | None] | None],
+        encode: Callable[[str, str | None, str, Tensor], T],
+    ) -> None:
+        self.decode = decode
+        self.encode = encode
+
+
+_NOT_PLAIN = object()  # the plain lane declined: express goes on as usual
 
 
 def _identity(response: InferenceResponse) -> InferenceResponse:
@@ -197,13 +221,18 @@ class DataPlane:
         encode: Callable[[InferenceResponse, InferenceRequest], T],
         *,
         protocol: str,
+        plain: Plain[T] | None = None,
     ) -> T | None:
         """:meth:`serve` in one synchronous step, for the plain call that is
         most of a server's traffic: no observer, no lazy loading, no cache, no
         deadline, and a model that is idle and runs inline (its batcher's
         ``run_now``). None, with nothing done or counted, when the call is not
         such a one (or does not decode): the caller then awaits :meth:`serve`,
-        which also says what is wrong with a bad request."""
+        which also says what is wrong with a bad request.
+
+        With ``plain``, the protocol's commonest request (one input, nothing
+        else) goes to the runtime's ``plain_output`` when it offers one, with
+        no request or response object made (see :class:`Plain`)."""
         if self.observers or self.residency is not None:
             return None
         started = time.perf_counter()
@@ -219,6 +248,10 @@ class DataPlane:
             or model.settings.parameters.extra.get("cache_predictions")
         ):
             return None
+        if plain is not None and not self.registry.shadows:
+            answer = self._plain(protocol, target, model, batcher, body, plain, started)
+            if answer is not _NOT_PLAIN:
+                return answer  # type: ignore[return-value]
         try:
             request = decode(body)
         except Exception:
@@ -238,6 +271,35 @@ class DataPlane:
             self._fail(exc, InferenceCall(protocol, target, model, request, response, None, False, _NO_SPANS,
                                           time.perf_counter() - started), stage)
         self._answered(protocol, target, model, request, response, False, _NO_SPANS, started)
+        return result
+
+    def _plain(
+        self, protocol: str, target: Target, model: ModelVersion, batcher: AdaptiveBatcher, body: bytes,
+        plain: Plain[T], started: float,
+    ) -> T | object:
+        """:meth:`express` through the runtime's ``plain_output``; _NOT_PLAIN,
+        with nothing done or counted, when the body or the model is not for it."""
+        found = plain.decode(body)
+        runtime = model.runtime
+        if found is None or runtime is None:
+            return _NOT_PLAIN
+        name, data, datatype, request_id = found
+        features = runtime.plain_features(data)
+        if features is None:
+            return _NOT_PLAIN
+        request_id = bind_request_id(request_id)
+        stage = "predict"
+        try:
+            output = batcher.run_plain(runtime.plain_output, features)
+            if output is None:  # not at once and inline: the awaited path queues it
+                return _NOT_PLAIN
+            stage = "encode"
+            result = plain.encode(runtime.name, runtime.version, request_id, output)
+        except Exception as exc:
+            request = InferenceRequest([Tensor(name, data, datatype, {})], None, request_id, {})
+            self._fail(exc, InferenceCall(protocol, target, model, request, None, None, False, _NO_SPANS,
+                                          time.perf_counter() - started), stage)
+        self._count(protocol, model, time.perf_counter() - started)
         return result
 
     def _fail(self, exc: Exception, call: InferenceCall, stage: str) -> NoReturn:
@@ -260,14 +322,17 @@ class DataPlane:
     ) -> None:
         """Count and tell a call that was answered; offer it to the model's shadow."""
         seconds = time.perf_counter() - started
-        self.metrics.observe(model.name, model.version, protocol, seconds)
-        if self.tally is not None:
-            self.tally.ok(model.name, protocol, seconds)
+        self._count(protocol, model, seconds)
         if spans is not _NO_SPANS or (self.watchers and model in self.watchers):
             self._notify(InferenceCall(protocol, target, model, request, response, None, cached, spans,
                                        seconds))
         if self.registry.shadows and not target.version and target.label is None:
             self.mirror.offer(model, request, response)
+
+    def _count(self, protocol: str, model: ModelVersion, seconds: float) -> None:
+        self.metrics.observe(model.name, model.version, protocol, seconds)
+        if self.tally is not None:
+            self.tally.ok(model.name, protocol, seconds)
 
     async def _cached(
         self, model: ModelVersion, request: InferenceRequest

@@ -20,10 +20,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import TypeVar
 
 from servekit.runtimes.base import Runtime
 from servekit.tensors import InferenceRequest, InferenceResponse
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 class Invoker:
@@ -46,9 +51,13 @@ class Invoker:
         self.threaded = 0  # calls run in a thread (every PROBE_EVERY-th may be a probe)
 
     def timed(self, request: InferenceRequest) -> InferenceResponse:
+        return self.timed_call(self.runtime.predict, request)
+
+    def timed_call(self, call: Callable[[A], R], argument: A) -> R:
+        """``call(argument)``, one of the runtime's synchronous calls, timed as a call of the model."""
         started = time.perf_counter()
         try:
-            return self.runtime.predict(request)
+            return call(argument)
         finally:
             self._note(time.perf_counter() - started)
 
@@ -58,11 +67,11 @@ class Invoker:
         self.recent = sorted(durations)[len(durations) // 2]
 
     def runs_inline(self, request: InferenceRequest) -> bool:
-        return (
-            self.recent is not None
-            and self.recent < self.inline_limit
-            and (not request.inputs or _rows(request) <= self.INLINE_MAX_ROWS)
-        )
+        return self._rows_inline(_rows(request) if request.inputs else 0)
+
+    def _rows_inline(self, rows: int) -> bool:
+        recent = self.recent
+        return recent is not None and recent < self.inline_limit and rows <= self.INLINE_MAX_ROWS
 
     def may_inline(self) -> bool:
         """Whether a small enough request would run on the loop now (before
@@ -74,6 +83,11 @@ class Invoker:
         """Whether a call would run on the loop: :meth:`runs_inline` for a
         synchronous ``predict`` (what :meth:`__call__` would do, without it)."""
         return not self.runtime.is_async and self.runs_inline(request)
+
+    def fits_rows(self, rows: int) -> bool:
+        """:meth:`fits_inline` for a call on ``rows`` rows that is not a request
+        (the runtime's ``plain_output``)."""
+        return not self.runtime.is_async and self._rows_inline(rows)
 
     async def __call__(self, request: InferenceRequest) -> InferenceResponse:
         if self.runtime.is_async:

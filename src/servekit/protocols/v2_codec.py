@@ -507,33 +507,49 @@ def encode_response(
     outputs = []
     chunks: list[bytes] = []
     for tensor in response.outputs:
-        entry: dict[str, Any] = {
+        if not wanted.get(tensor.name, {}).get("binary_data", binary_default):
+            outputs.append(_json_entry(tensor))
+            continue
+        raw = tensor_bytes(tensor)
+        chunks.append(raw)
+        outputs.append({
             "name": tensor.name,
             "shape": wire_shape(tensor),
             "datatype": tensor.datatype,
-        }
-        parameters = dict(tensor.parameters) if tensor.parameters else {}
-        as_binary = wanted.get(tensor.name, {}).get("binary_data", binary_default)
-        if as_binary:
-            raw = tensor_bytes(tensor)
-            parameters["binary_data_size"] = len(raw)
-            chunks.append(raw)
-            entry["parameters"] = parameters
-        else:
-            if parameters:
-                entry["parameters"] = parameters
-            entry["data"] = json_data(tensor)
-        outputs.append(entry)
-    # model_version and parameters are left out when there are none: the Open
-    # Inference Protocol's schema has them as a string and an object, never null
-    document: dict[str, Any] = {"model_name": response.model_name}
-    if response.model_version is not None:
-        document["model_version"] = response.model_version
-    document["id"] = response.id
-    if response.parameters:
-        document["parameters"] = response.parameters
-    document["outputs"] = outputs
-    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+            "parameters": {**tensor.parameters, "binary_data_size": len(raw)},
+        })
+    header = _document(response.model_name, response.model_version, response.id, response.parameters, outputs)
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)
+
+
+def encode_output(model_name: str, model_version: str | None, request_id: str | None, tensor: Tensor) -> bytes:
+    """What :func:`encode_response` writes for an answer of the one output
+    ``tensor`` and no parameters, to a request that asks for no outputs and no
+    binary data (the data plane's plain lane)."""
+    return _document(model_name, model_version, request_id, None, [_json_entry(tensor)])
+
+
+def _json_entry(tensor: Tensor) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": tensor.name, "shape": wire_shape(tensor), "datatype": tensor.datatype}
+    if tensor.parameters:
+        entry["parameters"] = tensor.parameters
+    entry["data"] = json_data(tensor)
+    return entry
+
+
+def _document(
+    model_name: str, model_version: str | None, request_id: str | None, parameters: dict[str, Any] | None,
+    outputs: list[dict[str, Any]],
+) -> bytes:
+    # model_version and parameters are left out when there are none: the Open
+    # Inference Protocol's schema has them as a string and an object, never null
+    document: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        document["model_version"] = model_version
+    document["id"] = request_id
+    if parameters:
+        document["parameters"] = parameters
+    document["outputs"] = outputs
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -6,17 +6,17 @@ from __future__ import annotations
 from functools import partial
 
 from servekit import __version__
-from servekit.dataplane import Target, header_timeout
+from servekit.dataplane import Plain, Target, header_timeout
 from servekit.errors import InvalidInput, ServekitError
 from servekit.names import check_name
-from servekit.protocols import v2_codec, v2_operations
+from servekit.protocols import json_numbers, v2_codec, v2_operations
 from servekit.protocols.v2_operations import metadata_dict, stats_dict
 from servekit.registry import ModelVersion
 from servekit.server.auth import require_token
 from servekit.server.http import Request, Response, Route, json_response, route
 from servekit.server.lifecycle import MAIN, METRICS, Mount, ServerContext, Skin
 from servekit.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from servekit.tensors import InferenceRequest, InferenceResponse
+from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 from servekit.traffic import management as traffic
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
@@ -47,11 +47,22 @@ def _answer(response: InferenceResponse, request: InferenceRequest, accept: str 
     if header_length is not None:
         out.content_type = b"application/octet-stream"
         out.headers.append((b"inference-header-content-length", str(header_length).encode()))
-    if accept:
-        out.body, encoding = v2_codec.compress(out.body, accept)
-        if encoding:
-            out.headers.append((b"content-encoding", encoding.encode()))
+    return _compressed(out, accept) if accept else out
+
+
+def _compressed(out: Response, accept: str) -> Response:
+    out.body, encoding = v2_codec.compress(out.body, accept)
+    if encoding:
+        out.headers.append((b"content-encoding", encoding.encode()))
     return out
+
+
+def _answer_output(model_name: str, model_version: str | None, request_id: str, output: Tensor) -> Response:
+    return Response(v2_codec.encode_output(model_name, model_version, request_id, output))
+
+
+# the plain lane of the express path: the commonest request decoded whole in C
+_PLAIN = Plain(json_numbers.plain_input, _answer_output)
 
 
 
@@ -107,9 +118,13 @@ def routes(ctx: ServerContext) -> list[Route]:
                 return None
             if name == b"accept-encoding":
                 accept = value.decode("latin-1")
-        encode = _answer if accept is None else partial(_answer, accept=accept)
+        if accept is None:
+            encode, plain = _answer, _PLAIN
+        else:
+            encode = partial(_answer, accept=accept)
+            plain = Plain(json_numbers.plain_input, lambda *answer: _compressed(_answer_output(*answer), accept))
         return dataplane.express(Target(params["model"], params.get("version")), _decode, body, encode,
-                                 protocol=PROTOCOL)
+                                 protocol=PROTOCOL, plain=plain)
 
     async def statistics(request: Request) -> Response:
         p = request.path_params

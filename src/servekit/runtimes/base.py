@@ -62,6 +62,18 @@ class Runtime:
     def predict(self, request: InferenceRequest) -> InferenceResponse:
         raise NotImplementedError
 
+    def plain_features(self, data: Any) -> Any:
+        """What :meth:`plain_output` takes for the commonest request: one input
+        tensor of values ``data`` (a numpy array), no ``outputs`` asked for, no
+        parameters. None, the default, with nothing done, when :meth:`predict`
+        is to answer it (errors included)."""
+        return None
+
+    def plain_output(self, features: Any) -> Tensor:
+        """The one output :meth:`predict` would answer that request with
+        (called only with what :meth:`plain_features` gave)."""
+        raise NotImplementedError
+
     def unload(self) -> None:
         """Release what ``load`` acquired."""
 

@@ -157,16 +157,26 @@ class TabularRuntime(Runtime):
                     f"{', '.join(self.available_outputs)}"
                 )
         features = self.features(request)
-        outputs = []
-        for name in names:
-            try:
-                result = np.asarray(self.run(name, features))
-            except ValueError as exc:
-                raise InvalidInput(f"model {self.name!r} rejected the input: {exc}") from None
-            if result.dtype.kind in ("U", "S", "O"):
-                result = as_bytes_array(result)
-            outputs.append(Tensor(name=name, data=result, parameters={"content_type": NUMPY_CONTENT_TYPE}))
-        return self.response(request, outputs)
+        return self.response(request, [self._output(name, features) for name in names])
+
+    def plain_features(self, data: np.ndarray) -> np.ndarray | None:
+        """A numeric table of the model's width, which :meth:`features` takes
+        as it is; None for any other input (see :meth:`Runtime.plain_features`)."""
+        if data.ndim != 2 or data.dtype == object or (self.n_features is not None and data.shape[1] != self.n_features):
+            return None
+        return data
+
+    def plain_output(self, features: np.ndarray) -> Tensor:
+        return self._output(self.default_output(), features)
+
+    def _output(self, name: str, features: np.ndarray) -> Tensor:
+        try:
+            result = np.asarray(self.run(name, features))
+        except ValueError as exc:
+            raise InvalidInput(f"model {self.name!r} rejected the input: {exc}") from None
+        if result.dtype.kind in ("U", "S", "O"):
+            result = as_bytes_array(result)
+        return Tensor(name=name, data=result, parameters={"content_type": NUMPY_CONTENT_TYPE})
 
     def input_specs(self) -> list[TensorSpec]:
         specs = super().input_specs()
