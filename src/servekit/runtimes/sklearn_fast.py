@@ -21,6 +21,10 @@ try:
     from servekit import _trees
 except ImportError:  # built without a C compiler: the numpy walk only
     _trees = None  # type: ignore[assignment]
+try:
+    from servekit import _linear as _linear_c
+except ImportError:  # built without a C compiler: numpy's scores and argmax only
+    _linear_c = None  # type: ignore[assignment]
 
 log = logging.getLogger("servekit.runtimes")
 
@@ -29,6 +33,11 @@ FastMethod = Callable[[np.ndarray], np.ndarray]
 
 # above this many rows a forest goes back to scikit-learn's compiled loops
 FOREST_MAX_ROWS = 512
+# above this many rows a linear classifier's labels come from numpy's matrix
+# product and argmax, not servekit._linear's one pass over the weights per row
+# (fashion-MNIST's 10x784 LogisticRegression: 4 rows 6.5 vs 8.6 us, 8 rows
+# 12.2 vs 9.8 us)
+LINEAR_KERNEL_MAX_ROWS = 4
 
 
 def compile_estimator(model: Any) -> tuple[dict[str, FastMethod], int | None]:
@@ -93,7 +102,34 @@ def _linear(model: Any) -> dict[str, FastMethod] | None:
     if classes is None:
         return {"predict": decision_function}
 
+    # A few float64 rows: the scores and their argmax in one compiled call
+    # (servekit._linear), which says when rounding could change a row's class
+    # (a near tie, a NaN or an infinity); numpy answers then. The conversions
+    # to float64 are exact, as numpy's own upcasts of float32 weights are.
+    exact = {np.dtype(t) for t in (np.float16, np.float32, np.float64)}  # widen to float64 exactly
+    compiled = _linear_c is not None and rows is not None and {rows.dtype, bias.dtype} <= exact
+    kernel = _linear_c.linear_argmax if compiled else None
+    rows64 = bias64 = np.empty(0)
+    columns = coef.shape[-1]
+    if kernel is not None:
+        rows64 = np.ascontiguousarray(rows, dtype=np.float64)
+        try:
+            bias64 = np.ascontiguousarray(np.broadcast_to(bias, rows64.shape[:1]), dtype=np.float64)
+        except ValueError:  # an intercept that is not one per class: numpy's way only
+            kernel = None
+
     def predict(x: np.ndarray) -> np.ndarray:
+        x = _float(x)
+        if (kernel is not None and x.dtype is _F64 and x.ndim == 2 and x.shape[1] == columns
+                and len(x) <= LINEAR_KERNEL_MAX_ROWS):
+            index = np.empty(len(x), np.intp)
+            try:
+                certain = kernel(x, rows64, bias64, index)
+            except ValueError:  # not C-contiguous
+                certain = False
+            if certain:
+                found: np.ndarray = classes[index]  # as classes.take(index), a little cheaper
+                return found
         scores = decision_function(x)
         index = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
         labels: np.ndarray = classes.take(index)
@@ -194,6 +230,9 @@ def _forest(model: Any) -> dict[str, FastMethod] | None:
         return labels
 
     return {"predict": predict, "predict_proba": compiled.mean_value}
+
+
+_F64 = np.dtype(np.float64)
 
 
 def _float(x: np.ndarray) -> np.ndarray:
