@@ -580,3 +580,40 @@ def test_what_the_whole_decode_takes_and_leaves() -> None:
                     for shape in ["[02]", "[2.0]", "[2e0]", "[-2]", "[]", "[1,3]", "[" + "9" * 19 + "]"])]:
         assert not taken(other), other
     assert json_numbers.plain_input(memoryview(b'{"inputs":[]}')) is None
+
+
+# -- runs of whole numbers (int_run: one 8-byte load per number) ---------------
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    numbers=st.lists(st.one_of(st.integers(0, 9_999_999), st.integers(10_000_000, 10**12),
+                               st.integers(-1000, -1), st.sampled_from(["0", "00", "01", "007", "1.5", "2e3", "-0"])),
+                     min_size=1, max_size=40),
+    separators=st.lists(st.sampled_from([",", ", ", ",  ", ",\n", " ,", ",\t", ",\r", ",\x0c", ",\x01"]),
+                        min_size=1, max_size=4),
+    rows=st.sampled_from([1, 2]),
+    datatype=st.sampled_from(["FP64", "INT64", "FP32"]),
+    pad=st.integers(0, 9),
+)
+def test_runs_of_whole_numbers_decode_as_the_general_path(numbers: list[Any], separators: list[str], rows: int,
+                                                          datatype: str, pad: int) -> None:
+    """Whole numbers of every length, leading zeros, signs, a float inside a
+    run, separators with any whitespace, rows and the end of the body within
+    8 bytes of the last number: text built by hand, decoded as orjson decodes
+    it (or refused alike)."""
+    texts = [str(n) for n in numbers] * rows
+    data = "".join(text + (separators[i % len(separators)] if i < len(texts) - 1 else "")
+                   for i, text in enumerate(texts))
+    if rows == 2:
+        cut = len(numbers)
+        pieces = texts[:cut], texts[cut:]
+        data = "],[".join(", ".join(piece) for piece in pieces)
+        data = f"[[{data}]]"
+        shape = [2, len(numbers)]
+    else:
+        data = f"[{data}]"
+        shape = [len(numbers)]
+    entry = f'{{"name":"x","shape":{orjson.dumps(shape).decode()},"datatype":"{datatype}","data":{data}}}'
+    body = f'{{"inputs":[{entry}]}}{" " * pad}'.encode()
+    assert whole(fast, body) == whole(ordinary, body)
+    padded = body[:-1 - pad] + b',"pad":"' + b"x" * json_numbers.MIN_BODY + b'"}'  # a body the array parser reads
+    assert outcome(fast, padded) == outcome(ordinary, padded)

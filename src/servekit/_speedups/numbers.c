@@ -263,6 +263,47 @@ static inline token_t read_token(const char **pp, const char *end, int64_t *ival
     return TOKEN_FLOAT;
 }
 
+/*
+ * A run of small whole numbers at *pp, the commonest data (pixels, counts,
+ * ids): each of 1 to 7 digits (no sign, no leading zero), then a comma and at
+ * most one space, read from one 8-byte load, so the next number's address
+ * waits on no further load. Stores them as int64 from slots[*count] on (below
+ * capacity) and returns how many; stops at anything else (the last number of
+ * a list, before its ']', among them) with *pp at the first one not taken,
+ * which the general loop reads.
+ */
+__attribute__((noinline)) static Py_ssize_t int_run(const char **pp, const char *end, char *slots, Py_ssize_t count,
+                                                      Py_ssize_t capacity) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const char *p = *pp;
+    Py_ssize_t taken = 0;
+    const uint64_t high = 0xF0F0F0F0F0F0F0F0ULL, threes = 0x3030303030303030ULL;
+    while (end - p >= 8 && count + taken < capacity) {
+        uint64_t chunk;
+        memcpy(&chunk, p, 8);
+        uint64_t other = ((chunk & high) ^ threes) | (((chunk + 0x0606060606060606ULL) & high) ^ threes);
+        if (other == 0) break; /* 8 digits or more */
+        int n = __builtin_ctzll(other) >> 3;
+        if (n == 0 || ((chunk >> (8 * n)) & 0xFF) != ',') break;
+        if ((chunk & 0xFF) == '0' && n > 1) break; /* a leading zero: not JSON */
+        uint64_t v = (chunk << (64 - 8 * n)) & 0x0F0F0F0F0F0F0F0FULL;
+        v = (v * 2561) >> 8 & 0x00FF00FF00FF00FFULL;
+        v = (v * 6553601) >> 16 & 0x0000FFFF0000FFFFULL;
+        v = (v * 42949672960001ULL) >> 32;
+        int64_t value = (int64_t)v;
+        memcpy(slots + (count + taken) * 8, &value, 8);
+        taken++;
+        /* past the comma, and a space after it (n <= 6 here: byte n + 1 is in the chunk) */
+        p += n + 1 + (n < 7 && ((chunk >> (8 * (n + 1))) & 0xFF) == ' ');
+    }
+    *pp = p;
+    return taken;
+#else
+    (void)pp; (void)end; (void)slots; (void)count; (void)capacity;
+    return 0;
+#endif
+}
+
 /* Where one parsed array went in the output buffer, and what it is. */
 typedef struct {
     char *base;          /* the output buffer: 8-byte slots */
@@ -341,6 +382,13 @@ static int parse_array(const char **pp, const char *end, parsed_t *out) {
         }
         count++;
         counts[depth]++;
+        if (kind == KIND_INT && *p == ',') { /* perhaps a run of whole numbers follows */
+            p = skip_ws(p + 1);
+            Py_ssize_t taken = int_run(&p, end, base, count, capacity);
+            count += taken;
+            counts[depth] += taken;
+            continue;
+        }
         /* after a value: ',' for the next one, or ']' closing lists */
         for (;;) {
             p = skip_ws(p);
