@@ -26,10 +26,10 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.tree import DecisionTreeClassifier
 
 from servekit.config import ModelParameters, ModelSettings, ServerSettings
-from servekit.dataplane import DataPlane, ModelFailed, Target
+from servekit.dataplane import DataPlane, ModelFailed, Plain, Target
 from servekit.errors import InvalidInput
 from servekit.library.prediction_cache import LRUCache
-from servekit.protocols import v2_rest
+from servekit.protocols import json_numbers, v2_rest
 from servekit.registry import Registry
 from servekit.server.metrics import Metrics
 
@@ -266,6 +266,20 @@ def test_the_plain_lane_steps_aside_having_done_nothing(repository: Path) -> Non
         model.batcher._direct = False
         # more rows than run inline: the awaited path runs it in a thread
         assert model.batcher.run_plain(lambda x: x, DIGITS.data[:65]) is None
+        decoded: list[str] = []
+
+        def general(raw: bytes) -> Any:
+            decoded.append("general")
+            return v2_rest._decode(raw)
+
+        def plain_decode(raw: bytes) -> Any:
+            decoded.append("plain")
+            return json_numbers.plain_input(raw)
+
+        counting = Plain(plain_decode, v2_rest._answer_output)
+        assert dataplane.express(Target("digits"), general, body(DIGITS.data[:65]), v2_rest._answer,
+                                 protocol="v2", plain=counting) is None
+        assert decoded == ["plain"]  # not decoded again on the way to the awaited path
         assert stats.inference_count == before
 
     asyncio.run(scenario())

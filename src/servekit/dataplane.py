@@ -251,7 +251,7 @@ class DataPlane:
         if plain is not None and not self.registry.shadows:
             answer = self._plain(protocol, target, model, batcher, body, plain, started)
             if answer is not _NOT_PLAIN:
-                return answer  # type: ignore[return-value]
+                return answer  # type: ignore[return-value]  # (None: it would queue, as run_now would)
         try:
             request = decode(body)
         except Exception:
@@ -278,7 +278,10 @@ class DataPlane:
         plain: Plain[T], started: float,
     ) -> T | object:
         """:meth:`express` through the runtime's ``plain_output``; _NOT_PLAIN,
-        with nothing done or counted, when the body or the model is not for it."""
+        with nothing done or counted, when the body or the model is not for
+        it; None when the call would not run at once and inline (too many
+        rows), which ``run_now`` would refuse as well: the awaited path takes
+        it without a second decode here."""
         found = plain.decode(body)
         runtime = model.runtime
         if found is None or runtime is None:
@@ -291,8 +294,8 @@ class DataPlane:
         stage = "predict"
         try:
             output = batcher.run_plain(runtime.plain_output, features)
-            if output is None:  # not at once and inline: the awaited path queues it
-                return _NOT_PLAIN
+            if output is None:
+                return None
             stage = "encode"
             result = plain.encode(runtime.name, runtime.version, request_id, output)
         except Exception as exc:
