@@ -24,6 +24,7 @@ setup(
         Extension(
             "servekit._trees",
             sources=["src/servekit/_speedups/trees.c"],
+            depends=["src/servekit/_speedups/buffers.h"],
             # float32 sums in XGBoost's order, one rounding per add
             extra_compile_args=["-O2", "-ffp-contract=off"],
             optional=True,
@@ -31,6 +32,7 @@ setup(
         Extension(
             "servekit._linear",
             sources=["src/servekit/_speedups/linear.c"],
+            depends=["src/servekit/_speedups/buffers.h"],
             # -O3: the fixed-size class blocks unroll fully, their accumulators
             # in registers. No -march/-mavx*: the AVX2 and AVX-512 kernels are
             # compiled per function (target attributes) and picked at import

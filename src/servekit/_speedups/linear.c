@@ -63,6 +63,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "buffers.h"
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define LINEAR_X86 1
 #include <immintrin.h>
@@ -229,40 +231,6 @@ static kernel_t KERNELS[] = {
 static const kernel_t *chosen = &KERNELS[N_KERNELS - 1];
 
 /* -- arguments ---------------------------------------------------------------------------------- */
-typedef struct {
-    Py_buffer view;
-    int held;
-} arg_t;
-
-static void release(arg_t *args, int n) {
-    for (int i = 0; i < n; i++) {
-        if (args[i].held) PyBuffer_Release(&args[i].view);
-        args[i].held = 0;
-    }
-}
-
-/* A C-contiguous buffer of `ndim` dimensions whose items are native `formats`,
- * `itemsize` bytes each (intp is 'i', 'l', 'q' or 'n' depending on the platform). */
-static int take(PyObject *object, arg_t *arg, const char *what, const char *formats, Py_ssize_t itemsize,
-                int ndim, int writable) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, &arg->view, flags) < 0) return -1;
-    arg->held = 1;
-    const char *format = arg->view.format ? arg->view.format : "B";
-#if PY_LITTLE_ENDIAN
-    if (*format == '=' || *format == '<' || *format == '@') format++;
-#else
-    if (*format == '=' || *format == '>' || *format == '@' || *format == '!') format++;
-#endif
-    if (arg->view.itemsize != itemsize || strlen(format) != 1 || strchr(formats, *format) == NULL ||
-        arg->view.ndim != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s: expected a C-contiguous %d-D array of %zd-byte items (%s)", what,
-                     ndim, itemsize, formats);
-        return -1;
-    }
-    return 0;
-}
-
 /* Rows times classes times columns above which the GIL goes to other threads
  * (about 100 us of work): for one row releasing it would cost more than the loop. */
 #define BIG_PRODUCT 2000000.0
