@@ -95,6 +95,26 @@ static const uint64_t U64POW10[20] = {
     100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL,
 };
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* A mask of the bytes of a chunk that are not digits: a byte is a digit when
+ * its high nibble is 3 and adding 6 keeps it so (a carry out of a non-digit
+ * byte only disturbs bytes after it, past the first non-digit). */
+static inline uint64_t non_digits(uint64_t chunk) {
+    const uint64_t high = 0xF0F0F0F0F0F0F0F0ULL, threes = 0x3030303030303030ULL;
+    return ((chunk & high) ^ threes) | (((chunk + 0x0606060606060606ULL) & high) ^ threes);
+}
+
+/* The value of the n digits (1 to 8) that start a little-endian 8-byte chunk:
+ * moved to the top bytes they read as an 8-digit number with leading zeros;
+ * then pairs, quads and octets are combined. */
+static inline uint64_t swar_value(uint64_t chunk, int n) {
+    uint64_t v = (chunk << (64 - 8 * n)) & 0x0F0F0F0F0F0F0F0FULL;
+    v = (v * 2561) >> 8 & 0x00FF00FF00FF00FFULL;
+    v = (v * 6553601) >> 16 & 0x0000FFFF0000FFFFULL;
+    return (v * 42949672960001ULL) >> 32;
+}
+#endif
+
 /*
  * The run of up to 8 digits at p: how many, and their value. Eight bytes are
  * tested at once (SWAR) so that numbers of varying length cost no per-digit
@@ -104,19 +124,10 @@ static inline int digits8(const char *p, const char *end, uint64_t *value) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     uint64_t chunk = 0;
     memcpy(&chunk, p, end - p >= 8 ? 8 : (size_t)(end - p));
-    /* a byte is a digit when its high nibble is 3 and adding 6 keeps it so;
-     * a carry out of a non-digit byte only disturbs bytes after it */
-    const uint64_t high = 0xF0F0F0F0F0F0F0F0ULL, threes = 0x3030303030303030ULL;
-    uint64_t other = ((chunk & high) ^ threes) | (((chunk + 0x0606060606060606ULL) & high) ^ threes);
+    uint64_t other = non_digits(chunk);
     int n = other ? __builtin_ctzll(other) >> 3 : 8;
     if (n == 0) return 0;
-    /* the n digits moved to the top bytes read as an 8-digit number with
-     * leading zeros; then pairs, quads and octets are combined */
-    uint64_t v = (chunk << (64 - 8 * n)) & 0x0F0F0F0F0F0F0F0FULL;
-    v = (v * 2561) >> 8 & 0x00FF00FF00FF00FFULL;
-    v = (v * 6553601) >> 16 & 0x0000FFFF0000FFFFULL;
-    v = (v * 42949672960001ULL) >> 32;
-    *value = v;
+    *value = swar_value(chunk, n);
     return n;
 #else
     uint64_t v = 0;
@@ -277,20 +288,15 @@ __attribute__((noinline)) static Py_ssize_t int_run(const char **pp, const char 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const char *p = *pp;
     Py_ssize_t taken = 0;
-    const uint64_t high = 0xF0F0F0F0F0F0F0F0ULL, threes = 0x3030303030303030ULL;
     while (end - p >= 8 && count + taken < capacity) {
         uint64_t chunk;
         memcpy(&chunk, p, 8);
-        uint64_t other = ((chunk & high) ^ threes) | (((chunk + 0x0606060606060606ULL) & high) ^ threes);
+        uint64_t other = non_digits(chunk);
         if (other == 0) break; /* 8 digits or more */
         int n = __builtin_ctzll(other) >> 3;
         if (n == 0 || ((chunk >> (8 * n)) & 0xFF) != ',') break;
         if ((chunk & 0xFF) == '0' && n > 1) break; /* a leading zero: not JSON */
-        uint64_t v = (chunk << (64 - 8 * n)) & 0x0F0F0F0F0F0F0F0FULL;
-        v = (v * 2561) >> 8 & 0x00FF00FF00FF00FFULL;
-        v = (v * 6553601) >> 16 & 0x0000FFFF0000FFFFULL;
-        v = (v * 42949672960001ULL) >> 32;
-        int64_t value = (int64_t)v;
+        int64_t value = (int64_t)swar_value(chunk, n);
         memcpy(slots + (count + taken) * 8, &value, 8);
         taken++;
         /* past the comma, and a space after it (n <= 6 here: byte n + 1 is in the chunk) */

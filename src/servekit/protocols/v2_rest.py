@@ -57,8 +57,12 @@ def _compressed(out: Response, accept: str) -> Response:
     return out
 
 
-def _answer_output(model_name: str, model_version: str | None, request_id: str, output: Tensor) -> Response:
-    return Response(v2_codec.encode_output(model_name, model_version, request_id, output))
+def _answer_output(
+    model_name: str, model_version: str | None, request_id: str, output: Tensor, accept: str | None = None
+) -> Response:
+    """:func:`_answer` for the plain lane's one output."""
+    out = Response(v2_codec.encode_output(model_name, model_version, request_id, output))
+    return _compressed(out, accept) if accept else out
 
 
 # the plain lane of the express path: the commonest request decoded whole in C
@@ -122,7 +126,7 @@ def routes(ctx: ServerContext) -> list[Route]:
             encode, plain = _answer, _PLAIN
         else:
             encode = partial(_answer, accept=accept)
-            plain = Plain(json_numbers.plain_input, lambda *answer: _compressed(_answer_output(*answer), accept))
+            plain = Plain(json_numbers.plain_input, partial(_answer_output, accept=accept))
         return dataplane.express(Target(params["model"], params.get("version")), _decode, body, encode,
                                  protocol=PROTOCOL, plain=plain)
 
