@@ -24,6 +24,7 @@ from servekit.library.prediction_cache import LRUCache
 from servekit.registry import Registry
 from servekit.server.app import App
 from servekit.server.http import Request, Response, Router, json_response, route
+from servekit.server.http_server import _response_head, ok_json_head
 from servekit.server.metrics import Metrics
 from servekit.tensors import InferenceRequest, InferenceResponse, Tensor
 
@@ -154,6 +155,25 @@ def test_connection_close_and_http10_close_after_an_express_answer(port: int) ->
     raw = b"POST /fast/b HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}"
     [(head, body)], closed = exchange(port, raw)
     assert head.startswith(b"HTTP/1.1 200") and body["name"] == "b" and closed
+
+
+def test_a_plain_json_answers_ready_head_is_the_head_the_general_path_writes() -> None:
+    """App.express gives a 200 JSON answer's head ready made (ok_json_head):
+    the very bytes _response_head makes of its headers, open or closing."""
+
+    class Connection:
+        keep_alive = True
+
+    ids = [b"0" * 36, b"abc-1", b"!~" * 64]
+    for request_id in ids:
+        headers = [(b"content-length", b"17"), (b"content-type", b"application/json"), (b"x-request-id", request_id)]
+        for keep_alive, end in [(True, b"\r\n"), (False, b"connection: close\r\n\r\n")]:
+            Connection.keep_alive = keep_alive
+            ready = ok_json_head(17, request_id)
+            assert ready is not None and ready + end == _response_head(Connection, 200, headers)  # type: ignore[arg-type]
+    # an id that is not a header value: no ready head (the general path refuses it)
+    for bad in [b"", b"a b", b"a\r\nset-cookie: x", b"a\0", b"x" * 129, "é".encode()]:
+        assert ok_json_head(17, bad) is None
 
 
 def test_errors_of_an_express_handler_are_answered_in_the_routes_format(port: int) -> None:

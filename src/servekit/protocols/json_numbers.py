@@ -118,7 +118,7 @@ def plain_input(body: bytes | bytearray | memoryview) -> tuple[str, np.ndarray, 
     if found is None:
         return None
     name, shape, datatype, data, request_id = found
-    return name, np.frombuffer(data, _PLAIN_DTYPES[datatype]).reshape(shape), datatype, request_id
+    return name, np.ndarray(shape, _PLAIN_DTYPES[datatype], data), datatype, request_id
 
 
 def _ordinary_only(datatype: str, kind: str) -> bool:

@@ -20,7 +20,8 @@ from servekit.observability.request_id import from_header as request_id_from_hea
 from servekit.observability.request_id import header_or_none as request_id_or_none
 from servekit.observability.request_id import new_id as new_request_id
 from servekit.observability.tracing import RECEIVED, Traced, Tracing, carrier
-from servekit.server.http import ErrorEncoder, Receive, Request, Response, Router, Scope, Send
+from servekit.server.http import JSON, ErrorEncoder, Receive, Request, Response, Router, Scope, Send
+from servekit.server.http_server import ok_json_head
 
 log = logging.getLogger("servekit.server")
 access_log = logging.getLogger("servekit.access")
@@ -110,10 +111,12 @@ class App:
 
     def express(
         self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes, server: Any
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    ) -> tuple[int, list[tuple[bytes, bytes]] | bytes, bytes] | None:
         """A request answered without a task or a scope, by its route's express
         handler (:data:`servekit.server.http.Express`): (status, headers, body),
-        or None for :meth:`handle` to answer. servekit's HTTP server offers it
+        the headers of a plain 200 JSON answer as its ready head
+        (:func:`~servekit.server.http_server.ok_json_head`), or None for
+        :meth:`handle` to answer. servekit's HTTP server offers it
         each request whose body it has whole; never with tracing or access
         logging on (those need :meth:`handle`'s timing)."""
         router = self.routers.get(server[1], self.default) if server is not None else self.default
@@ -138,6 +141,10 @@ class App:
             request_id = REQUEST_ID.get() or new_request_id()
         finally:
             REQUEST_ID.reset(token)
+        if response.status == 200 and response.content_type is JSON and not response.headers:
+            head = ok_json_head(len(response.body), request_id.encode())
+            if head is not None:
+                return 200, head, response.body
         response.headers.append((REQUEST_ID_HEADER, request_id.encode()))
         return response.status, response.head(), response.body
 

@@ -59,9 +59,11 @@ log = logging.getLogger("servekit.server")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 # an application's answer of a request in the protocol's callback: (method, path,
-# headers, body, local address) -> (status, headers, body), or None
+# headers, body, local address) -> (status, headers, body), or None; the headers
+# may come ready as bytes, the status line and header lines of ok_json_head
 Express = Callable[
-    [str, str, list[tuple[bytes, bytes]], bytes, Any], tuple[int, list[tuple[bytes, bytes]], bytes] | None
+    [str, str, list[tuple[bytes, bytes]], bytes, Any],
+    tuple[int, list[tuple[bytes, bytes]] | bytes, bytes] | None,
 ]
 
 _HEAD_LIMIT = 64 * 1024  # request line + headers (also chunked trailers)
@@ -708,7 +710,10 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.head = None
         self.expressed += 1
         status, headers, payload = answer
-        response = _response_head(self, status, headers)
+        if headers.__class__ is bytes:  # ok_json_head's: only the end of the head is left
+            response = headers + (_HEAD_END if self.keep_alive else _HEAD_END_CLOSE)  # type: ignore[operator]
+        else:
+            response = _response_head(self, status, headers)  # type: ignore[arg-type]
         if response is None:  # refused: the cycle's generic 500
             _Cycle(self, body, False).respond(status, headers, payload)
         elif self.transport is not None and not self.transport.is_closing():
@@ -891,6 +896,21 @@ class _TlsListener:
                 conn.close()
         for task in self.handshakes:
             task.cancel()
+
+
+_HEAD_END, _HEAD_END_CLOSE = b"\r\n", b"connection: close\r\n\r\n"
+_OK_JSON = _STATUS_LINES[200] + b"content-length: %d\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
+_HEADER_VALUE = re.compile(rb"[\x21-\x7e]{1,128}")
+
+
+def ok_json_head(length: int, request_id: bytes) -> bytes | None:
+    """The head of a 200 JSON answer of ``length`` bytes with an X-Request-ID,
+    but its end (which says whether the connection stays open): the bytes
+    ``_response_head`` makes of the same status and headers, for an express
+    answer. None when ``request_id`` is not 1 to 128 printable ASCII characters."""
+    if _HEADER_VALUE.fullmatch(request_id) is None:
+        return None
+    return _OK_JSON % (length, request_id)
 
 
 def _response_head(protocol: HttpProtocol, status: int, headers: Any) -> bytes | None:
