@@ -710,10 +710,11 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.head = None
         self.expressed += 1
         status, headers, payload = answer
-        if headers.__class__ is bytes:  # ok_json_head's: only the end of the head is left
-            response = headers + (_HEAD_END if self.keep_alive else _HEAD_END_CLOSE)  # type: ignore[operator]
+        response: bytes | None
+        if isinstance(headers, bytes):  # ok_json_head's: only the end of the head is left
+            response = headers + (_HEAD_END if self.keep_alive else _HEAD_END_CLOSE)
         else:
-            response = _response_head(self, status, headers)  # type: ignore[arg-type]
+            response = _response_head(self, status, headers)
         if response is None:  # refused: the cycle's generic 500
             _Cycle(self, body, False).respond(status, headers, payload)
         elif self.transport is not None and not self.transport.is_closing():
