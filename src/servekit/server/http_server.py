@@ -710,14 +710,13 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.head = None
         self.expressed += 1
         status, headers, payload = answer
-        response: bytes | None
         if isinstance(headers, bytes):  # ok_json_head's: only the end of the head is left
-            response = headers + (_HEAD_END if self.keep_alive else _HEAD_END_CLOSE)
+            response: bytes | None = headers + (_HEAD_END if self.keep_alive else _HEAD_END_CLOSE)
         else:
             response = _response_head(self, status, headers)
-        if response is None:  # refused: the cycle's generic 500
-            _Cycle(self, body, False).respond(status, headers, payload)
-        elif self.transport is not None and not self.transport.is_closing():
+            if response is None:  # refused: the cycle's generic 500
+                _Cycle(self, body, False).respond(status, headers, payload)
+        if response is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.write(response + payload)
         if not self.keep_alive:
             self.close()
