@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install serve test lint typecheck examples clean proto bench bench-torchserve lock
 
-$(STAMP): pyproject.toml setup.py constraints.txt src/servekit/_speedups/numbers.c src/servekit/_speedups/trees.c
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard src/servekit/_speedups/*.c src/servekit/_speedups/*.h)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

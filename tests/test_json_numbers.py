@@ -617,3 +617,60 @@ def test_runs_of_whole_numbers_decode_as_the_general_path(numbers: list[Any], se
     assert whole(fast, body) == whole(ordinary, body)
     padded = body[:-1 - pad] + b',"pad":"' + b"x" * json_numbers.MIN_BODY + b'"}'  # a body the array parser reads
     assert outcome(fast, padded) == outcome(ordinary, padded)
+
+
+# -- int_run's 64-byte windows (int_run_wide: the text of a window checked at once) --
+DEFECTS = ["0", "00", "01", "0007", "12345678", "123456789", "1.5", "-3", "2e3", "true", "null", '"7"', "[1]", "1 "]
+SEPARATORS_OF_DEFECTS = [",  ", " ,", ",\t", ",\n", ",,", ",\r\n", ", ,"]
+
+
+def check_run(texts: list[str], separators: list[str], lead: str = "") -> np.ndarray | None:
+    """The run's body decodes as orjson decodes it, or is refused alike, by
+    both C readers (the general decode's, on a body long enough for it, and the
+    plain lane's); the plain lane's array, or None when it did not take it."""
+    data = lead + "".join(text + (separators[i] if i < len(texts) - 1 else "") for i, text in enumerate(texts))
+    entry = f'{{"name":"x","shape":[{len(texts)}],"datatype":"INT64","data":[{data}]}}'
+    body = f'{{"inputs":[{entry}]}}'.encode()
+    padded = body[:-1] + b',"pad":"' + b"x" * json_numbers.MIN_BODY + b'"}'
+    expected = outcome(ordinary, padded)
+    assert outcome(fast, padded) == expected
+    found = json_numbers.plain_input(body)
+    if found is None:
+        return None
+    array = found[1]
+    assert not isinstance(expected, tuple)  # taken only when the general path decodes it
+    assert array.dtype == np.int64 and array.tolist() == ordinary(body).inputs[0].data.tolist()
+    return array
+
+
+def test_a_defect_anywhere_in_a_long_run_decodes_as_the_general_path() -> None:
+    """A long run of small numbers (many windows) with one defect (a leading
+    zero, 8 or 9 digits, a float, a sign, another token, a separator other than
+    ', ' or ',') at every third place and two alignments: each body decodes as
+    orjson decodes it, or is refused alike; without one, the plain lane takes it."""
+    base = [str((i * 37) % 1000) for i in range(120)]
+    for lead in ["", " "]:
+        array = check_run(base, [", "] * 119, lead)
+        assert array is not None and array.tolist() == [int(t) for t in base]
+        for at in range(0, 120, 3):
+            for defect in DEFECTS:
+                check_run([*base[:at], defect, *base[at + 1:]], [", " if i % 5 else "," for i in range(119)], lead)
+            for separator in SEPARATORS_OF_DEFECTS:
+                separators = [","] * 119
+                separators[min(at, 118)] = separator
+                check_run(base, separators, lead)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    numbers=st.lists(st.one_of(st.integers(0, 999), st.integers(0, 99_999_999), st.sampled_from(DEFECTS)),
+                     min_size=20, max_size=200),
+    spaced=st.lists(st.booleans(), min_size=1, max_size=7),
+    lead=st.sampled_from(["", " ", "\n"]),
+)
+def test_long_runs_of_small_numbers_decode_as_the_general_path(numbers: list[Any], spaced: list[bool],
+                                                                  lead: str) -> None:
+    texts = [str(n) for n in numbers]
+    array = check_run(texts, [", " if spaced[i % len(spaced)] else "," for i in range(len(texts) - 1)], lead)
+    if all(isinstance(n, int) for n in numbers):
+        assert array is not None and array.tolist() == numbers

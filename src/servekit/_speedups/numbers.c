@@ -24,6 +24,9 @@
 #include <float.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define MAX_DEPTH 32
 #define SLOW_TOKEN_STACK 64
@@ -274,6 +277,84 @@ static inline token_t read_token(const char **pp, const char *end, int64_t *ival
     return TOKEN_FLOAT;
 }
 
+#if defined(__SSE2__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* A mask of the bytes of the 64 at p equal to c (bit i: p[i]). */
+static inline uint64_t bytes_equal(const __m128i chunks[4], char c) {
+    const __m128i wanted = _mm_set1_epi8(c);
+    uint64_t mask = 0;
+    for (int i = 0; i < 4; i++) {
+        mask |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(chunks[i], wanted)) << (16 * i);
+    }
+    return mask;
+}
+
+/*
+ * int_run's first part, 64 bytes at a time: the digits, commas and spaces of
+ * a window are found as bit masks, the whole of its text checked at once (each
+ * number 1 to 8 digits without a leading zero, then a comma and at most one
+ * space, then the next number's first digit), and then each number is read
+ * from its own 8-byte load, whose address the masks give: no number waits on
+ * the parse of the one before it. Takes the numbers of the window up to the
+ * first that is not such a one (or the last that starts in it) and goes on
+ * with the next window; returns how many it stored from slots[count] on, with
+ * *pp at the first number not taken, for int_run's one-at-a-time loop.
+ */
+static Py_ssize_t int_run_wide(const char **pp, const char *end, char *slots, Py_ssize_t count,
+                               Py_ssize_t capacity) {
+    const char *p = *pp;
+    Py_ssize_t taken = 0;
+    const __m128i below = _mm_set1_epi8('0' - 1), above = _mm_set1_epi8('9' + 1);
+    while (end - p >= 72) { /* the window, and an 8-byte load at any of its numbers */
+        __m128i chunks[4];
+        uint64_t digits = 0;
+        for (int i = 0; i < 4; i++) {
+            chunks[i] = _mm_loadu_si128((const __m128i *)(p + 16 * i));
+            __m128i is_digit = _mm_and_si128(_mm_cmpgt_epi8(chunks[i], below), _mm_cmplt_epi8(chunks[i], above));
+            digits |= (uint64_t)(uint16_t)_mm_movemask_epi8(is_digit) << (16 * i);
+        }
+        if (!(digits & 1)) break;
+        uint64_t commas = bytes_equal(chunks, ','), spaces = bytes_equal(chunks, ' ');
+        uint64_t zeros = bytes_equal(chunks, '0');
+        uint64_t starts = digits & ~(digits << 1);  /* first digits */
+        uint64_t lasts = digits & ~(digits >> 1);   /* last digits (bit 63: perhaps not) */
+        /* every place the text is not "digits, comma, at most one space, digit" */
+        uint64_t bad = ~(digits | commas | spaces)
+                       | (commas & ~(digits << 1))             /* a comma not after a digit */
+                       | (lasts & ~(commas >> 1))              /* a number not followed by a comma */
+                       | (spaces & ~(commas << 1))             /* a space not after a comma */
+                       | ((spaces << 1) & ~digits)             /* no digit after the space */
+                       | (((commas << 1) & ~spaces) & ~digits) /* nor after a comma without one */
+                       | (starts & zeros & (digits >> 1));     /* a leading zero */
+        /* the numbers wholly before the first such place, and then followed by
+         * the start of another: the window is taken up to that start */
+        uint64_t before = bad ? (bad & -bad) - 1 : ~0ULL;
+        uint64_t next = starts & before & ~1ULL;
+        if (!next) break;
+        int stop = 63 - __builtin_clzll(next);
+        uint64_t numbers = starts & ((1ULL << stop) - 1);
+        if (count + taken + __builtin_popcountll(numbers) > capacity) break;
+        while (numbers) {
+            int at = __builtin_ctzll(numbers);
+            numbers &= numbers - 1;
+            int n = __builtin_ctzll(~(digits >> at));
+            if (n > 8) { /* the scalar loop stops at it too */
+                stop = at;
+                break;
+            }
+            uint64_t chunk;
+            memcpy(&chunk, p + at, 8);
+            int64_t value = (int64_t)swar_value(chunk, n);
+            memcpy(slots + (count + taken) * 8, &value, 8);
+            taken++;
+        }
+        p += stop;
+        if (stop == 0) break;
+    }
+    *pp = p;
+    return taken;
+}
+#endif
+
 /*
  * A run of small whole numbers at *pp, the commonest data (pixels, counts,
  * ids): each of 1 to 7 digits (no sign, no leading zero), then a comma and at
@@ -288,6 +369,9 @@ __attribute__((noinline)) static Py_ssize_t int_run(const char **pp, const char 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const char *p = *pp;
     Py_ssize_t taken = 0;
+#if defined(__SSE2__)
+    taken = int_run_wide(&p, end, slots, count, capacity);
+#endif
     while (end - p >= 8 && count + taken < capacity) {
         uint64_t chunk;
         memcpy(&chunk, p, 8);
