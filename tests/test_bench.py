@@ -145,6 +145,14 @@ def test_find_rate_says_when_no_rate_is_sustained(server: ServerProcess) -> None
     out = bench(server, "iris", "--shape", "1,4", "--datatype", "FP64", "--input-name", "predict",
                 "--find-rate", "0.000001", "--start-rate", "10", "--duration", "0.5")
     assert "p99 < 1e-06 ms: not sustained even at the start rate" in out.stdout
+    # a rate counts as not sustained after --tries failed measurements of it (default 2)
+    for tries, levels in [(None, 2), ("3", 3), ("1", 1)]:
+        out = bench(server, "iris", "--shape", "1,4", "--datatype", "FP64", "--input-name", "predict",
+                    "--find-rate", "0.000001", "--start-rate", "10", "--duration", "0.3", "--warmup", "0",
+                    "--format", "json", *(["--tries", tries] if tries else []))
+        report = json.loads(out.stdout)
+        assert report["sustainable"]["1e-06"]["rate"] is None
+        assert [level["rate"] for level in report["results"]] == [10.0] * levels
 
 
 def test_any_servers_own_format_from_a_body_file(server: ServerProcess, tmp_path: Path) -> None:

@@ -143,15 +143,24 @@ async def find_rate(target: Target, args: argparse.Namespace, p99_ms: float,
                     level: Any) -> tuple[float | None, list[LevelResult]]:
     """The highest open-loop rate sustained with p99 under ``p99_ms``: doubling
     from --start-rate until a rate is not sustained, then --search-steps
-    bisections between the last sustained and the first failed rate."""
+    bisections between the last sustained and the first failed rate. A rate
+    counts as not sustained only when --tries measurements of it in a row fail:
+    on a shared machine a neighbour's burst must not end the search."""
     probes: list[LevelResult] = []
     good: float | None = None
     bad: float | None = None
+
+    async def holds(rate: float) -> bool:
+        for _ in range(max(1, args.tries)):
+            result = await level(rate)
+            probes.append(result)
+            if sustained(result, p99_ms):
+                return True
+        return False
+
     rate = args.start_rate
     while rate <= args.max_rate:
-        result = await level(rate)
-        probes.append(result)
-        if not sustained(result, p99_ms):
+        if not await holds(rate):
             bad = rate
             break
         good, rate = rate, rate * 2
@@ -159,9 +168,7 @@ async def find_rate(target: Target, args: argparse.Namespace, p99_ms: float,
         return good, probes
     for _ in range(args.search_steps):
         middle = round((good + bad) / 2, 1)
-        result = await level(middle)
-        probes.append(result)
-        if sustained(result, p99_ms):
+        if await holds(middle):
             good = middle
         else:
             bad = middle
@@ -294,6 +301,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-rate", type=float, default=200000.0, help="--find-rate: highest rate tried")
     parser.add_argument("--search-steps", type=int, default=4,
                         help="--find-rate: bisections after the first rate not sustained (default 4)")
+    parser.add_argument("--tries", type=int, default=2,
+                        help="--find-rate: measurements of a rate, one after another, before it counts as not "
+                             "sustained (default 2)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
     parser.add_argument("--requests", type=int, default=None,
