@@ -359,10 +359,11 @@ static Py_ssize_t int_run_wide(const char **pp, const char *end, char *slots, Py
  * A run of small whole numbers at *pp, the commonest data (pixels, counts,
  * ids): each of 1 to 7 digits (no sign, no leading zero), then a comma and at
  * most one space, read from one 8-byte load, so the next number's address
- * waits on no further load. Stores them as int64 from slots[*count] on (below
- * capacity) and returns how many; stops at anything else (the last number of
- * a list, before its ']', among them) with *pp at the first one not taken,
- * which the general loop reads.
+ * waits on no further load (after int_run_wide, where SSE2 is, has taken what
+ * it can 64 bytes at a time). Stores them as int64 from slots[*count] on
+ * (below capacity) and returns how many; stops at anything else (the last
+ * number of a list, before its ']', among them) with *pp at the first one not
+ * taken, which the general loop reads.
  */
 __attribute__((noinline)) static Py_ssize_t int_run(const char **pp, const char *end, char *slots, Py_ssize_t count,
                                                       Py_ssize_t capacity) {

@@ -130,7 +130,12 @@ def _linear(model: Any) -> dict[str, FastMethod] | None:
             if certain:
                 found: np.ndarray = classes[index]  # as classes.take(index), a little cheaper
                 return found
-        scores = decision_function(x)
+        # the product scikit-learn's own predict makes (X @ coef_.T + intercept_):
+        # a near tie must round as it rounds there, which the one-row
+        # matrix-vector product of decision_function need not (other BLAS kernels)
+        scores = x @ weights + bias
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores.ravel()
         index = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
         labels: np.ndarray = classes.take(index)
         return labels
