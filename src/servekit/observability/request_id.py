@@ -33,7 +33,7 @@ METADATA = "x-request-id"
 MAX_LENGTH = 128
 
 _VALID = re.compile(r"[\x21-\x7e]{1,128}")
-_VALID_BYTES = re.compile(rb"[\x21-\x7e]{1,128}")
+VALID_BYTES = re.compile(rb"[\x21-\x7e]{1,128}")  # a header value that is a request id
 # escaped as %XX: '%' itself, and everything outside printable ASCII (spaces, CR, LF, …)
 _SAFE_CHARACTERS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _CUT_ESCAPE = re.compile(r"%[0-9A-F]?$")
@@ -67,14 +67,14 @@ def refusal(what: str) -> str:
 
 def from_header(value: bytes) -> str:
     """A client's ``X-Request-ID`` value, or InvalidInput saying what one may be."""
-    if _VALID_BYTES.fullmatch(value) is None:
+    if VALID_BYTES.fullmatch(value) is None:
         raise InvalidInput(refusal("the X-Request-ID header"))
     return value.decode("ascii")
 
 
 def header_or_none(value: bytes) -> str | None:
     """A client's ``X-Request-ID`` value, or None when :func:`from_header` refuses it."""
-    return value.decode("ascii") if _VALID_BYTES.fullmatch(value) is not None else None
+    return value.decode("ascii") if VALID_BYTES.fullmatch(value) is not None else None
 
 
 def from_metadata(value: str) -> str:
@@ -128,6 +128,7 @@ __all__ = [
     "MAX_LENGTH",
     "METADATA",
     "REQUEST_ID",
+    "VALID_BYTES",
     "bind",
     "current",
     "from_header",

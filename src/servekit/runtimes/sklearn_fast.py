@@ -88,15 +88,15 @@ def _linear(model: Any) -> dict[str, FastMethod] | None:
     rows = np.ascontiguousarray(coef) if coef.ndim == 2 else None
     bias = np.asarray(intercept)
 
+    def flat(scores: np.ndarray) -> np.ndarray:
+        return scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
+
     def decision_function(x: np.ndarray) -> np.ndarray:
         x = _float(x)
-        scores: np.ndarray
         if rows is not None and x.ndim == 2 and x.shape[0] == 1:
             # one row: a matrix-vector product, without a matrix product's set-up
-            scores = (rows @ x[0] + bias)[None]
-        else:
-            scores = x @ weights + bias
-        return scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
+            return flat((rows @ x[0] + bias)[None])
+        return flat(x @ weights + bias)
 
     classes = getattr(model, "classes_", None)
     if classes is None:
@@ -133,9 +133,7 @@ def _linear(model: Any) -> dict[str, FastMethod] | None:
         # the product scikit-learn's own predict makes (X @ coef_.T + intercept_):
         # a near tie must round as it rounds there, which the one-row
         # matrix-vector product of decision_function need not (other BLAS kernels)
-        scores = x @ weights + bias
-        if scores.ndim == 2 and scores.shape[1] == 1:
-            scores = scores.ravel()
+        scores = flat(x @ weights + bias)
         index = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
         labels: np.ndarray = classes.take(index)
         return labels

@@ -51,6 +51,7 @@ from urllib.parse import unquote
 import httptools
 
 from servekit.abandon import WATCH, Watch
+from servekit.observability.request_id import VALID_BYTES as REQUEST_ID_VALUE
 from servekit.observability.tracing import RECEIVED
 from servekit.server.balance import BalancedListener, Share
 from servekit.server.http import BODY
@@ -900,7 +901,6 @@ class _TlsListener:
 
 _HEAD_END, _HEAD_END_CLOSE = b"\r\n", b"connection: close\r\n\r\n"
 _OK_JSON = _STATUS_LINES[200] + b"content-length: %d\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
-_HEADER_VALUE = re.compile(rb"[\x21-\x7e]{1,128}")
 
 
 def ok_json_head(length: int, request_id: bytes) -> bytes | None:
@@ -908,7 +908,7 @@ def ok_json_head(length: int, request_id: bytes) -> bytes | None:
     but its end (which says whether the connection stays open): the bytes
     ``_response_head`` makes of the same status and headers, for an express
     answer. None when ``request_id`` is not 1 to 128 printable ASCII characters."""
-    if _HEADER_VALUE.fullmatch(request_id) is None:
+    if REQUEST_ID_VALUE.fullmatch(request_id) is None:
         return None
     return _OK_JSON % (length, request_id)
 
