@@ -56,7 +56,9 @@ class ServerProcess:
     def __init__(self, args: list[str], *, workers: int = 1, env: dict[str, str] | None = None,
                  cwd: str | Path | None = None, ready_path: str = "/v2/health/live",
                  extra_ports: dict[str, int] | None = None, scheme: str = "http",
-                 verify: str | bool = True, cert: tuple[str, str] | None = None) -> None:
+                 verify: str | bool = True, cert: tuple[str, str] | None = None,
+                 prefix: list[str] | None = None) -> None:
+        self.prefix = prefix or []  # a command the server runs under (strace ...)
         self.scheme = scheme
         self.verify = verify
         self.cert = cert
@@ -88,7 +90,7 @@ class ServerProcess:
         log = os.fdopen(fd, "w")
         self.log_path = Path(name)
         self.proc = subprocess.Popen(
-            [*SERVEKIT, *self.args], stdout=log, stderr=subprocess.STDOUT, text=True,
+            [*self.prefix, *SERVEKIT, *self.args], stdout=log, stderr=subprocess.STDOUT, text=True,
             env=self.env, cwd=self.cwd, start_new_session=True,
         )
         log.close()

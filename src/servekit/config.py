@@ -244,6 +244,15 @@ class ServerSettings(BaseModel):
         ),
     )
     gil_switch_interval_ms: float = Field(0.25, description="the workers' sys.setswitchinterval, in milliseconds")
+    # Linux's scheduler preempts a busy thread only at its tick (4 ms at HZ=250): a
+    # client or sidecar woken by an answer on a core a worker keeps busy waits for it
+    yield_after_answer: bool = Field(
+        True,
+        description=(
+            "after each HTTP answer a worker offers its core to a thread waiting for it (sched_yield), "
+            "so that a client or sidecar on the same cores reads the answer before the scheduler's next tick"
+        ),
+    )
     http_server: Literal["servekit", "uvicorn"] = Field(
         "servekit",
         description=(

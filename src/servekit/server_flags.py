@@ -34,7 +34,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "network and ports": (
         "host", "http_port", "enable_http", "grpc_port", "metrics_port", "enable_grpc", "http_server", "keep_alive_seconds",
     ),
-    "workers": ("parallel_workers", "threads_per_worker", "inline_predict_ms", "gil_switch_interval_ms"),
+    "workers": (
+        "parallel_workers", "threads_per_worker", "inline_predict_ms", "gil_switch_interval_ms", "yield_after_answer",
+    ),
     "limits": (
         "max_request_size", "max_queue_size", "max_queue_time", "max_connections", "body_timeout_seconds",
         "abort_on_close", "drain_seconds",

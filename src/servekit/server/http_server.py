@@ -40,6 +40,7 @@ import contextlib
 import contextvars
 import ctypes
 import logging
+import os
 import re
 import socket
 import ssl
@@ -719,6 +720,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
                 _Cycle(self, body, False).respond(status, headers, payload)
         if response is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.write(response + payload)
+            offer = self.server.offer_core
+            if offer is not None:
+                offer()
         if not self.keep_alive:
             self.close()
             return True
@@ -978,6 +982,9 @@ class _Cycle:
                     transport.write(body)
             if not more:
                 self.complete = True
+                offer = self.protocol.server.offer_core
+                if offer is not None:
+                    offer()
 
     # the ASGI ``send`` callable is the cycle itself, so that servekit's own
     # responses can find ``respond``
@@ -991,6 +998,9 @@ class _Cycle:
         transport = self.protocol.transport
         if transport is not None and not transport.is_closing():
             transport.write(head if self.head_only else head + (b"" if self.invalid else body))
+            offer = self.protocol.server.offer_core
+            if offer is not None:
+                offer()
 
     def _head(self, status: int, headers: Any) -> bytes:
         head = _response_head(self.protocol, status, headers)
@@ -1050,7 +1060,11 @@ class HttpServer:
     ``max_connections``: a connection over this many open ones is answered 503
     and closed at once. ``abort_on_close``: when the client closes its side of
     the connection, its request is dropped if it still waits in a model's queue
-    (see :mod:`servekit.abandon`).
+    (see :mod:`servekit.abandon`). ``yield_after_answer``: after writing each
+    answer the worker calls ``sched_yield``, so that a thread woken by the answer
+    (the client, a sidecar) on the core this worker keeps busy runs now rather
+    than at the scheduler's next tick, up to 4 ms later; without one waiting,
+    the call returns at once.
     """
 
     def __init__(
@@ -1065,10 +1079,15 @@ class HttpServer:
         drain_timeout: float = 30.0,
         max_connections: int = 4096,
         abort_on_close: bool = True,
+        yield_after_answer: bool = True,
         timestamps: bool = False,
         share: Share | None = None,
     ) -> None:
         self.app = app
+        # called after each answer is written (os.sched_yield, where the platform has it)
+        self.offer_core: Callable[[], None] | None = (
+            getattr(os, "sched_yield", None) if yield_after_answer else None
+        )
         # requests the application answers in the protocol's callback (App.express)
         self.express: Express | None = (
             None if timestamps or not getattr(app, "expressed", False) else getattr(app, "express", None)

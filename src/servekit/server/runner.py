@@ -400,6 +400,7 @@ async def serve_http(
             drain_timeout=settings.drain_seconds,
             max_connections=settings.max_connections,
             abort_on_close=settings.abort_on_close,
+            yield_after_answer=settings.yield_after_answer,
             timestamps=getattr(app, "tracing", None) is not None,  # a trace's receive span
             share=share,
         )
