@@ -250,7 +250,8 @@ class ServerSettings(BaseModel):
         True,
         description=(
             "after each HTTP answer a worker offers its core to a thread waiting for it (sched_yield), "
-            "so that a client or sidecar on the same cores reads the answer before the scheduler's next tick"
+            "so that a client or sidecar on the same cores reads the answer before the scheduler's next tick "
+            "(servekit's HTTP server; not the uvicorn one)"
         ),
     )
     http_server: Literal["servekit", "uvicorn"] = Field(
