@@ -720,9 +720,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
                 _Cycle(self, body, False).respond(status, headers, payload)
         if response is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.write(response + payload)
-            offer = self.server.offer_core
-            if offer is not None:
-                offer()
+            self.server.offer_core()
         if not self.keep_alive:
             self.close()
             return True
@@ -904,6 +902,10 @@ class _TlsListener:
 
 
 _HEAD_END, _HEAD_END_CLOSE = b"\r\n", b"connection: close\r\n\r\n"
+
+
+def _keep_core() -> None:
+    """``HttpServer.offer_core`` without ``yield_after_answer``."""
 _OK_JSON = _STATUS_LINES[200] + b"content-length: %d\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
 
 
@@ -982,9 +984,7 @@ class _Cycle:
                     transport.write(body)
             if not more:
                 self.complete = True
-                offer = self.protocol.server.offer_core
-                if offer is not None:
-                    offer()
+                self.protocol.server.offer_core()
 
     # the ASGI ``send`` callable is the cycle itself, so that servekit's own
     # responses can find ``respond``
@@ -998,9 +998,7 @@ class _Cycle:
         transport = self.protocol.transport
         if transport is not None and not transport.is_closing():
             transport.write(head if self.head_only else head + (b"" if self.invalid else body))
-            offer = self.protocol.server.offer_core
-            if offer is not None:
-                offer()
+            self.protocol.server.offer_core()
 
     def _head(self, status: int, headers: Any) -> bytes:
         head = _response_head(self.protocol, status, headers)
@@ -1084,9 +1082,9 @@ class HttpServer:
         share: Share | None = None,
     ) -> None:
         self.app = app
-        # called after each answer is written (os.sched_yield, where the platform has it)
-        self.offer_core: Callable[[], None] | None = (
-            getattr(os, "sched_yield", None) if yield_after_answer else None
+        # called after each answer is written: os.sched_yield, where the platform has it
+        self.offer_core: Callable[[], None] = (
+            getattr(os, "sched_yield", _keep_core) if yield_after_answer else _keep_core
         )
         # requests the application answers in the protocol's callback (App.express)
         self.express: Express | None = (
